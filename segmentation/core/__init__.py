@@ -1,0 +1,1 @@
+"""The maths: plain functions on numpy/pandas, no database and no Prefect."""

@@ -1,0 +1,94 @@
+"""Per-segment figures accumulated chunk by chunk, so a run summarises every customer
+without holding them all: counts, gender counts, and per feature the mean, standard
+deviation (merged with Chan et al.'s parallel formula), minimum and maximum."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from segmentation.core.features import GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOWN
+
+
+class SegmentStats:
+    def __init__(self, k: int, features: Sequence[str]):
+        self.k = k
+        self.features = list(features)
+        f = len(self.features)
+        self.count = np.zeros(k, dtype=np.int64)
+        self.gender = np.zeros((k, 3), dtype=np.int64)
+        self.mean = np.zeros((k, f))
+        self.m2 = np.zeros((k, f))
+        self.min = np.full((k, f), np.inf)
+        self.max = np.full((k, f), -np.inf)
+
+    def update(self, labels: np.ndarray, X: np.ndarray, gender: np.ndarray | None = None) -> None:
+        """Add a chunk: labels (n,), X (n, features) in original units, gender codes (n,)."""
+        k = self.k
+        n_b = np.bincount(labels, minlength=k).astype(np.int64)
+        if gender is not None:
+            for code in (GENDER_MALE, GENDER_FEMALE, GENDER_UNKNOWN):
+                self.gender[:, code] += np.bincount(labels[gender == code], minlength=k)
+        present = n_b > 0
+        safe_n = np.where(present, n_b, 1)[:, None]
+        for j in range(X.shape[1]):
+            col = X[:, j]
+            mean_b = np.bincount(labels, weights=col, minlength=k) / safe_n[:, 0]
+            m2_b = np.bincount(labels, weights=np.square(col - mean_b[labels]), minlength=k)
+            n_a = self.count
+            total = n_a + n_b
+            delta = mean_b - self.mean[:, j]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                new_mean = np.where(present, self.mean[:, j] + delta * n_b / np.maximum(total, 1), self.mean[:, j])
+                new_m2 = np.where(
+                    present, self.m2[:, j] + m2_b + delta**2 * n_a * n_b / np.maximum(total, 1), self.m2[:, j]
+                )
+            self.mean[:, j], self.m2[:, j] = new_mean, new_m2
+            for s in np.flatnonzero(present):
+                values = col[labels == s]
+                self.min[s, j] = min(self.min[s, j], values.min())
+                self.max[s, j] = max(self.max[s, j], values.max())
+        self.count += n_b
+
+    @property
+    def n_customers(self) -> int:
+        return int(self.count.sum())
+
+    def segments(self, has_gender: bool) -> pd.DataFrame:
+        total = max(self.n_customers, 1)
+        frame = pd.DataFrame(
+            {
+                "segment_id": np.arange(1, self.k + 1, dtype=np.int64),  # 1-based for people
+                "n_customers": self.count,
+                "share": self.count / total,
+            }
+        )
+        per = np.maximum(self.count, 1)
+        for code, column in (
+            (GENDER_FEMALE, "share_female"),
+            (GENDER_MALE, "share_male"),
+            (GENDER_UNKNOWN, "share_unknown_gender"),
+        ):
+            frame[column] = self.gender[:, code] / per if has_gender else None
+        return frame
+
+    def centroids(self, centers: np.ndarray) -> pd.DataFrame:
+        """Long format: one row per segment and feature. centers in original units."""
+        rows = []
+        for s in range(self.k):
+            for j, feature in enumerate(self.features):
+                empty = self.count[s] == 0
+                rows.append(
+                    {
+                        "segment_id": s + 1,
+                        "feature": feature,
+                        "centroid": float(centers[s, j]),
+                        "mean": float(centers[s, j]) if empty else float(self.mean[s, j]),
+                        "stddev": 0.0 if self.count[s] < 2 else float(np.sqrt(self.m2[s, j] / (self.count[s] - 1))),
+                        "min": float(centers[s, j]) if empty else float(self.min[s, j]),
+                        "max": float(centers[s, j]) if empty else float(self.max[s, j]),
+                    }
+                )
+        return pd.DataFrame(rows)

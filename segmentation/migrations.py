@@ -1,0 +1,88 @@
+"""Applies the versioned SQL files in sql/ in order, once each, recorded in
+segmentation.schema_migrations. Safe to run twice and from two processes at once: the
+whole upgrade runs in one transaction under a transaction-level advisory lock."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from segmentation.errors import SegmentationError
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# Any fixed 64-bit number works; it only has to differ from the publish lock.
+MIGRATION_LOCK_KEY = 0x5E6_0001
+_FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(sql_dir.glob("*.sql")):
+        match = _FILE.match(path.name)
+        if match is None:
+            raise SegmentationError(f"{path} is not named like 001_description.sql; rename it")
+        found.append(Migration(int(match.group(1)), match.group(2), path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise SegmentationError(f"two files in {sql_dir} share a version number: {versions}")
+    return found
+
+
+def upgrade(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[Migration]:
+    """Apply pending migrations; returns those applied now (empty when up to date)."""
+    migrations = discover(sql_dir)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute("CREATE SCHEMA IF NOT EXISTS segmentation")
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS segmentation.schema_migrations (
+                   version    integer PRIMARY KEY,
+                   name       text NOT NULL,
+                   checksum   text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        applied = {
+            version: checksum
+            for version, checksum in conn.execute(
+                "SELECT version, checksum FROM segmentation.schema_migrations"
+            )
+        }
+        done = []
+        for migration in migrations:
+            if migration.version in applied:
+                if applied[migration.version] != migration.checksum:
+                    raise SegmentationError(
+                        f"{migration.path.name} changed after it was applied to this database; "
+                        "never edit an applied migration, add a new numbered file instead"
+                    )
+                continue
+            log.info("applying migration %s", migration.path.name)
+            conn.execute(migration.text)
+            conn.execute(
+                "INSERT INTO segmentation.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                (migration.version, migration.name, migration.checksum),
+            )
+            done.append(migration)
+    return done

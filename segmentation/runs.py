@@ -1,0 +1,185 @@
+"""Run bookkeeping and publishing in the segmentation schema.
+
+A run holds a session-level advisory lock on its connection from start to finish, so only
+one run works at a time; if its process dies, PostgreSQL drops the connection and the lock.
+Its assignments go into a table of its own that becomes a partition of
+customer_segments; publishing is one UPDATE of the run's status, so BI readers switch
+from the old run to the new one in a single commit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
+from segmentation.core.model import KCandidate
+from segmentation.errors import SegmentationError
+
+PUBLISH_LOCK_KEY = 0x5E6_0002
+ASSIGNMENT_FIELDS = [("run_id", "int8"), ("customer_id", "int8"), ("segment_id", "int4"), ("distance", "float8")]
+ABANDONED = "abandoned: the process running it stopped before it finished"
+
+
+def partition_name(run_id: int) -> sql.Identifier:
+    return sql.Identifier("segmentation", f"customer_segments_run_{int(run_id)}")
+
+
+def acquire_run_lock(conn: psycopg.Connection) -> None:
+    locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (PUBLISH_LOCK_KEY,)).fetchone()[0]
+    conn.commit()
+    if not locked:
+        row = conn.execute(
+            "SELECT run_id, started_at FROM segmentation.runs WHERE status = 'running' ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        conn.commit()
+        which = f" (run {row[0]}, started {row[1]:%Y-%m-%d %H:%M:%S %Z})" if row else ""
+        raise SegmentationError(
+            f"another segmentation run is in progress{which}; wait for it to finish, then start this one again"
+        )
+
+
+def release_run_lock(conn: psycopg.Connection) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", (PUBLISH_LOCK_KEY,))
+    conn.commit()
+
+
+def mark_abandoned(conn: psycopg.Connection) -> list[int]:
+    """Runs left 'running' by a dead process. Only called while holding the run lock, so
+    no live run can be among them."""
+    with conn.transaction():
+        abandoned = [
+            r[0]
+            for r in conn.execute(
+                """UPDATE segmentation.runs SET status = 'failed', finished_at = now(), error = %s
+                   WHERE status = 'running' RETURNING run_id""",
+                (ABANDONED,),
+            )
+        ]
+        for run_id in abandoned:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition_name(run_id)))
+    return abandoned
+
+
+def start_run(
+    conn: psycopg.Connection, *, flow_run_id: str | None, source_table: str, features: Sequence[str], params: dict
+) -> int:
+    with conn.transaction():
+        return conn.execute(
+            """INSERT INTO segmentation.runs (flow_run_id, source_table, features, params)
+               VALUES (%s, %s, %s, %s) RETURNING run_id""",
+            (flow_run_id, source_table, list(features), json.dumps(params)),
+        ).fetchone()[0]
+
+
+def fail_run(conn: psycopg.Connection, run_id: int, error: str) -> None:
+    with conn.transaction():
+        conn.execute(
+            """UPDATE segmentation.runs SET status = 'failed', finished_at = now(), error = %s
+               WHERE run_id = %s AND status = 'running'""",
+            (error, run_id),
+        )
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition_name(run_id)))
+
+
+def quarantine(snapshot: psycopg.Connection, conn: psycopg.Connection, copy_query: sql.Composable) -> int:
+    """Stream the invalid rows from the snapshot straight into segmentation.quarantine."""
+    n = 0
+    with conn.transaction(), conn.cursor() as wcur, wcur.copy(
+        "COPY segmentation.quarantine (run_id, customer_id, reason, record) FROM STDIN"
+    ) as sink, snapshot.cursor() as rcur, rcur.copy(copy_query) as source:
+        for block in source:  # one row per block in PostgreSQL's COPY protocol
+            sink.write(block)
+            n += 1
+    return n
+
+
+class AssignmentWriter:
+    """Binary COPY of (run_id, customer_id, segment_id, distance) into the run's own table.
+    Keys and the partition bound are added after the load, which is faster than
+    maintaining an index row by row."""
+
+    def __init__(self, conn: psycopg.Connection, run_id: int):
+        self.conn, self.run_id, self.rows = conn, run_id, 0
+        table = partition_name(run_id)
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE segmentation.customer_segments INCLUDING DEFAULTS)").format(table)
+        )
+        self._cursor = conn.cursor()
+        self._copy_cm = self._cursor.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(table))
+        self._copy = self._copy_cm.__enter__()
+        self._copy.write(HEADER)
+
+    def write(self, customer_ids: np.ndarray, segment_ids: np.ndarray, distances: np.ndarray) -> None:
+        columns = {
+            "run_id": np.full(len(customer_ids), self.run_id, dtype=np.int64),
+            "customer_id": customer_ids,
+            "segment_id": segment_ids,
+            "distance": distances,
+        }
+        self._copy.write(encode_rows(ASSIGNMENT_FIELDS, columns))
+        self.rows += len(customer_ids)
+
+    def close(self) -> None:
+        self._copy.write(TRAILER)
+        self._copy_cm.__exit__(None, None, None)
+        self._cursor.close()
+        table = partition_name(self.run_id)
+        conn = self.conn
+        conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (run_id, customer_id)").format(table))
+        # The CHECK lets ATTACH skip its validation scan.
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT run_bound CHECK (run_id IS NOT NULL AND run_id = {})").format(
+                table, sql.Literal(self.run_id)
+            )
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE segmentation.customer_segments ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                table, sql.Literal(self.run_id)
+            )
+        )
+        conn.commit()
+
+    def abort(self) -> None:
+        try:
+            self._copy_cm.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        except Exception:
+            pass
+        self.conn.rollback()
+
+
+def _copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> None:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
+    with conn.cursor() as cur, cur.copy(
+        sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier("segmentation", table), columns)
+    ) as copy:
+        for row in frame.itertuples(index=False):
+            copy.write_row([None if (isinstance(v, float) and np.isnan(v)) else v for v in row])
+
+
+def publish(
+    conn: psycopg.Connection, run_id: int, *, k: int, n_customers: int, n_quarantined: int,
+    inertia: float, silhouette: float | None, segments: pd.DataFrame, centroids: pd.DataFrame,
+    candidates: Sequence[KCandidate],
+) -> None:
+    """Write the run's summaries and make it the current run, all in one transaction."""
+    with conn.transaction():
+        _copy_frame(conn, "segments", segments.assign(run_id=run_id))
+        _copy_frame(conn, "segment_centroids", centroids.assign(run_id=run_id))
+        _copy_frame(
+            conn, "k_selection",
+            pd.DataFrame([{"run_id": run_id, "k": c.k, "inertia": c.inertia, "silhouette": c.silhouette} for c in candidates]),
+        )
+        updated = conn.execute(
+            """UPDATE segmentation.runs
+               SET status = 'published', published_at = now(), finished_at = now(), k = %s,
+                   n_customers = %s, n_quarantined = %s, inertia = %s, silhouette = %s
+               WHERE run_id = %s AND status = 'running'""",
+            (k, n_customers, n_quarantined, inertia, silhouette, run_id),
+        ).rowcount
+        if updated != 1:
+            raise SegmentationError(f"run {run_id} is no longer running (marked failed by another process?)")

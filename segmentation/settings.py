@@ -1,0 +1,88 @@
+"""Settings read from environment variables. Every variable is documented in the README."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from segmentation.errors import SegmentationError
+
+DATABASE_URL_ENV = "SEGMENTATION_DATABASE_URL"
+DATA_DIR_ENV = "SEGMENTATION_DATA_DIR"
+TEST_DATABASE_URL_ENV = "SEGMENTATION_TEST_DATABASE_URL"
+
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SegmentationError(f"{name}={raw!r} is not a positive whole number; unset it or fix it")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None  # None: the embedded PostgreSQL
+    data_dir: Path
+    chunk_rows: int = 200_000
+    training_sample_size: int = 1_000_000
+    k_selection_sample_size: int = 50_000
+    silhouette_sample_size: int = 5_000
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        url = os.environ.get(DATABASE_URL_ENV) or None
+        data_dir = os.environ.get(DATA_DIR_ENV) or platformdirs.user_data_dir("customer-segmentation")
+        return cls(
+            database_url=url,
+            data_dir=Path(data_dir).expanduser(),
+            chunk_rows=_positive_int("SEGMENTATION_CHUNK_ROWS", cls.chunk_rows),
+            training_sample_size=_positive_int("SEGMENTATION_TRAINING_SAMPLE_SIZE", cls.training_sample_size),
+            k_selection_sample_size=_positive_int("SEGMENTATION_K_SELECTION_SAMPLE_SIZE", cls.k_selection_sample_size),
+            silhouette_sample_size=_positive_int("SEGMENTATION_SILHOUETTE_SAMPLE_SIZE", cls.silhouette_sample_size),
+        )
+
+    def sizes(self) -> dict[str, int]:
+        """The sampling and chunking settings, recorded with every run."""
+        return {
+            "chunk_rows": self.chunk_rows,
+            "training_sample_size": self.training_sample_size,
+            "k_selection_sample_size": self.k_selection_sample_size,
+            "silhouette_sample_size": self.silhouette_sample_size,
+        }
+
+
+def libpq_url(url: str) -> str:
+    """Accept SQLAlchemy-style URLs (postgresql+psycopg://) and return one libpq understands."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise SegmentationError(
+            f"{DATABASE_URL_ENV} is not a database URL ({redact(url)}); "
+            "use the form postgresql://user:password@host:5432/dbname"
+        ) from None
+    if parsed.get_backend_name() != "postgresql":
+        raise SegmentationError(
+            f"{DATABASE_URL_ENV} points at {parsed.get_backend_name()}, but only PostgreSQL is "
+            "supported; use the form postgresql://user:password@host:5432/dbname"
+        )
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def redact(url: str) -> str:
+    """The URL with its password masked, safe for logs, errors and artifacts."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"

@@ -1,0 +1,61 @@
+"""Checking the source, quarantining invalid rows, and reading the training set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from segmentation import runs
+from segmentation.core.sampling import HashSample
+from segmentation.source import Source, quarantine_copy_query, resolve_source, stream_valid
+from tasks.run import RunContext
+
+
+@dataclass
+class TrainingSet:
+    ids: np.ndarray
+    X: np.ndarray  # original units
+    gender: np.ndarray
+    n_valid: int  # valid customers in the snapshot; more than len(ids) when sampled
+
+    @property
+    def complete(self) -> bool:
+        return len(self.ids) == self.n_valid
+
+
+@task(name="check-source", cache_policy=NO_CACHE)
+def check_source(run: RunContext, source_table: str, id_column: str, features: list[str]) -> Source:
+    source = resolve_source(run.snapshot, source_table, id_column, features)
+    get_run_logger().info(
+        "source %s: id %s, features %s", source.table, source.id_column, ", ".join(source.features)
+    )
+    return source
+
+
+@task(name="quarantine-invalid", cache_policy=NO_CACHE)
+def quarantine_invalid(run: RunContext, source: Source) -> int:
+    n = runs.quarantine(run.snapshot, run.conn, quarantine_copy_query(source, run.run_id))
+    if n:
+        get_run_logger().warning("%d rows quarantined (see segmentation.quarantine, run_id %d)", n, run.run_id)
+    return n
+
+
+@task(name="extract", cache_policy=NO_CACHE)
+def extract(run: RunContext, source: Source, random_state: int) -> TrainingSet:
+    """One pass over the valid rows: all of them when they fit the training sample size,
+    otherwise a uniform random sample of that size, reproducible from random_state."""
+    logger = get_run_logger()
+    sample = HashSample(run.settings.training_sample_size, random_state)
+    for chunk in stream_valid(run.snapshot, source, run.settings.chunk_rows):
+        sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
+        if sample.seen > run.settings.chunk_rows:
+            logger.info("extract: %d valid customers read", sample.seen)
+    ids, columns = sample.result()
+    X = columns.get("X", np.empty((0, len(source.features))))
+    gender = columns.get("gender", np.empty(0, dtype=np.int16))
+    logger.info("extract: %d valid customers, training on %d", sample.seen, len(ids))
+    return TrainingSet(ids, X, gender, sample.seen)

@@ -1,0 +1,68 @@
+"""Choosing k and training KMeans on the training set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from segmentation.core import model as core
+from segmentation.settings import Settings
+from tasks.extract import TrainingSet
+
+
+@dataclass
+class TrainedModel:
+    scaler: core.Scaler
+    centers: np.ndarray  # scaled space
+    k: int
+    inertia: float
+    silhouette: float | None
+    candidates: list[core.KCandidate]
+
+    @property
+    def centers_original(self) -> np.ndarray:
+        return self.scaler.inverse(self.centers)
+
+
+@task(name="choose-k", cache_policy=NO_CACHE)
+def choose_k(
+    training: TrainingSet, settings: Settings, n_clusters: int | None, k_min: int, k_max: int,
+    random_state: int, n_init: int,
+) -> tuple[int, list[core.KCandidate]]:
+    low, high = core.check_k(training.n_valid, n_clusters, k_min, k_max)
+    scaler = core.Scaler.fit(training.X)
+    Z = scaler.transform(training.X)
+    core.check_not_degenerate(Z, low)
+    if n_clusters is not None:
+        return n_clusters, []
+    k, candidates = core.select_k(
+        Z, low, high, random_state=random_state, n_init=n_init,
+        selection_sample_size=settings.k_selection_sample_size,
+        silhouette_sample_size=settings.silhouette_sample_size,
+    )
+    get_run_logger().info(
+        "choose-k: %s -> k=%d",
+        ", ".join(f"k={c.k} silhouette={c.silhouette:.3f}" for c in candidates if c.silhouette is not None),
+        k,
+    )
+    return k, candidates
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train(
+    training: TrainingSet, settings: Settings, k: int, candidates: list[core.KCandidate],
+    random_state: int, n_init: int,
+) -> TrainedModel:
+    scaler = core.Scaler.fit(training.X)
+    Z = scaler.transform(training.X)
+    core.check_not_degenerate(Z, k)
+    fitted = core.fit_kmeans(Z, k, random_state, n_init)
+    score = core.silhouette(Z, fitted.labels_, settings.silhouette_sample_size, random_state)
+    if not candidates:  # a fixed k: record its figures as the one candidate
+        candidates = [core.KCandidate(k, float(fitted.inertia_), score)]
+    get_run_logger().info("train: k=%d on %d customers, inertia %.1f", k, len(Z), fitted.inertia_)
+    return TrainedModel(scaler, fitted.cluster_centers_, k, float(fitted.inertia_), score, candidates)
