@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, runtime
 
+from segmentation import logs
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.errors import SegmentationError
 from tasks.extract import check_source, extract, quarantine_invalid
@@ -38,6 +39,7 @@ def customer_segmentation(
         random_state: Seed for sampling and KMeans; the same seed on the same data gives the same segments.
         n_init: KMeans restarts per fit; the best is kept.
     """
+    logs.install()
     params = {
         "n_clusters": n_clusters, "k_min": k_min, "k_max": k_max, "features": list(features),
         "source_table": source_table, "id_column": id_column, "random_state": random_state, "n_init": n_init,

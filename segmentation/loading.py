@@ -1,0 +1,125 @@
+"""Putting customers into the source table: a CSV file, or generated customers."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
+from segmentation.core.csv_rules import COLUMNS, Problem, read_csv, validate
+from segmentation.core.synthetic import generate
+from segmentation.errors import SegmentationError
+from segmentation.source import Source, resolve_source
+
+_MAX_LISTED = 50
+
+
+@dataclass
+class LoadReport:
+    table: str
+    loaded: int
+    inserted: int
+    updated: int
+    problems: list[Problem] = field(default_factory=list)
+
+    def problem_lines(self, limit: int = _MAX_LISTED) -> list[str]:
+        lines = [str(p) for p in self.problems[:limit]]
+        if len(self.problems) > limit:
+            lines.append(f"... and {len(self.problems) - limit} more invalid rows")
+        return lines
+
+
+def _target(conn: psycopg.Connection, table: str) -> Source:
+    target = resolve_source(conn, table, "customer_id", ["gender", "age", "annual_income", "spending_score"])
+    if not target.id_unique:
+        raise SegmentationError(
+            f"{target.table} has no primary key or unique index on customer_id, so rows cannot be "
+            "upserted; add one (ALTER TABLE ... ADD PRIMARY KEY (customer_id))"
+        )
+    return target
+
+
+def _upsert_from(conn: psycopg.Connection, staging: str, target: Source) -> tuple[int, int]:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
+    updates = sql.SQL(", ").join(
+        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in COLUMNS[1:]
+    )
+    # xmax = 0 only for freshly inserted rows: it tells inserts from updates.
+    rows = conn.execute(
+        sql.SQL(
+            "INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging} "
+            "ON CONFLICT ({id}) DO UPDATE SET {updates} RETURNING (xmax = 0)"
+        ).format(
+            target=target.table.identifier(), columns=columns, staging=sql.Identifier(staging),
+            id=sql.Identifier("customer_id"), updates=updates,
+        )
+    ).fetchall()
+    inserted = sum(1 for (fresh,) in rows if fresh)
+    return inserted, len(rows) - inserted
+
+
+def load_csv(conn: psycopg.Connection, path: Path, table: str = "public.customers", skip_invalid: bool = False) -> LoadReport:
+    """Upsert the file's rows by customer id in one transaction. Strict unless skip_invalid:
+    one invalid row and nothing is loaded."""
+    valid, problems = validate(read_csv(path))
+    if problems and not skip_invalid:
+        report = LoadReport(table, 0, 0, 0, problems)
+        raise SegmentationError(
+            f"{path}: {len(problems)} invalid rows, nothing loaded (fix them, or pass --skip-invalid "
+            "to load the valid rows):\n" + "\n".join(report.problem_lines())
+        )
+    with conn.transaction():
+        target = _target(conn, table)
+        conn.execute(
+            "CREATE TEMP TABLE csv_staging (customer_id bigint, gender text, age integer, "
+            "annual_income numeric, spending_score integer) ON COMMIT DROP"
+        )
+        buffer = io.StringIO()
+        valid.to_csv(buffer, header=False, index=False)
+        with conn.cursor() as cur, cur.copy("COPY csv_staging FROM STDIN (FORMAT CSV)") as copy:
+            copy.write(buffer.getvalue())
+        inserted, updated = _upsert_from(conn, "csv_staging", target)
+    return LoadReport(str(target.table), len(valid), inserted, updated, problems)
+
+
+_GENERATED = [
+    ("customer_id", "int8"), ("gender_code", "int2"), ("age", "int4"),
+    ("annual_income", "float8"), ("spending_score", "int4"),
+]
+
+
+def generate_customers(
+    conn: psycopg.Connection, rows: int, seed: int = 0, table: str = "public.customers", chunk_rows: int = 500_000
+) -> LoadReport:
+    """Append `rows` synthetic customers after the highest existing id, with binary COPY."""
+    if rows < 1:
+        raise SegmentationError(f"--rows must be at least 1 (got {rows})")
+    with conn.transaction():
+        target = _target(conn, table)
+        first_id = conn.execute(
+            sql.SQL("SELECT coalesce(max({}), 0) + 1 FROM {}").format(
+                sql.Identifier("customer_id"), target.table.identifier()
+            )
+        ).fetchone()[0]
+        conn.execute(
+            "CREATE TEMP TABLE generated_staging (customer_id bigint, gender_code smallint, age integer, "
+            "annual_income float8, spending_score integer) ON COMMIT DROP"
+        )
+        with conn.cursor() as cur, cur.copy("COPY generated_staging FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(HEADER)
+            for i, start in enumerate(range(0, rows, chunk_rows)):
+                n = min(chunk_rows, rows - start)
+                copy.write(encode_rows(_GENERATED, generate(n, [seed, i], first_id + start)))
+            copy.write(TRAILER)
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (customer_id, gender, age, annual_income, spending_score) "
+                "SELECT customer_id, CASE gender_code WHEN 1 THEN 'Female' ELSE 'Male' END, age, "
+                "annual_income::numeric, spending_score FROM generated_staging"
+            ).format(target.table.identifier())
+        )
+    return LoadReport(str(target.table), rows, rows, 0)

@@ -1,0 +1,62 @@
+"""Reading the current (or a given) run back and printing it for people."""
+
+from __future__ import annotations
+
+import pandas as pd
+import psycopg
+
+
+def current_run(conn: psycopg.Connection) -> dict | None:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute("SELECT * FROM segmentation.current_run").fetchone()
+
+
+def run_row(conn: psycopg.Connection, run_id: int) -> dict | None:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute("SELECT * FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()
+
+
+def segments_table(conn: psycopg.Connection, run_id: int) -> pd.DataFrame:
+    """One row per segment: size, share, gender split, and each feature's centroid."""
+    with conn.cursor() as cur:
+        segs = cur.execute(
+            """SELECT segment_id, n_customers, share, share_female FROM segmentation.segments
+               WHERE run_id = %s ORDER BY segment_id""",
+            (run_id,),
+        ).fetchall()
+        cents = cur.execute(
+            "SELECT segment_id, feature, centroid FROM segmentation.segment_centroids WHERE run_id = %s",
+            (run_id,),
+        ).fetchall()
+    frame = pd.DataFrame(segs, columns=["segment", "customers", "share", "female"])
+    wide = pd.DataFrame(cents, columns=["segment", "feature", "centroid"]).pivot(
+        index="segment", columns="feature", values="centroid"
+    )
+    return frame.merge(wide.reset_index(), on="segment")
+
+
+def format_segments(frame: pd.DataFrame, features: list[str]) -> str:
+    shown = pd.DataFrame(
+        {
+            "segment": frame["segment"],
+            "customers": frame["customers"],
+            "share": (frame["share"] * 100).map("{:.1f}%".format),
+        }
+    )
+    if frame["female"].notna().any():
+        shown["female"] = (frame["female"] * 100).map("{:.0f}%".format)
+    for feature in features:
+        if feature == "gender":
+            shown["gender (female share)"] = frame[feature].map("{:.2f}".format)
+        else:
+            shown[feature] = frame[feature].map("{:.1f}".format)
+    return shown.to_string(index=False)
+
+
+def describe_run(run: dict) -> str:
+    silhouette = "n/a" if run.get("silhouette") is None else f"{run['silhouette']:.3f}"
+    return (
+        f"run {run['run_id']} published {run['published_at']:%Y-%m-%d %H:%M:%S %Z}: "
+        f"{run['n_customers']} customers in {run['k']} segments from {run['source_table']} "
+        f"(features {', '.join(run['features'])}; {run['n_quarantined']} quarantined; silhouette {silhouette})"
+    )
