@@ -1,0 +1,193 @@
+"""The pure core: no database, no Prefect."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segmentation.core import model
+from segmentation.core.binary_copy import HEADER, TRAILER, Decoder, encode_rows
+from segmentation.core.features import GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOWN, gender_codes
+from segmentation.core.sampling import HashSample
+from segmentation.core.summary import SegmentStats
+from segmentation.core.synthetic import generate
+from segmentation.errors import SegmentationError
+
+FIELDS = [("customer_id", "int8"), ("x", "float8"), ("g", "int2")]
+
+
+def test_binary_copy_round_trip_in_arbitrary_pieces():
+    ids = np.arange(1, 1001, dtype=np.int64) * 7
+    x = np.linspace(-3, 3, 1000)
+    g = (ids % 3).astype(np.int16)
+    stream = HEADER + encode_rows(FIELDS, {"customer_id": ids, "x": x, "g": g}) + TRAILER
+    decoder = Decoder(FIELDS)
+    parts = []
+    for start in range(0, len(stream), 333):  # pieces that cut rows and the header
+        parts.append(decoder.feed(stream[start:start + 333]))
+    decoder.finish()
+    got = {name: np.concatenate([p[name] for p in parts]) for name, _ in FIELDS}
+    assert np.array_equal(got["customer_id"], ids)
+    assert np.array_equal(got["x"], x)
+    assert np.array_equal(got["g"], g)
+
+
+def test_binary_copy_rejects_null_fields():
+    row = encode_rows(FIELDS, {"customer_id": np.array([1]), "x": np.array([1.0]), "g": np.array([0])})
+    broken = bytearray(row)
+    broken[2 + 4 + 8:2 + 4 + 8 + 4] = (-1).to_bytes(4, "big", signed=True)  # x's length: NULL
+    with pytest.raises(ValueError, match="field x is NULL"):
+        Decoder(FIELDS).feed(HEADER + bytes(broken) + TRAILER)
+
+
+def test_hash_sample_is_uniform_sized_reproducible_and_order_independent():
+    ids = np.arange(10_000, dtype=np.int64)
+    values = ids.astype(float) * 2
+    a = HashSample(500, seed=42)
+    for chunk in np.array_split(np.arange(10_000), 7):
+        a.offer(ids[chunk], v=values[chunk])
+    b = HashSample(500, seed=42)
+    shuffled = np.random.default_rng(1).permutation(10_000)
+    for chunk in np.array_split(shuffled, 3):
+        b.offer(ids[chunk], v=values[chunk])
+    ids_a, cols_a = a.result()
+    ids_b, cols_b = b.result()
+    assert len(ids_a) == 500 and a.seen == 10_000
+    assert np.array_equal(ids_a, ids_b)
+    assert np.array_equal(cols_a["v"], ids_a * 2.0)
+    assert np.all(np.diff(ids_a) > 0)
+    # Uniform: each tenth of the id range holds about a tenth of the sample.
+    counts = np.bincount(ids_a // 1000, minlength=10)
+    assert counts.min() > 25 and counts.max() < 80
+    c = HashSample(500, seed=7)
+    c.offer(ids, v=values)
+    assert not np.array_equal(c.result()[0], ids_a)
+
+
+def test_hash_sample_keeps_everything_below_its_size():
+    s = HashSample(100, seed=0)
+    s.offer(np.array([5, 3, 9], dtype=np.int64), v=np.array([1.0, 2.0, 3.0]))
+    ids, cols = s.result()
+    assert ids.tolist() == [3, 5, 9] and cols["v"].tolist() == [2.0, 1.0, 3.0]
+
+
+def three_blobs(n_each=100, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0, 0], [10, 10], [0, 10]])
+    return np.concatenate([rng.normal(c, 0.5, (n_each, 2)) for c in centres]), centres
+
+
+def test_select_k_finds_three_blobs_and_reports_every_candidate():
+    X, _ = three_blobs()
+    Z = model.Scaler.fit(X).transform(X)
+    k, candidates = model.select_k(Z, 2, 6, random_state=0, n_init=4, selection_sample_size=10_000,
+                                   silhouette_sample_size=10_000)
+    assert k == 3
+    assert [c.k for c in candidates] == [2, 3, 4, 5, 6]
+    inertias = [c.inertia for c in candidates]
+    assert all(a > b for a, b in zip(inertias, inertias[1:]))
+    assert max(candidates, key=lambda c: c.silhouette).k == 3
+
+
+def test_scaler_round_trip_gives_centroids_in_original_units():
+    X, centres = three_blobs(n_each=200)
+    scaler = model.Scaler.fit(X)
+    fitted = model.fit_kmeans(scaler.transform(X), 3, random_state=0, n_init=4)
+    original = scaler.inverse(fitted.cluster_centers_)
+    found = sorted(map(tuple, np.round(original)))
+    assert found == sorted(map(tuple, centres.astype(float)))
+
+
+def test_constant_feature_does_not_divide_by_zero():
+    X = np.column_stack([np.arange(10.0), np.full(10, 5.0)])
+    scaler = model.Scaler.fit(X)
+    assert np.all(np.isfinite(scaler.transform(X)))
+    assert np.allclose(scaler.inverse(scaler.transform(X)), X)
+
+
+def test_assign_in_chunks_equals_assign_in_one_piece():
+    X, _ = three_blobs(n_each=1000)
+    Z = model.Scaler.fit(X).transform(X)
+    centers = model.fit_kmeans(Z, 3, 0, 2).cluster_centers_
+    whole_labels, whole_dist = model.assign(centers, Z)
+    parts = [model.assign(centers, Z[i:i + 77]) for i in range(0, len(Z), 77)]
+    assert np.array_equal(np.concatenate([p[0] for p in parts]), whole_labels)
+    assert np.array_equal(np.concatenate([p[1] for p in parts]), whole_dist)
+    expected = np.sqrt(((Z[:, None, :] - centers[None]) ** 2).sum(-1)).min(1)
+    assert np.allclose(whole_dist, expected)
+
+
+@pytest.mark.parametrize(
+    "n, n_clusters, k_min, k_max, message",
+    [
+        (3, 5, 2, 10, "only 3 valid customers for 5 clusters"),
+        (2, None, 2, 10, "only 2 valid customers, too few to choose k"),
+        (100, None, 5, 3, "k range 5..3 is invalid"),
+        (100, 1, 2, 10, "n_clusters must be at least 2"),
+    ],
+)
+def test_check_k_refuses_impossible_requests(n, n_clusters, k_min, k_max, message):
+    with pytest.raises(SegmentationError, match=message):
+        model.check_k(n, n_clusters, k_min, k_max)
+
+
+def test_check_k_caps_k_max_below_the_customer_count():
+    assert model.check_k(6, None, 2, 10) == (2, 5)
+    assert model.check_k(6, 4, 2, 10) == (4, 4)
+
+
+def test_identical_customers_are_refused():
+    Z = np.zeros((50, 3))
+    with pytest.raises(SegmentationError, match="all 50 valid customers have identical features"):
+        model.check_not_degenerate(Z, 3)
+    two = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0]]), 25, axis=0)
+    with pytest.raises(SegmentationError, match="only 2 distinct customers for 3 clusters"):
+        model.check_not_degenerate(two, 3)
+    model.check_not_degenerate(two, 2)
+
+
+def test_streamed_segment_stats_equal_direct_computation():
+    rng = np.random.default_rng(3)
+    X = rng.normal(50, 10, (1000, 2))
+    labels = rng.integers(0, 4, 1000)
+    gender = rng.integers(0, 3, 1000).astype(np.int16)
+    stats = SegmentStats(4, ["a", "b"])
+    for idx in np.array_split(np.arange(1000), 9):
+        stats.update(labels[idx], X[idx], gender[idx])
+    frame = pd.DataFrame({"s": labels, "a": X[:, 0], "b": X[:, 1], "g": gender})
+    centroids = stats.centroids(np.zeros((4, 2)))
+    for s in range(4):
+        part = frame[frame.s == s]
+        for feature in ("a", "b"):
+            row = centroids[(centroids.segment_id == s + 1) & (centroids.feature == feature)].iloc[0]
+            assert row["mean"] == pytest.approx(part[feature].mean(), rel=1e-12)
+            assert row["stddev"] == pytest.approx(part[feature].std(ddof=1), rel=1e-9)
+            assert row["min"] == part[feature].min() and row["max"] == part[feature].max()
+    segments = stats.segments(has_gender=True)
+    assert segments["n_customers"].tolist() == np.bincount(labels).tolist()
+    assert segments["share"].sum() == pytest.approx(1.0)
+    first = frame[frame.s == 0]
+    assert segments.loc[0, "share_female"] == pytest.approx((first.g == GENDER_FEMALE).mean())
+    assert segments.loc[0, "share_unknown_gender"] == pytest.approx((first.g == GENDER_UNKNOWN).mean())
+    assert segments["segment_id"].tolist() == [1, 2, 3, 4]
+
+
+def test_gender_is_normalised_from_any_case_and_spaces():
+    codes = gender_codes([" Female", "MALE ", "female", "x", None, "", "Male"])
+    assert codes.tolist() == [GENDER_FEMALE, GENDER_MALE, GENDER_FEMALE, GENDER_UNKNOWN,
+                              GENDER_UNKNOWN, GENDER_UNKNOWN, GENDER_MALE]
+
+
+def test_synthetic_customers_are_valid_and_reproducible():
+    a = generate(5000, seed=1, first_id=101)
+    b = generate(5000, seed=1, first_id=101)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert a["customer_id"][0] == 101 and a["customer_id"][-1] == 5100
+    assert a["age"].min() >= 18 and a["age"].max() <= 75
+    assert a["spending_score"].min() >= 1 and a["spending_score"].max() <= 100
+    assert a["annual_income"].min() >= 0
+    # Mall-like: five groups in income x spending, recovered by KMeans.
+    X = np.column_stack([a["annual_income"], a["spending_score"]])
+    Z = model.Scaler.fit(X).transform(X)
+    k, _ = model.select_k(Z, 2, 8, random_state=0, n_init=4, selection_sample_size=5000,
+                          silhouette_sample_size=3000)
+    assert k == 5
