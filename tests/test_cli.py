@@ -1,0 +1,88 @@
+"""The segmentation command, called in-process as a user would type it."""
+
+import pytest
+
+from segmentation.cli import main
+
+
+@pytest.fixture
+def cli(capsys):
+    def call(*argv):
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+def test_load_csv_then_show_before_any_run(cli, database_url, mall_csv):
+    code, out, _ = cli("load-csv", str(mall_csv))
+    assert code == 0 and "loaded 200 customers into public.customers (200 new, 0 updated)" in out
+    code, out, _ = cli("show")
+    assert code == 1 and "no published run yet" in out
+
+
+def test_load_csv_strict_failure_is_one_clear_message(cli, database_url, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("CustomerID,Genre,Age,Annual Income (k$),Spending Score (1-100)\n1,Male,abc,15,39\n")
+    code, out, err = cli("load-csv", str(path))
+    assert code == 1
+    assert err.startswith("error: ") and "line 2: age 'abc' is not a whole number" in err
+    assert "Traceback" not in err + out
+    code, out, _ = cli("load-csv", str(path), "--skip-invalid")
+    assert code == 0 and "loaded 0 customers" in out and "line 2: age 'abc'" in out
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_run_prints_the_published_segments_and_show_repeats_them(cli, database_url, mall_csv):
+    cli("load-csv", str(mall_csv))
+    code, out, _ = cli("run", "--k", "5", "--features", "annual_income,spending_score")
+    assert code == 0
+    assert "200 customers in 5 segments from public.customers" in out
+    lines = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    table = {(float(r[-2]), float(r[-1])): int(r[1]) for r in lines}
+    assert table == {(55.3, 49.5): 81, (86.5, 82.1): 39, (25.7, 79.4): 22, (88.2, 17.1): 35, (26.3, 20.9): 23}
+    code, shown, _ = cli("show")
+    assert code == 0 and shown.splitlines()[1:] == out.splitlines()[1:]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_run_that_does_not_publish_exits_non_zero_with_the_reason(cli, database_url):
+    cli("generate", "--rows", "50")
+    code, out, err = cli("run", "--source-table", "public.customerz")
+    assert code == 1
+    assert "error: the run did not publish: source table public.customerz does not exist" in err
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_demo_fills_an_empty_table_and_prints_segments(cli, database_url, conn):
+    code, out, _ = cli("demo", "--rows", "1500")
+    assert code == 0
+    assert "generated 1500 demo customers" in out
+    assert "1500 customers in" in out and "spending_score" in out
+    assert conn.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 1500
+    code, out, _ = cli("demo")
+    assert code == 0 and "already has customers" in out
+
+
+def test_generate_and_db_upgrade(cli, database_url, conn):
+    code, out, _ = cli("db", "upgrade")
+    assert code == 0 and "up to date" in out
+    code, out, _ = cli("generate", "--rows", "250", "--seed", "9")
+    assert code == 0 and "generated 250 customers" in out
+    assert conn.execute("SELECT count(*) FROM customers").fetchone()[0] == 250
+
+
+def test_unreachable_database_is_one_clear_message(cli, monkeypatch):
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL", "postgresql://postgres:s3cret-pw@127.0.0.1:1/nowhere")
+    code, out, err = cli("show")
+    assert code == 1
+    assert "cannot connect to PostgreSQL at postgresql://postgres:***@127.0.0.1:1/nowhere" in err
+    assert "Check SEGMENTATION_DATABASE_URL" in err
+    assert "s3cret-pw" not in out + err
+
+
+def test_non_postgres_url_is_refused(cli, monkeypatch):
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL", "sqlite:///x.db")
+    code, _, err = cli("show")
+    assert code == 1 and "only PostgreSQL is supported" in err
