@@ -39,7 +39,7 @@ class Decoder:
         self._header_done = False
         self._finished = False
 
-    def feed(self, data: bytes) -> dict[str, np.ndarray]:
+    def feed(self, data: bytes | bytearray) -> dict[str, np.ndarray]:
         buf = self._pending + data if self._pending else data
         start = 0
         if not self._header_done:

@@ -1,0 +1,196 @@
+"""End-to-end benchmark on generated customers, in one run on the same data:
+
+1. the project's flow (n_clusters fixed), per stage, with peak RSS, not counting Prefect's start-up;
+2. the notebook route: pandas.read_sql, StandardScaler + KMeans, DataFrame.to_sql;
+3. the floor: binary COPY out of the feature columns, one KMeans fit with the same settings
+   (on as many rows as the flow trains on), binary COPY in of the assignments.
+
+Each route runs in its own process so its peak RSS is its own.
+
+    python -m benchmarks.e2e --rows 1000000
+    python -m benchmarks.e2e --rows 10000000 --skip-notebook
+
+The database: --database-url, else SEGMENTATION_DATABASE_URL, else the embedded server. A
+scratch database `segmentation_bench` is created on that server and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+FEATURES = ["age", "annual_income", "spending_score"]
+BENCH_DB = "segmentation_bench"
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _kmeans(X: np.ndarray, k: int, n_init: int, random_state: int):
+    from segmentation.core.model import Scaler, fit_kmeans
+
+    scaler = Scaler.fit(X)
+    return scaler, fit_kmeans(scaler.transform(X), k, random_state, n_init)
+
+
+def stage_flow(url: str, k: int, n_init: int) -> dict:
+    os.environ["SEGMENTATION_DATABASE_URL"] = url
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.segmentation import customer_segmentation
+
+    @flow
+    def warm_up() -> None:
+        """Starts Prefect's API so its start-up is not counted."""
+
+    warm_up()
+    start = time.perf_counter()
+    state = customer_segmentation(n_clusters=k, n_init=n_init, return_state=True)
+    total = time.perf_counter() - start
+    if not state.is_completed():
+        raise SystemExit(f"flow failed: {state.message}")
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    stages = {tr.name.rsplit("-", 1)[0]: tr.total_run_time.total_seconds() for tr in task_runs}
+    return {"total": total, "stages": stages, "rss_mb": _rss_mb(), "n": state.result()["n_customers"]}
+
+
+def stage_notebook(url: str, k: int, n_init: int) -> dict:
+    import pandas as pd
+    from sqlalchemy import create_engine
+
+    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+    t0 = time.perf_counter()
+    frame = pd.read_sql("SELECT * FROM customers", engine)
+    t1 = time.perf_counter()
+    _, model = _kmeans(frame[FEATURES].to_numpy(dtype=float), k, n_init, 42)
+    frame["segment_id"] = model.labels_ + 1
+    t2 = time.perf_counter()
+    frame[["customer_id", "segment_id"]].to_sql("notebook_segments", engine, if_exists="replace", index=False)
+    t3 = time.perf_counter()
+    engine.dispose()
+    return {"total": t3 - t0, "stages": {"read_sql": t1 - t0, "kmeans": t2 - t1, "to_sql": t3 - t2},
+            "rss_mb": _rss_mb(), "n": len(frame)}
+
+
+def stage_floor(url: str, k: int, n_init: int, train_rows: int) -> dict:
+    from segmentation.core.binary_copy import HEADER, TRAILER, Decoder, encode_rows
+    from segmentation.core.model import assign
+
+    fields = [("customer_id", "int8"), *[(f, "float8") for f in FEATURES]]
+    select = sql.SQL("COPY (SELECT customer_id, {} FROM customers) TO STDOUT (FORMAT BINARY)").format(
+        sql.SQL(", ").join(sql.SQL("{}::float8").format(sql.Identifier(f)) for f in FEATURES)
+    )
+    with psycopg.connect(url) as conn:
+        t0 = time.perf_counter()
+        buf = bytearray()
+        with conn.cursor() as cur, cur.copy(select) as copy:
+            for block in copy:
+                buf += block
+        parts = Decoder(fields).feed(buf)
+        del buf
+        ids = parts["customer_id"]
+        X = np.column_stack([parts[f] for f in FEATURES])
+        t1 = time.perf_counter()
+        scaler, model = _kmeans(X[:train_rows], k, n_init, 42)
+        labels, distances = assign(model.cluster_centers_, scaler.transform(X))
+        t2 = time.perf_counter()
+        # A regular table like the flow's: a temporary one would skip the WAL and flatter the floor.
+        conn.execute(
+            "CREATE TABLE floor_segments (run_id bigint, customer_id bigint, segment_id int, distance float8)"
+        )
+        out = [("run_id", "int8"), ("customer_id", "int8"), ("segment_id", "int4"), ("distance", "float8")]
+        with conn.cursor() as cur, cur.copy("COPY floor_segments FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(HEADER)
+            copy.write(encode_rows(out, {"run_id": np.ones(len(ids), np.int64), "customer_id": ids,
+                                         "segment_id": labels + 1, "distance": distances}))
+            copy.write(TRAILER)
+        conn.commit()
+        t3 = time.perf_counter()
+    return {"total": t3 - t0, "stages": {"copy_out": t1 - t0, "kmeans_fit+assign": t2 - t1, "copy_in": t3 - t2},
+            "rss_mb": _rss_mb(), "n": len(ids)}
+
+
+def _child(stage: str, url: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.e2e", "--stage", stage, "--database-url", url,
+           "--k", str(args.k), "--n-init", str(args.n_init), "--rows", str(args.rows)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+        raise SystemExit(f"{stage} stage failed")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--n-init", type=int, default=10)
+    parser.add_argument("--database-url")
+    parser.add_argument("--skip-notebook", action="store_true", help="the notebook route (slow at 10M rows)")
+    parser.add_argument("--stage", choices=["flow", "notebook", "floor"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.stage:
+        from segmentation.settings import Settings
+
+        train_rows = min(args.rows, Settings.from_env().training_sample_size)
+        runner = {"flow": lambda: stage_flow(args.database_url, args.k, args.n_init),
+                  "notebook": lambda: stage_notebook(args.database_url, args.k, args.n_init),
+                  "floor": lambda: stage_floor(args.database_url, args.k, args.n_init, train_rows)}[args.stage]
+        print(json.dumps(runner()))
+        return
+
+    from segmentation import db, migrations
+    from segmentation.loading import generate_customers
+
+    server = db.database_url() if not args.database_url else args.database_url
+    bench = make_url(server).set(database=BENCH_DB).render_as_string(hide_password=False)
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+    try:
+        with psycopg.connect(bench) as conn:
+            migrations.upgrade(conn)
+            t = time.perf_counter()
+            generate_customers(conn, args.rows, seed=1)
+            print(f"generated {args.rows:,} customers in {time.perf_counter() - t:.1f} s", flush=True)
+        with psycopg.connect(bench, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE customers")
+        results = {"floor": _child("floor", bench, args), "flow": _child("flow", bench, args)}
+        if not args.skip_notebook:
+            results["notebook"] = _child("notebook", bench, args)
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
+
+    print(f"\n{args.rows:,} customers, k={args.k}, n_init={args.n_init}; {os.cpu_count()} cores, "
+          f"{platform.python_implementation()} {platform.python_version()}, PostgreSQL at {make_url(server).render_as_string()}")
+    print(f"{'route':<10} {'seconds':>8} {'peak RSS MB':>12}  stages (s)")
+    for name, r in results.items():
+        stages = ", ".join(f"{s} {v:.2f}" for s, v in r["stages"].items())
+        print(f"{name:<10} {r['total']:>8.2f} {r['rss_mb']:>12.0f}  {stages}")
+    flow, floor = results["flow"]["total"], results["floor"]["total"]
+    print(f"\nflow / floor    = {flow / floor:.2f}  (target <= 1.3 at 1M)")
+    if "notebook" in results:
+        print(f"notebook / flow = {results['notebook']['total'] / flow:.2f}  (target >= 6 at 1M)")
+
+
+if __name__ == "__main__":
+    main()
