@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import flow, runtime
+from prefect.states import Failed
 
 from segmentation import logs
 from segmentation.core.features import DEFAULT_FEATURES
@@ -44,12 +45,13 @@ def customer_segmentation(
         "n_clusters": n_clusters, "k_min": k_min, "k_max": k_max, "features": list(features),
         "source_table": source_table, "id_column": id_column, "random_state": random_state, "n_init": n_init,
     }
-    settings = prepare_database()
-    run = start_run(
-        settings, str(runtime.flow_run.id) if runtime.flow_run.id else None, source_table, list(features),
-        {**params, **settings.sizes()},
-    )
+    run = None
     try:
+        settings = prepare_database()
+        run = start_run(
+            settings, str(runtime.flow_run.id) if runtime.flow_run.id else None, source_table, list(features),
+            {**params, **settings.sizes()},
+        )
         source = check_source(run, source_table, id_column, list(features))
         n_quarantined = quarantine_invalid(run, source)
         training = extract(run, source, random_state)
@@ -57,8 +59,22 @@ def customer_segmentation(
         model = train(training, settings, k, candidates, random_state, n_init)
         stats = score(run, source, training, model)
         return publish(run, source, model, stats, n_quarantined)
-    except BaseException as exc:
-        fail_run(run, str(exc) if isinstance(exc, SegmentationError) else f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        reason = failure_reason(exc)
+        if run is not None:
+            fail_run(run, reason)
+        # The task that raised has logged the details; the reason alone becomes the state message the Prefect UI shows.
+        return Failed(message=reason)
+    except BaseException as exc:  # cancelled or interrupted: record it, let Prefect handle the rest
+        if run is not None:
+            fail_run(run, failure_reason(exc))
         raise
     finally:
-        close_run(run)
+        if run is not None:
+            close_run(run)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line: a user error's own message, otherwise the exception type and message."""
+    text = str(exc) if isinstance(exc, SegmentationError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split()) or type(exc).__name__

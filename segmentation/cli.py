@@ -65,9 +65,7 @@ def _run_flow(params: dict) -> int:
 
     state = customer_segmentation(**params, return_state=True)
     if not state.is_completed():
-        error = state.result(raise_on_failure=False)
-        message = str(error) if isinstance(error, BaseException) else (state.message or state.name)
-        print(f"error: the run did not publish: {message}", file=sys.stderr)
+        print(f"error: the run did not publish: {state.message or state.name}", file=sys.stderr)
         return 1
     result = state.result()
     return _show(result["run_id"])
