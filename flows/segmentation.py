@@ -7,12 +7,14 @@ from prefect.states import Failed
 
 from segmentation import logs
 from segmentation.core.features import DEFAULT_FEATURES
+from segmentation.core.segments import QualityGate
 from segmentation.errors import SegmentationError
 from tasks.extract import check_source, extract, quarantine_invalid
 from tasks.model import choose_k, train
-from tasks.publish import publish
+from tasks.publish import prune_history, publish
 from tasks.run import close_run, fail_run, prepare_database, start_run
 from tasks.score import score
+from tasks.stability import load_previous, match_segments, measure_drift, quality_gate, warm_start
 
 FLOW_NAME = "customer-segmentation"
 
@@ -27,6 +29,12 @@ def customer_segmentation(
     id_column: str = "customer_id",
     random_state: int = 42,
     n_init: int = 10,
+    match_threshold: float = 1.0,
+    min_silhouette: float = 0.2,
+    min_segment_share: float = 0.01,
+    max_customer_drop: float = 0.5,
+    max_quarantined_share: float = 0.1,
+    force_publish: bool = False,
 ) -> dict:
     """Retrain KMeans on the source table and publish segments for BI.
 
@@ -38,13 +46,23 @@ def customer_segmentation(
         source_table: Source table, optionally schema-qualified (schema.table).
         id_column: Integer column that identifies a customer.
         random_state: Seed for sampling and KMeans; the same seed on the same data gives the same segments.
-        n_init: KMeans restarts per fit; the best is kept.
+        n_init: KMeans restarts per fit; the best is kept. Unused when warm-starting from the previous run.
+        match_threshold: A new centroid further than this from every previous one (in standard deviations of the features) gets a new segment id instead of inheriting one.
+        min_silhouette: Quality gate: reject the run when its silhouette is below this.
+        min_segment_share: Quality gate: reject the run when any segment holds a smaller share of customers.
+        max_customer_drop: Quality gate: reject the run when valid customers fell by more than this share since the previous published run (a broken upstream load).
+        max_quarantined_share: Quality gate: reject the run when more than this share of rows was quarantined.
+        force_publish: Publish even when the quality gate fails; the run records that it was forced.
     """
     logs.install()
     params = {
         "n_clusters": n_clusters, "k_min": k_min, "k_max": k_max, "features": list(features),
         "source_table": source_table, "id_column": id_column, "random_state": random_state, "n_init": n_init,
+        "match_threshold": match_threshold, "min_silhouette": min_silhouette, "min_segment_share": min_segment_share,
+        "max_customer_drop": max_customer_drop, "max_quarantined_share": max_quarantined_share,
+        "force_publish": force_publish,
     }
+    gate = QualityGate(min_silhouette, min_segment_share, max_customer_drop, max_quarantined_share)
     run = None
     try:
         settings = prepare_database()
@@ -55,10 +73,16 @@ def customer_segmentation(
         source = check_source(run, source_table, id_column, list(features))
         n_quarantined = quarantine_invalid(run, source)
         training = extract(run, source, random_state)
+        previous = load_previous(run, source)
         k, candidates = choose_k(training, settings, n_clusters, k_min, k_max, random_state, n_init)
-        model = train(training, settings, k, candidates, random_state, n_init)
-        stats = score(run, source, training, model)
-        return publish(run, source, model, stats, n_quarantined)
+        model = train(training, settings, k, candidates, random_state, n_init, warm_start(previous, source, k))
+        identity = match_segments(run, source, model, previous, match_threshold)
+        stats = score(run, source, training, model, identity.ids)
+        drift = measure_drift(run, previous)
+        issues = quality_gate(stats, model, previous, n_quarantined, gate)
+        result = publish(run, source, model, stats, identity, previous, drift, n_quarantined, issues, force_publish)
+        prune_history(run)
+        return result
     except Exception as exc:
         reason = failure_reason(exc)
         if run is not None:

@@ -20,15 +20,15 @@ def segments_table(conn: psycopg.Connection, run_id: int) -> pd.DataFrame:
     """One row per segment: size, share, gender split, and each feature's centroid."""
     with conn.cursor() as cur:
         segs = cur.execute(
-            """SELECT segment_id, n_customers, share, share_female FROM segmentation.segments
-               WHERE run_id = %s ORDER BY segment_id""",
+            """SELECT segment_id, segment_name, n_customers, share, share_female, size_change
+               FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id""",
             (run_id,),
         ).fetchall()
         cents = cur.execute(
             "SELECT segment_id, feature, centroid FROM segmentation.segment_centroids WHERE run_id = %s",
             (run_id,),
         ).fetchall()
-    frame = pd.DataFrame(segs, columns=["segment", "customers", "share", "female"])
+    frame = pd.DataFrame(segs, columns=["segment", "name", "customers", "share", "female", "size_change"])
     wide = pd.DataFrame(cents, columns=["segment", "feature", "centroid"]).pivot(
         index="segment", columns="feature", values="centroid"
     )
@@ -39,10 +39,13 @@ def format_segments(frame: pd.DataFrame, features: list[str]) -> str:
     shown = pd.DataFrame(
         {
             "segment": frame["segment"],
+            "name": _left(frame["name"].fillna("")),
             "customers": frame["customers"],
             "share": (frame["share"] * 100).map("{:.1f}%".format),
         }
     )
+    if frame["size_change"].notna().any():
+        shown["change"] = frame["size_change"].map(lambda v: "new" if pd.isna(v) else f"{int(v):+d}")
     if frame["female"].notna().any():
         shown["female"] = (frame["female"] * 100).map("{:.0f}%".format)
     for feature in features:
@@ -53,10 +56,24 @@ def format_segments(frame: pd.DataFrame, features: list[str]) -> str:
     return shown.to_string(index=False)
 
 
+def _left(texts: pd.Series) -> pd.Series:
+    width = int(texts.str.len().max() or 0)
+    return texts.str.ljust(width)
+
+
 def describe_run(run: dict) -> str:
     silhouette = "n/a" if run.get("silhouette") is None else f"{run['silhouette']:.3f}"
-    return (
+    text = (
         f"run {run['run_id']} published {run['published_at']:%Y-%m-%d %H:%M:%S %Z}: "
         f"{run['n_customers']} customers in {run['k']} segments from {run['source_table']} "
         f"(features {', '.join(run['features'])}; {run['n_quarantined']} quarantined; silhouette {silhouette})"
     )
+    if run.get("churn") is not None:
+        text += (
+            f"\nsince run {run['previous_run_id']}: {run['churn']:.1%} of {run['customers_compared']} customers "
+            f"changed segment (adjusted Rand index {run['adjusted_rand_index']:.3f}), "
+            f"{run['customers_added']} added, {run['customers_removed']} removed"
+        )
+    if run.get("forced"):
+        text += f"\npublished with force_publish despite: {'; '.join(run['quality_issues'] or [])}"
+    return text

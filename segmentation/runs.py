@@ -61,7 +61,7 @@ def mark_abandoned(conn: psycopg.Connection) -> list[int]:
             )
         ]
         for run_id in abandoned:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition_name(run_id)))
+            _drop_results(conn, run_id)
     return abandoned
 
 
@@ -77,13 +77,16 @@ def start_run(
 
 
 def fail_run(conn: psycopg.Connection, run_id: int, error: str) -> None:
+    """Mark a running run failed and drop its rows. A run that already published (say,
+    retention failed after the publish) stays published and keeps its rows."""
     with conn.transaction():
-        conn.execute(
+        updated = conn.execute(
             """UPDATE segmentation.runs SET status = 'failed', finished_at = now(), error = %s
                WHERE run_id = %s AND status = 'running'""",
             (error, run_id),
-        )
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition_name(run_id)))
+        ).rowcount
+        if updated:
+            _drop_results(conn, run_id)
 
 
 def quarantine(snapshot: psycopg.Connection, conn: psycopg.Connection, copy_query: sql.Composable) -> int:
@@ -164,12 +167,17 @@ def _copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> No
             copy.write_row([None if (isinstance(v, float) and np.isnan(v)) else v for v in row])
 
 
+def _drop_results(conn: psycopg.Connection, run_id: int) -> None:
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition_name(run_id)))
+
+
 def publish(
     conn: psycopg.Connection, run_id: int, *, k: int, n_customers: int, n_quarantined: int,
     inertia: float, silhouette: float | None, segments: pd.DataFrame, centroids: pd.DataFrame,
-    candidates: Sequence[KCandidate],
+    candidates: Sequence[KCandidate], drift: dict | None, quality_issues: Sequence[str], forced: bool,
 ) -> None:
     """Write the run's summaries and make it the current run, all in one transaction."""
+    drift = drift or {}
     with conn.transaction():
         _copy_frame(conn, "segments", segments.assign(run_id=run_id))
         _copy_frame(conn, "segment_centroids", centroids.assign(run_id=run_id))
@@ -180,9 +188,34 @@ def publish(
         updated = conn.execute(
             """UPDATE segmentation.runs
                SET status = 'published', published_at = now(), finished_at = now(), k = %s,
-                   n_customers = %s, n_quarantined = %s, inertia = %s, silhouette = %s
+                   n_customers = %s, n_quarantined = %s, inertia = %s, silhouette = %s,
+                   previous_run_id = %s, customers_compared = %s, customers_changed = %s, churn = %s,
+                   adjusted_rand_index = %s, customers_added = %s, customers_removed = %s,
+                   quality_issues = %s, forced = %s
                WHERE run_id = %s AND status = 'running'""",
-            (k, n_customers, n_quarantined, inertia, silhouette, run_id),
+            (
+                k, n_customers, n_quarantined, inertia, silhouette,
+                drift.get("previous_run_id"), drift.get("customers_compared"), drift.get("customers_changed"),
+                drift.get("churn"), drift.get("adjusted_rand_index"), drift.get("customers_added"),
+                drift.get("customers_removed"), list(quality_issues) or None, forced, run_id,
+            ),
         ).rowcount
         if updated != 1:
             raise SegmentationError(f"run {run_id} is no longer running (marked failed by another process?)")
+
+
+def reject(
+    conn: psycopg.Connection, run_id: int, *, error: str, quality_issues: Sequence[str], k: int, n_customers: int,
+    n_quarantined: int, silhouette: float | None,
+) -> None:
+    """The quality gate said no: record why, and drop the run's per-customer rows."""
+    with conn.transaction():
+        updated = conn.execute(
+            """UPDATE segmentation.runs
+               SET status = 'rejected', finished_at = now(), error = %s, quality_issues = %s,
+                   k = %s, n_customers = %s, n_quarantined = %s, silhouette = %s
+               WHERE run_id = %s AND status = 'running'""",
+            (error, list(quality_issues), k, n_customers, n_quarantined, silhouette, run_id),
+        ).rowcount
+        if updated:
+            _drop_results(conn, run_id)

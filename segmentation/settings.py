@@ -39,6 +39,7 @@ class Settings:
     training_sample_size: int = 1_000_000
     k_selection_sample_size: int = 50_000
     silhouette_sample_size: int = 5_000
+    keep_published_runs: int = 30
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -51,6 +52,7 @@ class Settings:
             training_sample_size=_positive_int("SEGMENTATION_TRAINING_SAMPLE_SIZE", cls.training_sample_size),
             k_selection_sample_size=_positive_int("SEGMENTATION_K_SELECTION_SAMPLE_SIZE", cls.k_selection_sample_size),
             silhouette_sample_size=_positive_int("SEGMENTATION_SILHOUETTE_SAMPLE_SIZE", cls.silhouette_sample_size),
+            keep_published_runs=_positive_int("SEGMENTATION_KEEP_PUBLISHED_RUNS", cls.keep_published_runs),
         )
 
     def sizes(self) -> dict[str, int]:

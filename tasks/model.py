@@ -55,14 +55,20 @@ def choose_k(
 @task(name="train", cache_policy=NO_CACHE)
 def train(
     training: TrainingSet, settings: Settings, k: int, candidates: list[core.KCandidate],
-    random_state: int, n_init: int,
+    random_state: int, n_init: int, warm_start: np.ndarray | None = None,
 ) -> TrainedModel:
+    """warm_start: the previous run's centroids in original units, used as KMeans' starting
+    point when k and features are unchanged, so unchanged data gives unchanged segments."""
     scaler = core.Scaler.fit(training.X)
     Z = scaler.transform(training.X)
     core.check_not_degenerate(Z, k)
-    fitted = core.fit_kmeans(Z, k, random_state, n_init)
+    init = scaler.transform(warm_start) if warm_start is not None else None
+    fitted = core.fit_kmeans(Z, k, random_state, n_init, init=init)
     score = core.silhouette(Z, fitted.labels_, settings.silhouette_sample_size, random_state)
     if not candidates:  # a fixed k: record its figures as the one candidate
         candidates = [core.KCandidate(k, float(fitted.inertia_), score)]
-    get_run_logger().info("train: k=%d on %d customers, inertia %.1f", k, len(Z), fitted.inertia_)
+    get_run_logger().info(
+        "train: k=%d on %d customers%s, inertia %.1f",
+        k, len(Z), " (warm start from the previous run)" if init is not None else "", fitted.inertia_,
+    )
     return TrainedModel(scaler, fitted.cluster_centers_, k, float(fitted.inertia_), score, candidates)

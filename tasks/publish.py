@@ -1,31 +1,81 @@
+"""Publishing a run (or recording why it was rejected), then pruning old history."""
+
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segmentation import runs
+from segmentation import history, runs
 from segmentation.core.summary import SegmentStats
+from segmentation.errors import SegmentationError
 from segmentation.source import Source
 from tasks.model import TrainedModel
 from tasks.run import RunContext
+from tasks.stability import SegmentIdentity
+
+
+def _segments_frame(stats: SegmentStats, source: Source, identity: SegmentIdentity,
+                    previous: history.PreviousRun | None) -> pd.DataFrame:
+    frame = stats.segments(source.has_gender)
+    frame["segment_name"] = identity.names
+    before = previous.sizes if previous is not None else {}
+    earlier = [before.get(int(s)) for s in frame["segment_id"]]
+    frame["previous_n_customers"] = pd.array(earlier, dtype="Int64")
+    frame["size_change"] = pd.array(
+        [None if p is None else int(n) - p for n, p in zip(frame["n_customers"], earlier)], dtype="Int64"
+    )
+    frame["centroid_shift"] = [None if np.isnan(s) else float(s) for s in identity.shifts]
+    return frame.astype(object).where(frame.notna(), None)
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish(run: RunContext, source: Source, model: TrainedModel, stats: SegmentStats, n_quarantined: int) -> dict:
+def publish(
+    run: RunContext, source: Source, model: TrainedModel, stats: SegmentStats, identity: SegmentIdentity,
+    previous: history.PreviousRun | None, drift: dict | None, n_quarantined: int,
+    quality_issues: list[str], force_publish: bool,
+) -> dict:
+    logger = get_run_logger()
     run.snapshot.rollback()  # the snapshot is no longer needed; do not hold it through the publish
-    segments = stats.segments(source.has_gender)
-    centroids = stats.centroids(model.centers_original)
+    if quality_issues and not force_publish:
+        error = (
+            f"quality gate rejected run {run.run_id}: {'; '.join(quality_issues)}. The previous run stays "
+            "current; if you have checked this run, start it again with force_publish=true"
+        )
+        runs.reject(
+            run.conn, run.run_id, error=error, quality_issues=quality_issues, k=model.k,
+            n_customers=stats.n_customers, n_quarantined=n_quarantined, silhouette=model.silhouette,
+        )
+        raise SegmentationError(error)
     runs.publish(
         run.conn, run.run_id, k=model.k, n_customers=stats.n_customers, n_quarantined=n_quarantined,
-        inertia=model.inertia, silhouette=model.silhouette, segments=segments, centroids=centroids,
-        candidates=model.candidates,
+        inertia=model.inertia, silhouette=model.silhouette,
+        segments=_segments_frame(stats, source, identity, previous),
+        centroids=stats.centroids(model.centers_original), candidates=model.candidates,
+        drift=drift, quality_issues=quality_issues, forced=bool(quality_issues),
     )
-    get_run_logger().info("run %d published: %d customers in %d segments", run.run_id, stats.n_customers, model.k)
+    if quality_issues:
+        logger.warning("run %d published despite the quality gate (force_publish)", run.run_id)
+    logger.info("run %d published: %d customers in %d segments", run.run_id, stats.n_customers, model.k)
     return {
         "run_id": run.run_id,
         "k": model.k,
         "n_customers": stats.n_customers,
         "n_quarantined": n_quarantined,
         "silhouette": model.silhouette,
+        "forced": bool(quality_issues),
+        "churn": (drift or {}).get("churn"),
     }
+
+
+@task(name="prune-history", cache_policy=NO_CACHE)
+def prune_history(run: RunContext) -> list[int]:
+    pruned = history.prune(run.conn, run.settings.keep_published_runs)
+    if pruned:
+        get_run_logger().info(
+            "retention: dropped per-customer rows of runs %s (keeping the newest %d published runs)",
+            ", ".join(map(str, pruned)), run.settings.keep_published_runs,
+        )
+    return pruned

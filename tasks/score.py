@@ -29,16 +29,18 @@ def _chunks(run: RunContext, source: Source, training: TrainingSet) -> Iterator[
 
 
 @task(name="score", cache_policy=NO_CACHE)
-def score(run: RunContext, source: Source, training: TrainingSet, model: TrainedModel) -> SegmentStats:
+def score(
+    run: RunContext, source: Source, training: TrainingSet, model: TrainedModel, segment_ids: np.ndarray
+) -> SegmentStats:
     """Stream chunk by chunk: assign, write with COPY, and accumulate the segment figures,
     so memory is bounded by the chunk and the training set, not by the table."""
     logger = get_run_logger()
-    stats = SegmentStats(model.k, source.features)
+    stats = SegmentStats(model.k, source.features, segment_ids)
     writer = AssignmentWriter(run.conn, run.run_id)
     try:
         for chunk in _chunks(run, source, training):
             labels, distances = assign(model.centers, model.scaler.transform(chunk.X))
-            writer.write(chunk.ids, labels + 1, distances)  # segment ids are 1-based
+            writer.write(chunk.ids, segment_ids[labels].astype(np.int32), distances)
             stats.update(labels, chunk.X, chunk.gender)
             if writer.rows < training.n_valid:
                 logger.info("score: %d of %d customers assigned", writer.rows, training.n_valid)

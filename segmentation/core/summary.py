@@ -13,9 +13,11 @@ from segmentation.core.features import GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOW
 
 
 class SegmentStats:
-    def __init__(self, k: int, features: Sequence[str]):
+    def __init__(self, k: int, features: Sequence[str], segment_ids: Sequence[int] | None = None):
         self.k = k
         self.features = list(features)
+        # The id each KMeans label is published under (stable across runs); 1..k by default.
+        self.segment_ids = np.asarray(segment_ids if segment_ids is not None else np.arange(1, k + 1), dtype=np.int64)
         f = len(self.features)
         self.count = np.zeros(k, dtype=np.int64)
         self.gender = np.zeros((k, 3), dtype=np.int64)
@@ -60,7 +62,7 @@ class SegmentStats:
         total = max(self.n_customers, 1)
         frame = pd.DataFrame(
             {
-                "segment_id": np.arange(1, self.k + 1, dtype=np.int64),  # 1-based for people
+                "segment_id": self.segment_ids,
                 "n_customers": self.count,
                 "share": self.count / total,
             }
@@ -82,7 +84,7 @@ class SegmentStats:
                 empty = self.count[s] == 0
                 rows.append(
                     {
-                        "segment_id": s + 1,
+                        "segment_id": int(self.segment_ids[s]),
                         "feature": feature,
                         "centroid": float(centers[s, j]),
                         "mean": float(centers[s, j]) if empty else float(self.mean[s, j]),
