@@ -40,8 +40,15 @@ def test_run_prints_the_published_segments_and_show_repeats_them(cli, database_u
     assert code == 0
     assert "200 customers in 5 segments from public.customers" in out
     lines = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
-    table = {(float(r[-2]), float(r[-1])): int(r[1]) for r in lines}
-    assert table == {(55.3, 49.5): 81, (86.5, 82.1): 39, (25.7, 79.4): 22, (88.2, 17.1): 35, (26.3, 20.9): 23}
+    share_at = [next(i for i, t in enumerate(r) if t.endswith("%")) for r in lines]
+    table = {(float(r[-2]), float(r[-1])): (int(r[i - 1]), " ".join(r[1:i - 1])) for r, i in zip(lines, share_at)}
+    assert table == {
+        (55.3, 49.5): (81, "Average income · Average spending"),
+        (86.5, 82.1): (39, "High income · High spending"),
+        (25.7, 79.4): (22, "Low income · High spending"),
+        (88.2, 17.1): (35, "High income · Low spending"),
+        (26.3, 20.9): (23, "Low income · Low spending"),
+    }
     code, shown, _ = cli("show")
     assert code == 0 and shown.splitlines()[1:] == out.splitlines()[1:]
 
