@@ -88,7 +88,8 @@ def _show(run_id: int | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     params = {"n_clusters": args.k, "k_min": args.k_min, "k_max": args.k_max, "random_state": args.random_state,
-              "n_init": args.n_init, "source_table": args.source_table, "id_column": args.id_column}
+              "n_init": args.n_init, "source_table": args.source_table, "id_column": args.id_column,
+              "force_publish": args.force_publish}
     if args.features:
         params["features"] = [f.strip() for f in args.features.split(",") if f.strip()]
     return _run_flow(params)
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", default="customer_id")
     p.add_argument("--random-state", type=int, default=42)
     p.add_argument("--n-init", type=int, default=10)
+    p.add_argument("--force-publish", action="store_true", help="publish even if the quality gate fails")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("show", help="print the current segments")
