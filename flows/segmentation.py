@@ -8,7 +8,7 @@ from prefect.states import Failed
 from segmentation import logs
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
-from segmentation.errors import SegmentationError
+from segmentation.errors import describe
 from tasks.extract import check_source, extract, quarantine_invalid
 from tasks.model import choose_k, train
 from tasks.publish import prune_history, publish
@@ -84,21 +84,16 @@ def customer_segmentation(
         prune_history(run)
         return result
     except Exception as exc:
-        reason = failure_reason(exc)
+        reason = describe(exc)
         if run is not None:
             fail_run(run, reason)
         # The task that raised has logged the details; the reason alone becomes the state message the Prefect UI shows.
         return Failed(message=reason)
     except BaseException as exc:  # cancelled or interrupted: record it, let Prefect handle the rest
         if run is not None:
-            fail_run(run, failure_reason(exc))
+            fail_run(run, describe(exc))
         raise
     finally:
         if run is not None:
             close_run(run)
 
-
-def failure_reason(exc: BaseException) -> str:
-    """One line: a user error's own message, otherwise the exception type and message."""
-    text = str(exc) if isinstance(exc, SegmentationError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split()) or type(exc).__name__

@@ -29,9 +29,19 @@ def _upgrade(conn) -> None:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from segmentation import migrations
+
     with _connect() as conn:
         _upgrade(conn)
+        roles = migrations.apply_roles(conn)
     print("database schema is up to date")
+    if roles:
+        print("roles segmentation_writer and segmentation_reader and their grants are in place")
+    else:
+        print(
+            "this login may not create roles, so segmentation_writer and segmentation_reader were not "
+            f"created or granted; ask a DBA to run: psql -f {migrations.ROLES_SQL}"
+        )
     return 0
 
 

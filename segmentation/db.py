@@ -22,6 +22,7 @@ from segmentation.settings import DATABASE_URL_ENV, Settings, libpq_url, redact
 log = logging.getLogger(__name__)
 
 CONNECT_ATTEMPTS_ENV = "SEGMENTATION_CONNECT_ATTEMPTS"
+WRITER_ROLE = "segmentation_writer"
 EMBEDDED_DATABASE = "segmentation"
 
 
@@ -61,7 +62,7 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "segm
     delay = 1.0
     for attempt in range(1, attempts + 1):
         try:
-            return psycopg.connect(url, autocommit=autocommit, application_name=application_name)
+            conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name)
         except psycopg.OperationalError as exc:
             reason = " ".join(str(exc).split())
             if attempt == attempts:
@@ -72,7 +73,25 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "segm
             log.warning("database unreachable (attempt %d of %d), retrying in %.0f s", attempt, attempts, delay)
             time.sleep(delay)
             delay *= 2
+            continue
+        assume_writer_role(conn)
+        return conn
     raise AssertionError("unreachable")
+
+
+def assume_writer_role(conn: psycopg.Connection) -> bool:
+    """A login role that is a member of segmentation_writer acts as it, so what a run
+    creates (its partition) is owned by the writer role, whichever login created it."""
+    row = conn.execute(
+        """SELECT NOT r.rolsuper AND pg_has_role(current_user, w.oid, 'MEMBER') AND current_user <> w.rolname
+           FROM pg_roles r, pg_roles w WHERE r.rolname = current_user AND w.rolname = %s""",
+        (WRITER_ROLE,),
+    ).fetchone()
+    if row and row[0]:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(WRITER_ROLE)))
+    if not conn.autocommit:
+        conn.commit()
+    return bool(row and row[0])
 
 
 _PLAIN = r"[A-Za-z_][A-Za-z0-9_$]*"

@@ -1,3 +1,16 @@
 class SegmentationError(Exception):
     """A problem the user can fix. The message names the problem and the fix; callers
     print it as one line instead of a traceback."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a failed run: a user error's own message, otherwise what went wrong."""
+    import psycopg
+
+    if isinstance(exc, SegmentationError):
+        text = str(exc)
+    elif isinstance(exc, psycopg.OperationalError):
+        text = f"lost the connection to PostgreSQL ({exc}); the previous published run stays current"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split()) or type(exc).__name__

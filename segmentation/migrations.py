@@ -17,6 +17,7 @@ from segmentation.errors import SegmentationError
 log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+ROLES_SQL = SQL_DIR / "roles" / "segmentation_roles.sql"
 # Any fixed 64-bit number works; it only has to differ from the publish lock.
 MIGRATION_LOCK_KEY = 0x5E6_0001
 _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -86,3 +87,20 @@ def upgrade(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[Migration
             )
             done.append(migration)
     return done
+
+
+def apply_roles(conn: psycopg.Connection, path: Path = ROLES_SQL) -> bool:
+    """Create the writer and reader roles and their grants when this connection may;
+    returns False (and changes nothing) when it may not, so a DBA runs the file instead."""
+    may = conn.execute(
+        "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()[0]
+    conn.commit()
+    if not may:
+        return False
+    with conn.transaction():
+        # Role creation is cluster-wide: serialise it like the migrations.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute(path.read_text(encoding="utf-8"))
+    return True
+

@@ -13,6 +13,7 @@ from sqlalchemy.exc import ArgumentError
 from segmentation.errors import SegmentationError
 
 DATABASE_URL_ENV = "SEGMENTATION_DATABASE_URL"
+DATABASE_URL_SECRET_ENV = "SEGMENTATION_DATABASE_URL_SECRET"
 DATA_DIR_ENV = "SEGMENTATION_DATA_DIR"
 TEST_DATABASE_URL_ENV = "SEGMENTATION_TEST_DATABASE_URL"
 
@@ -44,6 +45,9 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         url = os.environ.get(DATABASE_URL_ENV) or None
+        secret = os.environ.get(DATABASE_URL_SECRET_ENV)
+        if url is None and secret:
+            url = _secret_block(secret)
         data_dir = os.environ.get(DATA_DIR_ENV) or platformdirs.user_data_dir("customer-segmentation")
         return cls(
             database_url=url,
@@ -63,6 +67,20 @@ class Settings:
             "k_selection_sample_size": self.k_selection_sample_size,
             "silhouette_sample_size": self.silhouette_sample_size,
         }
+
+
+def _secret_block(name: str) -> str:
+    """The database URL kept in a Prefect Secret block, so it lives in Prefect's store and
+    not in the environment of every process."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return str(Secret.load(name).get())
+    except ValueError:
+        raise SegmentationError(
+            f"{DATABASE_URL_SECRET_ENV}={name!r} names no Prefect Secret block; create it "
+            f"(Secret(value='postgresql://...').save({name!r})) or unset {DATABASE_URL_SECRET_ENV}"
+        ) from None
 
 
 def libpq_url(url: str) -> str:

@@ -19,6 +19,8 @@ from segmentation.errors import SegmentationError
 _RELKINDS = ("r", "p", "v", "m", "f")  # tables, partitioned tables, views, matviews, foreign tables
 _INTEGER_TYPES = {"int2", "int4", "int8"}
 _REASON = "_segmentation_reason"
+# Beyond this no customer attribute is real data, and squaring it would overflow KMeans.
+ABSURD = 1e15
 _ID_COUNT = "_segmentation_id_count"
 
 
@@ -159,10 +161,16 @@ def _reason(source: Source) -> sql.Composable:
             continue
         when(sql.SQL("{} IS NULL").format(col), text(f"{name} is NULL"))
         if column.typname not in _INTEGER_TYPES:
+            # Compared in the column's own type: a cast to float8 first would fail on a
+            # numeric too large for it.
             when(
-                sql.SQL("{}::float8 IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)").format(col),
+                sql.SQL("{} IN ('NaN', 'Infinity', '-Infinity')").format(col),
                 sql.SQL("format({}, {})").format(text(f"{name} is %s"), col),
             )
+        when(
+            sql.SQL("abs({}) > {}").format(col, sql.Literal(ABSURD)),
+            sql.SQL("format({}, {})").format(text(f"{name} %s is absurdly large"), col),
+        )
         bounds = FEATURE_RANGES.get(name)
         if bounds is not None:
             outside = text(f"{name} %s is outside {bounds.describe()}")

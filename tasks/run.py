@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segmentation import db, migrations, runs
+from segmentation.errors import SegmentationError
 from segmentation.settings import Settings
 
 
@@ -32,6 +33,9 @@ def prepare_database() -> Settings:
     url = db.database_url(settings)
     with db.connect(url) as conn:
         applied = migrations.upgrade(conn)
+        # Only after new migrations: re-owning objects takes locks BI readers would queue behind.
+        if applied and migrations.apply_roles(conn):
+            get_run_logger().info("applied %s", migrations.ROLES_SQL.name)
     if applied:
         get_run_logger().info("applied migrations: %s", ", ".join(m.path.name for m in applied))
     return settings
@@ -64,7 +68,14 @@ def fail_run(run: RunContext, error: str) -> None:
     try:
         run.conn.rollback()
         runs.fail_run(run.conn, run.run_id, error)
-    except psycopg.Error as exc:  # the connection itself may be what failed
+        return
+    except psycopg.Error:
+        pass  # the run's connection itself may be what failed: record it on a fresh one
+    try:
+        with db.connect(db.database_url(run.settings)) as conn:
+            runs.fail_run(conn, run.run_id, error)
+    except (psycopg.Error, SegmentationError) as exc:
+        # The next run marks this one abandoned.
         get_run_logger().error("could not record the failure of run %d: %s", run.run_id, exc)
 
 

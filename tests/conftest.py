@@ -80,10 +80,12 @@ def conn(database_url):
 
 @pytest.fixture(scope="session")
 def prefect_harness():
+    """One Prefect API for the session; yields its URL so subprocesses can share it."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture
@@ -103,3 +105,38 @@ def insert_customers(conn, rows, table="public.customers") -> None:
     ) as copy:
         for row in rows:
             copy.write_row(row)
+
+
+FLOW_SCRIPT = """
+import json, sys
+from flows.segmentation import customer_segmentation
+state = customer_segmentation(**json.loads(sys.argv[1]), return_state=True)
+print(state.message or state.name, flush=True)
+sys.exit(0 if state.is_completed() else 3)
+"""
+
+
+def start_flow_process(api_url: str, database_url: str, env: dict | None = None, **params):
+    """The flow in a process of its own (to kill it for real), on the session's Prefect API."""
+    import json
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "PREFECT_API_URL": api_url, "SEGMENTATION_DATABASE_URL": database_url, **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-c", FLOW_SCRIPT, json.dumps(params)],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.01, what: str = "condition"):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

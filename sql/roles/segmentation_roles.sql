@@ -1,0 +1,52 @@
+-- Least-privilege roles. `segmentation db upgrade` applies this file after the migrations
+-- when the connecting role may create roles; otherwise a DBA runs it (psql -f), after every
+-- upgrade that adds objects. Idempotent.
+--
+-- segmentation_writer: what the nightly flow needs. Owns the segmentation schema and all in
+--   it, reads the source table. Grant it to the flow's login role:
+--   CREATE ROLE segmentation_flow LOGIN PASSWORD '...' IN ROLE segmentation_writer;
+-- segmentation_reader: BI. SELECT on the current_ views and the history view only; no access
+--   to the source table's personal data, nor to the segmentation tables themselves.
+--   CREATE ROLE metabase LOGIN PASSWORD '...' IN ROLE segmentation_reader;
+
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'segmentation_writer') THEN
+        CREATE ROLE segmentation_writer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'segmentation_reader') THEN
+        CREATE ROLE segmentation_reader NOLOGIN;
+    END IF;
+END
+$roles$;
+
+-- The writer owns the schema and every table, view and sequence in it, so it can create,
+-- attach, detach and drop a run's partition, and apply later migrations itself.
+ALTER SCHEMA segmentation OWNER TO segmentation_writer;
+DO $owner$
+DECLARE
+    object record;
+BEGIN
+    FOR object IN
+        SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'segmentation' AND c.relkind IN ('r', 'p', 'v', 'm')
+    LOOP
+        EXECUTE format('ALTER %s segmentation.%I OWNER TO segmentation_writer',
+                       CASE object.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,
+                       object.relname);
+    END LOOP;
+END
+$owner$;
+
+GRANT USAGE ON SCHEMA public TO segmentation_writer;
+GRANT SELECT ON public.customers TO segmentation_writer;
+
+-- Views run with their owner's (the writer's) privileges, so the reader needs nothing else.
+REVOKE ALL ON ALL TABLES IN SCHEMA segmentation FROM segmentation_reader;
+GRANT USAGE ON SCHEMA segmentation TO segmentation_reader;
+GRANT SELECT ON segmentation.current_run,
+                segmentation.current_customer_segments,
+                segmentation.current_segments,
+                segmentation.current_segment_centroids,
+                segmentation.customer_segment_history
+    TO segmentation_reader;
