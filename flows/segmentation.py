@@ -11,6 +11,7 @@ from segmentation.errors import SegmentationError
 from tasks.extract import check_source, extract, quarantine_invalid
 from tasks.model import choose_k, train
 from tasks.publish import publish
+from tasks.report import report
 from tasks.run import close_run, fail_run, prepare_database, start_run
 from tasks.score import score
 
@@ -58,7 +59,9 @@ def customer_segmentation(
         k, candidates = choose_k(training, settings, n_clusters, k_min, k_max, random_state, n_init)
         model = train(training, settings, k, candidates, random_state, n_init)
         stats = score(run, source, training, model)
-        return publish(run, source, model, stats, n_quarantined)
+        result = publish(run, source, model, stats, n_quarantined)
+        report(result["run_id"])
+        return result
     except Exception as exc:
         reason = failure_reason(exc)
         if run is not None:
