@@ -54,9 +54,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     with _connect() as conn:
         _upgrade(conn)
+        if args.if_empty and _has_rows(conn, args.table):
+            print(f"{args.table} already has customers; nothing generated")
+            return 0
         report = generate_customers(conn, args.rows, args.seed, args.table)
     print(f"generated {report.loaded} customers into {report.table}")
     return 0
+
+
+def _has_rows(conn, table: str) -> bool:
+    from psycopg import sql
+
+    from segmentation.db import parse_table_name
+
+    name = parse_table_name(table)
+    if conn.execute("SELECT to_regclass(%s)", (name.identifier().as_string(conn),)).fetchone()[0] is None:
+        return False  # generate reports a missing table with what exists
+    found = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(name.identifier())).fetchone()[0]
+    conn.commit()
+    return found
 
 
 def _run_flow(params: dict) -> int:
@@ -165,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--table", default="public.customers", help="target table (default public.customers)")
+    p.add_argument("--if-empty", action="store_true", help="generate only when the table has no customers yet")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("run", help="run the flow once now and print the published segments")
