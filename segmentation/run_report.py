@@ -43,14 +43,23 @@ class RunReport:
             silhouette=self.k_selection["silhouette"].to_numpy(dtype=float),
             chosen=self.run.get("k"),
         )
-        names = {}
-        if "segment_name" in self.segments:
-            names = {int(r.segment_id): r.segment_name for r in self.segments.itertuples() if r.segment_name}
-        title = (
+        return plots.render(self.sample, self.sample_labels, self.features, self.centroids, curve, self._title(), self._legend())
+
+    def _legend(self) -> dict[int, str]:
+        """Per segment: its id, its name when the segments table has one, and its share of
+        all customers (the sample's counts would only say how the sample fell)."""
+        legend = {}
+        for row in self.segments.to_dict("records"):
+            name = row.get("segment_name")
+            label = f"{row['segment_id']}: {name}" if isinstance(name, str) and name else f"segment {row['segment_id']}"
+            legend[int(row["segment_id"])] = f"{label} ({100 * row['share']:.1f}%)"
+        return legend
+
+    def _title(self) -> str:
+        return (
             f"run {self.run['run_id']}: {self.run['n_customers'] or 0:,} customers in {self.run['k']} segments "
             f"from {self.run['source_table']}"
         )
-        return plots.render(self.sample, self.sample_labels, self.features, self.centroids, curve, title, names)
 
 
 def _frame(conn: psycopg.Connection, query: str, run_id: int) -> pd.DataFrame:

@@ -3,6 +3,7 @@ and `segmentation show --plot`."""
 
 import base64
 import json
+import re
 import struct
 
 import numpy as np
@@ -15,6 +16,7 @@ from conftest import insert_customers
 from flows.segmentation import customer_segmentation
 from segmentation.cli import main
 from segmentation.core import plots
+from segmentation import run_report
 from segmentation.loading import load_csv
 from tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
 
@@ -44,7 +46,8 @@ def artifacts_of(flow_run_id) -> dict:
 
 
 def markdown_table(markdown: str) -> list[list[str]]:
-    rows = [line.strip("|").split("|") for line in markdown.splitlines() if line.startswith("|")]
+    # Split on the cell borders, not on pipes escaped inside a cell.
+    rows = [re.split(r"(?<!\\)\|", line[1:-1]) for line in markdown.splitlines() if line.startswith("|")]
     return [[c.strip() for c in row] for row in rows if not set(row[0]) <= {"-"}]
 
 
@@ -65,15 +68,16 @@ def test_mall_run_reports_summary_k_table_and_picture(conn, mall_csv):
     silhouette = conn.execute("SELECT silhouette FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()[0]
     assert f"- **silhouette**: {silhouette:.3f}" in summary
     header, *rows = markdown_table(summary)
-    assert header == ["segment", "customers", "share", "female", "annual_income", "spending_score"]
-    by_centroid = {(float(r[4]), float(r[5])): (int(r[1]), r[2]) for r in rows}
+    # Columns the segments table may gain (a name, say) come between the id and the figures.
+    assert header[0] == "segment" and header[-5:] == ["customers", "share", "female", "annual_income", "spending_score"]
+    by_centroid = {(float(r[-2]), float(r[-1])): (int(r[-5]), r[-4]) for r in rows}
     assert by_centroid == {
         (55.3, 49.5): (81, "40.5%"), (86.5, 82.1): (39, "19.5%"), (25.7, 79.4): (22, "11.0%"),
         (88.2, 17.1): (35, "17.5%"), (26.3, 20.9): (23, "11.5%"),
     }
     # Female shares are the database's, per segment.
     female = dict(conn.execute("SELECT segment_id, share_female FROM segmentation.segments WHERE run_id = %s", (run_id,)).fetchall())
-    assert {int(r[0]): r[3] for r in rows} == {s: f"{100 * v:.1f}%" for s, v in female.items()}
+    assert {int(r[0]): r[-3] for r in rows} == {s: f"{100 * v:.1f}%" for s, v in female.items()}
 
     table = json.loads(found[K_SELECTION_KEY].data)
     stored = conn.execute("SELECT k, inertia, silhouette FROM segmentation.k_selection WHERE run_id = %s ORDER BY k", (run_id,)).fetchall()
@@ -120,3 +124,21 @@ def test_show_plot_writes_the_picture_of_the_current_run(conn, tmp_path, capsys)
     assert png_size(path.read_bytes()) == (1200, 480)
     assert main(["show", "--plot", str(tmp_path / "missing-dir" / "x.png")]) == 1
     assert "error: cannot write" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_report_shows_columns_the_segments_table_gains(conn):
+    insert_customers(conn, [(i, "Female", 30 + i % 3, 20 + (i % 2) * 60, 50) for i in range(1, 41)])
+    state = customer_segmentation(n_clusters=2, features=["age", "annual_income"], return_state=True)
+    run_id = state.result()["run_id"]
+    conn.execute("ALTER TABLE segmentation.segments ADD COLUMN IF NOT EXISTS segment_name text")
+    conn.execute(
+        "UPDATE segmentation.segments SET segment_name = CASE segment_id WHEN 1 THEN 'Thrifty | low' ELSE NULL END WHERE run_id = %s",
+        (run_id,),
+    )
+    found = run_report.load(conn, run_id)
+    header, *rows = markdown_table(found.markdown())
+    assert header == ["segment", "segment name", "customers", "share", "female", "age", "annual_income"]
+    assert [r[:4] for r in rows] == [["1", "Thrifty \\| low", "20", "50.0%"], ["2", "", "20", "50.0%"]]
+    assert found._legend() == {1: "1: Thrifty | low (50.0%)", 2: "segment 2 (50.0%)"}
+    assert png_size(found.png()) == (1200, 480)

@@ -66,7 +66,8 @@ def render(
     segment_labels: dict[int, str] | None = None,
 ) -> bytes:
     """PNG of the scatter (X: sampled customers in original units, labels: their segment
-    ids; centroids: one row per segment id, one column per feature) and the k curve."""
+    ids; centroids: one row per segment id, one column per feature; segment_labels: the
+    legend text per segment id) and the k curve."""
     X = np.asarray(X, dtype=float).reshape(-1, len(features))
     labels = np.asarray(labels)
     fig, (ax_scatter, ax_k) = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI, gridspec_kw={"width_ratios": [1.4, 1]})
@@ -97,9 +98,8 @@ def _scatter(ax, X, labels, features, centroids, segment_labels) -> None:
         y_label, y_of = y_feature, (lambda segment: centroids.loc[segment, y_feature])
     for segment in segment_ids:
         mask = labels == segment
-        name = segment_labels.get(segment)
-        label = f"{segment}: {name}" if name else f"segment {segment}"
-        ax.scatter(xs[mask], ys[mask], s=10, alpha=0.5, color=colours[segment], label=f"{label} ({mask.sum()})")
+        label = segment_labels.get(segment) or f"segment {segment}"
+        ax.scatter(xs[mask], ys[mask], s=10, alpha=0.5, color=colours[segment], label=label)
         if segment in centroids.index:
             ax.scatter(
                 [centroids.loc[segment, x_feature]], [y_of(segment)], marker="X", s=220,
@@ -107,11 +107,22 @@ def _scatter(ax, X, labels, features, centroids, segment_labels) -> None:
             )
     ax.set_xlabel(x_feature)
     ax.set_ylabel(y_label)
-    ax.set_title(f"customers ({len(X)} shown), centroids marked X")
-    ax.legend(fontsize=8, markerscale=1.5, loc="best")
+    ax.set_title(f"{len(X):,} customers in the two features that separate the segments best; X: centroids", fontsize=10)
+    ax.legend(fontsize=8, markerscale=1.5, loc="best", framealpha=0.9)
 
 
 def _k_curve(ax, curve: KCurve) -> None:
+    if len(curve.k) <= 1:
+        # k was given, not chosen: one point is no curve, so say what was measured instead.
+        if len(curve.k):
+            silhouette = "n/a" if np.isnan(curve.silhouette[0]) else f"{curve.silhouette[0]:.3f}"
+            text = f"k = {int(curve.k[0])} was fixed, not chosen\n\nsilhouette {silhouette}\ninertia {curve.inertia[0]:,.1f}"
+        else:
+            text = "no k-selection figures recorded"
+        ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, transform=ax.transAxes)
+        ax.set_axis_off()
+        ax.set_title("choosing k")
+        return
     ax.plot(curve.k, curve.silhouette, "o-", color="tab:blue", label="silhouette")
     ax.set_xlabel("k (segments)")
     ax.set_ylabel("silhouette (higher is better)", color="tab:blue")

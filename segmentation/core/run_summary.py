@@ -35,7 +35,7 @@ def segments_markdown(segments: pd.DataFrame, centroids: pd.DataFrame, features:
     segment_id, one column per feature, original units."""
     extra = [c for c in segments.columns if c not in _KNOWN and segments[c].notna().any()]
     show_gender = "share_female" in segments.columns and segments["share_female"].notna().any()
-    header = ["segment", *extra, "customers", "share"]
+    header = ["segment", *(c.replace("_", " ") for c in extra), "customers", "share"]
     if show_gender:
         header.append("female")
     header += [f"{f} (share female)" if f == "gender" else f for f in features]
