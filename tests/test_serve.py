@@ -173,7 +173,7 @@ def test_served_deployment_runs_ui_triggered_runs_one_at_a_time(prefect_server, 
 
             def first_is_waiting_on_the_lock():
                 return conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'segmentation-snapshot' AND wait_event_type = 'Lock'"
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
                 ).fetchone()[0]
 
             wait_for("the first run to reach the source table", first_is_waiting_on_the_lock, 45, serve.log)
