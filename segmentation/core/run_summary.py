@@ -30,25 +30,43 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _is_text(column: pd.Series) -> bool:
+    return any(isinstance(v, str) for v in column.dropna())
+
+
+def _extra_cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _cell(value)
+    if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value):,}"
+    return f"{value:.3f}"
+
+
 def segments_markdown(segments: pd.DataFrame, centroids: pd.DataFrame, features: list[str]) -> str:
     """segments: one row per segment (columns of segmentation.segments); centroids: index
-    segment_id, one column per feature, original units."""
+    segment_id, one column per feature, original units. Other columns with any value are
+    shown too: text (a name) beside the segment id, figures after the centroids."""
     extra = [c for c in segments.columns if c not in _KNOWN and segments[c].notna().any()]
+    text = [c for c in extra if _is_text(segments[c])]
+    figures = [c for c in extra if c not in text]
     show_gender = "share_female" in segments.columns and segments["share_female"].notna().any()
-    header = ["segment", *(c.replace("_", " ") for c in extra), "customers", "share"]
+    header = ["segment", *(c.replace("_", " ") for c in text), "customers", "share"]
     if show_gender:
         header.append("female")
     header += [f"{f} (share female)" if f == "gender" else f for f in features]
+    header += [c.replace("_", " ") for c in figures]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in segments.sort_values("segment_id").itertuples(index=False):
-        row = row._asdict()
+    for row in segments.sort_values("segment_id").to_dict("records"):
         segment = int(row["segment_id"])
-        cells = [str(segment), *(_cell(row[c]) for c in extra), f"{int(row['n_customers']):,}", _percent(row["share"])]
+        cells = [str(segment), *(_cell(row[c]) for c in text), f"{int(row['n_customers']):,}", _percent(row["share"])]
         if show_gender:
             cells.append(_percent(row["share_female"]))
         for feature in features:
             value = centroids.loc[segment, feature] if segment in centroids.index and feature in centroids else None
             cells.append(_number(value, 2 if feature == "gender" else 1))
+        cells += [_extra_cell(row[c]) for c in figures]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -68,6 +86,15 @@ def summary_markdown(run: dict, segments: pd.DataFrame, centroids: pd.DataFrame)
     ]
     if when is not None:
         lines.append(f"- **{'published' if run.get('published_at') else 'at'}**: {when:%Y-%m-%d %H:%M:%S %Z}")
+    # Figures a run may carry besides the basics (drift against the previous run, a forced
+    # publish); shown when the runs table has them.
+    if run.get("churn") is not None and run.get("previous_run_id") is not None:
+        lines.append(
+            f"- **changed segment since run {run['previous_run_id']}**: {_percent(run['churn'])} of the customers in both runs"
+        )
+    if run.get("forced"):
+        issues = "; ".join(run.get("quality_issues") or []) or "see segmentation.runs"
+        lines.append(f"- **published despite the quality gate** (force_publish): {_cell(issues)}")
     if run.get("error"):
         lines.append(f"- **error**: {_cell(run['error'])}")
     if len(segments):
