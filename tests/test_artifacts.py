@@ -142,3 +142,22 @@ def test_report_shows_columns_the_segments_table_gains(conn):
     assert [r[:4] for r in rows] == [["1", "Thrifty \\| low", "20", "50.0%"], ["2", "", "20", "50.0%"]]
     assert found._legend() == {1: "1: Thrifty | low (50.0%)", 2: "segment 2 (50.0%)"}
     assert png_size(found.png()) == (1200, 480)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_report_that_cannot_be_made_is_a_warning_not_a_failed_run(database_url, monkeypatch, caplog):
+    from prefect import flow
+
+    from tasks.report import report
+
+    @flow
+    def report_only(run_id: int) -> list:
+        return report(run_id)
+
+    assert report_only(12345) == []
+    assert "report: run 12345 is not in segmentation.runs" in caplog.text
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL", "postgresql://postgres:s3cret@127.0.0.1:1/nowhere")
+    state = report_only(1, return_state=True)
+    assert state.is_completed() and state.result() == []
+    assert "report: could not report run 1: SegmentationError: cannot connect to PostgreSQL" in caplog.text
+    assert "s3cret" not in caplog.text
