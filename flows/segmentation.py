@@ -12,6 +12,7 @@ from segmentation.errors import describe
 from tasks.extract import check_source, extract, quarantine_invalid
 from tasks.model import choose_k, train
 from tasks.publish import prune_history, publish
+from tasks.report import report
 from tasks.run import close_run, fail_run, prepare_database, start_run
 from tasks.score import score
 from tasks.stability import load_previous, match_segments, measure_drift, quality_gate, warm_start
@@ -82,6 +83,7 @@ def customer_segmentation(
         issues = quality_gate(stats, model, previous, n_quarantined, gate)
         result = publish(run, source, model, stats, identity, previous, drift, n_quarantined, issues, force_publish)
         prune_history(run)
+        report(result["run_id"])
         return result
     except Exception as exc:
         reason = describe(exc)

@@ -64,9 +64,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     with _connect() as conn:
         _upgrade(conn)
+        if args.if_empty and _has_rows(conn, args.table):
+            print(f"{args.table} already has customers; nothing generated")
+            return 0
         report = generate_customers(conn, args.rows, args.seed, args.table)
     print(f"generated {report.loaded} customers into {report.table}")
     return 0
+
+
+def _has_rows(conn, table: str) -> bool:
+    from psycopg import sql
+
+    from segmentation.db import parse_table_name
+
+    name = parse_table_name(table)
+    if conn.execute("SELECT to_regclass(%s)", (name.identifier().as_string(conn),)).fetchone()[0] is None:
+        return False  # generate reports a missing table with what exists
+    found = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(name.identifier())).fetchone()[0]
+    conn.commit()
+    return found
 
 
 def _run_flow(params: dict) -> int:
@@ -81,7 +97,7 @@ def _run_flow(params: dict) -> int:
     return _show(result["run_id"])
 
 
-def _show(run_id: int | None = None) -> int:
+def _show(run_id: int | None = None, plot: str | None = None) -> int:
     from segmentation import report
 
     with _connect() as conn:
@@ -91,9 +107,23 @@ def _show(run_id: int | None = None) -> int:
             print("no published run yet; start one with: segmentation run")
             return 1
         table = report.segments_table(conn, run["run_id"])
+        if plot:
+            _write_plot(conn, run["run_id"], Path(plot))
     print(report.describe_run(run))
     print(report.format_segments(table, list(run["features"])))
+    if plot:
+        print(f"wrote {plot}")
     return 0
+
+
+def _write_plot(conn, run_id: int, path: Path) -> None:
+    from segmentation import run_report
+
+    png = run_report.load(conn, run_id).png()
+    try:
+        path.write_bytes(png)
+    except OSError as exc:
+        raise SegmentationError(f"cannot write {path}: {exc.strerror}; choose a writable file path") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -106,7 +136,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    return _show()
+    return _show(plot=args.plot)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.deployment import ScheduleSettings, serve
+
+    schedule = ScheduleSettings.from_env()  # a bad schedule is one line here, before Prefect starts
+    with _connect() as conn:  # an unreachable database too: better now than at 02:00
+        _upgrade(conn)
+    serve(schedule)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -151,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--table", default="public.customers", help="target table (default public.customers)")
+    p.add_argument("--if-empty", action="store_true", help="generate only when the table has no customers yet")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("run", help="run the flow once now and print the published segments")
@@ -166,7 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("show", help="print the current segments")
+    p.add_argument("--plot", metavar="FILE", help="also write the run's picture (PNG) to FILE")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve the flow as deployment customer-segmentation/nightly on its schedule "
+        "(SEGMENTATION_SCHEDULE, SEGMENTATION_TIMEZONE) until stopped",
+    )
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -1,0 +1,126 @@
+"""Reading one run back from the database for its report: the run row, segments, centroids,
+k-selection curve and a bounded sample of customers with their feature values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from segmentation.core import plots, run_summary
+from segmentation.db import parse_column_name, parse_table_name
+
+PLOT_SAMPLE_SIZE = 5_000
+GENDER = "gender"
+
+
+@dataclass
+class RunReport:
+    run: dict
+    segments: pd.DataFrame  # every column of segmentation.segments, one row per segment
+    centroids: pd.DataFrame  # index segment_id, one column per feature, original units
+    k_selection: pd.DataFrame  # k, inertia, silhouette
+    sample: np.ndarray  # sampled customers x features, original units
+    sample_labels: np.ndarray  # their segment ids
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.run["features"])
+
+    def markdown(self) -> str:
+        return run_summary.summary_markdown(self.run, self.segments, self.centroids)
+
+    def k_selection_rows(self) -> list[dict]:
+        return run_summary.k_selection_rows(self.k_selection, self.run.get("k"))
+
+    def png(self) -> bytes:
+        curve = plots.KCurve(
+            k=self.k_selection["k"].to_numpy(),
+            inertia=self.k_selection["inertia"].to_numpy(dtype=float),
+            silhouette=self.k_selection["silhouette"].to_numpy(dtype=float),
+            chosen=self.run.get("k"),
+        )
+        return plots.render(self.sample, self.sample_labels, self.features, self.centroids, curve, self._title(), self._legend())
+
+    def _legend(self) -> dict[int, str]:
+        """Per segment: its id, its name when the segments table has one, and its share of
+        all customers (the sample's counts would only say how the sample fell)."""
+        legend = {}
+        for row in self.segments.to_dict("records"):
+            name = row.get("segment_name")
+            label = f"{row['segment_id']}: {name}" if isinstance(name, str) and name else f"segment {row['segment_id']}"
+            legend[int(row["segment_id"])] = f"{label} ({100 * row['share']:.1f}%)"
+        return legend
+
+    def _title(self) -> str:
+        return (
+            f"run {self.run['run_id']}: {self.run['n_customers'] or 0:,} customers in {self.run['k']} segments "
+            f"from {self.run['source_table']}"
+        )
+
+
+def _frame(conn: psycopg.Connection, query: str, run_id: int) -> pd.DataFrame:
+    with conn.cursor() as cur:
+        cur.execute(query, (run_id,))
+        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+
+
+def load(conn: psycopg.Connection, run_id: int, sample_size: int = PLOT_SAMPLE_SIZE, seed: int = 0) -> RunReport | None:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        run = cur.execute("SELECT * FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()
+    if run is None:
+        return None
+    # SELECT *: columns added to segments later come along and are shown.
+    segments = _frame(conn, "SELECT * FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id", run_id)
+    long = _frame(conn, "SELECT segment_id, feature, centroid FROM segmentation.segment_centroids WHERE run_id = %s", run_id)
+    centroids = (
+        long.pivot(index="segment_id", columns="feature", values="centroid")
+        if len(long) else pd.DataFrame(index=pd.Index([], name="segment_id"))
+    )
+    k_selection = _frame(conn, "SELECT k, inertia, silhouette FROM segmentation.k_selection WHERE run_id = %s ORDER BY k", run_id)
+    features = [parse_column_name(f) for f in run["features"]]
+    run["features"] = features
+    sample, labels = _sample(conn, run, features, sample_size, seed) if len(segments) else _empty(features)
+    conn.commit()  # end the read transaction; do not sit idle in it
+    return RunReport(run, segments, centroids, k_selection, sample, labels)
+
+
+def _empty(features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return np.empty((0, len(features))), np.empty(0, dtype=int)
+
+
+def _sample(conn: psycopg.Connection, run: dict, features: list[str], size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `size` of the run's customers, uniformly at random, with their current values in
+    the source table (a customer deleted since the run is left out)."""
+    n = int(run["n_customers"] or 0)
+    if n == 0:
+        return _empty(features)
+    # Bernoulli sampling reads the run's partition once instead of sorting all of it; a
+    # little over `size` is drawn so that the random trim below rarely comes up short.
+    percent = min(100.0, 100.0 * size * 1.2 / n)
+    table = parse_table_name(run["source_table"])
+    id_column = parse_column_name((run.get("params") or {}).get("id_column") or "customer_id")
+    values = [
+        sql.SQL("CASE lower(btrim(src.{})) WHEN 'female' THEN 1.0 WHEN 'male' THEN 0.0 END").format(sql.Identifier(f))
+        if f == GENDER else sql.SQL("src.{}::float8").format(sql.Identifier(f))
+        for f in features
+    ]
+    query = sql.SQL(
+        "SELECT cs.segment_id, {values} FROM segmentation.customer_segments AS cs "
+        "TABLESAMPLE BERNOULLI (%s) REPEATABLE (%s) "
+        "JOIN {table} AS src ON src.{id} = cs.customer_id WHERE cs.run_id = %s LIMIT %s"
+    ).format(values=sql.SQL(", ").join(values), table=table.identifier(), id=sql.Identifier(id_column))
+    try:
+        rows = conn.execute(query, (percent, seed, run["run_id"], 2 * size)).fetchall()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+        # The source changed shape since the run: the picture shows no customers, the rest stands.
+        conn.rollback()
+        return _empty(features)
+    if len(rows) > size:
+        rows = [rows[i] for i in np.sort(np.random.default_rng(seed).choice(len(rows), size, replace=False))]
+    data = np.array(rows, dtype=float).reshape(-1, len(features) + 1)
+    data = data[~np.isnan(data).any(axis=1)]  # a value made NULL in the source since the run
+    return data[:, 1:], data[:, 0].astype(int)

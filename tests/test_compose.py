@@ -1,0 +1,166 @@
+"""docker-compose.yml and the Dockerfile, checked statically (there is no Docker engine in CI):
+every command exists, every variable set is one the code or Prefect reads, the health and
+dependency wiring holds, and no secret is committed."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.settings import Settings as PrefectSettings
+from prefect.settings.legacy import _get_valid_setting_names
+from sqlalchemy.engine import make_url
+
+from segmentation.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+README = (ROOT / "README.md").read_text()
+SEGMENTATION_VAR = re.compile(r"SEGMENTATION_[A-Z_]+")
+
+
+def commands(service: dict) -> list[list[str]]:
+    """The argv of each command a service runs, unwrapping `sh -c "a && exec b"`."""
+    command = service.get("command")
+    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    if argv[:2] != ["sh", "-c"]:
+        return [argv]
+    steps = [shlex.split(step) for step in argv[2].split("&&")]
+    return [step[1:] if step[0] == "exec" else step for step in steps]
+
+
+def variables_read_by_the_code() -> set[str]:
+    names = set()
+    for path in [*ROOT.glob("segmentation/**/*.py"), *ROOT.glob("flows/*.py"), *ROOT.glob("tasks/*.py")]:
+        names |= set(SEGMENTATION_VAR.findall(path.read_text()))
+    return names - {"SEGMENTATION_TEST_DATABASE_URL"}
+
+
+def interpolated(value: str) -> set[str]:
+    return set(re.findall(r"\$\{([A-Z_]+)", value))
+
+
+def without_interpolation(value: str) -> str:
+    return re.sub(r"\$\{[^}]*\}", "x", value)
+
+
+def test_the_four_services_and_their_images():
+    assert set(SERVICES) == {"postgres", "prefect-server", "segmentation", "demo-data"}
+    assert SERVICES["postgres"]["image"].startswith("postgres:")
+    assert SERVICES["prefect-server"]["image"].startswith("prefecthq/prefect:3")
+    assert SERVICES["segmentation"]["build"] == "."
+    assert SERVICES["demo-data"]["image"] == SERVICES["segmentation"]["image"]
+
+
+def test_segmentation_commands_exist_in_the_cli():
+    parser = build_parser()
+    expected = {
+        "segmentation": [["segmentation", "db", "upgrade"], ["segmentation", "serve"]],
+        "demo-data": [["segmentation", "generate", "--rows", "5000", "--if-empty"]],
+    }
+    for name, argvs in expected.items():
+        assert commands(SERVICES[name]) == argvs
+        for argv in argvs:
+            args = parser.parse_args(argv[1:])  # exits (fails the test) on an unknown command or option
+            assert callable(args.func)
+    assert SERVICES["demo-data"]["restart"] == "no"  # one-shot
+
+
+def test_prefect_server_command_exists_and_listens_on_4200():
+    [argv] = commands(SERVICES["prefect-server"])
+    assert argv[:3] == ["prefect", "server", "start"]
+    help_text = subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), *argv[1:3], "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for option in argv[3::2]:
+        assert option in help_text
+    assert argv[argv.index("--host") + 1] == "0.0.0.0" and argv[argv.index("--port") + 1] == "4200"
+    assert "4200:4200" in SERVICES["prefect-server"]["ports"]
+
+
+def test_environment_variables_are_the_ones_the_code_and_prefect_read():
+    code_reads = variables_read_by_the_code()
+    prefect_reads = set(_get_valid_setting_names(PrefectSettings))
+    for name in ("segmentation", "demo-data", "prefect-server"):
+        for variable in SERVICES[name]["environment"]:
+            if variable.startswith("SEGMENTATION_"):
+                assert variable in code_reads, f"{name} sets {variable}, which nothing reads"
+            else:
+                assert variable in prefect_reads, f"{name} sets {variable}, which is not a Prefect setting"
+    # Every variable the code reads is documented in the README's settings table.
+    for variable in code_reads:
+        assert f"| `{variable}` |" in README, f"{variable} is not documented in README.md"
+    assert {"SEGMENTATION_SCHEDULE", "SEGMENTATION_TIMEZONE", "SEGMENTATION_DATABASE_URL"} <= code_reads
+
+
+def test_urls_point_at_the_services_that_serve_them():
+    postgres = SERVICES["postgres"]["environment"]
+    env = SERVICES["segmentation"]["environment"]
+    assert env == SERVICES["demo-data"]["environment"]
+    url = make_url(without_interpolation(env["SEGMENTATION_DATABASE_URL"]))
+    assert (url.drivername, url.host, url.port) == ("postgresql", "postgres", 5432)
+    assert (url.username, url.database) == (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+    assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+
+    server = SERVICES["prefect-server"]["environment"]
+    prefect_db = make_url(without_interpolation(server["PREFECT_API_DATABASE_CONNECTION_URL"]))
+    assert (prefect_db.drivername, prefect_db.host, prefect_db.database) == ("postgresql+asyncpg", "postgres", "prefect")
+    assert server["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    init = (ROOT / "docker/postgres-init/10-prefect-database.sh").read_text()
+    assert f"CREATE ROLE {prefect_db.username} LOGIN" in init
+    assert f"CREATE DATABASE {prefect_db.database} OWNER {prefect_db.username}" in init
+    assert "CREATE EXTENSION IF NOT EXISTS pg_trgm" in init
+    assert "./docker/postgres-init:/docker-entrypoint-initdb.d:ro" in SERVICES["postgres"]["volumes"]
+
+
+def test_health_and_start_order():
+    volume = SERVICES["postgres"]["volumes"][0].split(":")[0]
+    assert volume in COMPOSE["volumes"]  # a named volume, not a bind mount
+    assert "pg_isready" in " ".join(SERVICES["postgres"]["healthcheck"]["test"])
+    assert "/api/health" in " ".join(SERVICES["prefect-server"]["healthcheck"]["test"])
+    healthy = {"condition": "service_healthy"}
+    assert SERVICES["prefect-server"]["depends_on"] == {"postgres": healthy}
+    assert SERVICES["segmentation"]["depends_on"] == {"postgres": healthy, "prefect-server": healthy}
+    assert SERVICES["demo-data"]["depends_on"] == {"postgres": healthy}
+    for name, service in SERVICES.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert "healthcheck" in SERVICES[dependency], f"{name} waits for {dependency}, which has no healthcheck"
+
+
+def test_no_secret_is_committed():
+    text = (ROOT / "docker-compose.yml").read_text()
+    needed = interpolated(text)
+    example = dict(
+        line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    # Passwords: required from .env, no default in the compose file.
+    for secret in ("POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD"):
+        assert secret in needed and secret in example
+        assert not re.search(rf"\$\{{{secret}:-", text) and re.search(rf"\$\{{{secret}:\?", text)
+    # No literal password anywhere: password variables and the password part of URLs come from .env.
+    for service in SERVICES.values():
+        for key, value in service.get("environment", {}).items():
+            if "PASSWORD" in key:
+                assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", value), key
+            for password in re.findall(r"//[^:/@]+:([^@]+)@", value):
+                assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", password), key
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+    tracked = subprocess.run(["git", "ls-files", ".env"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert tracked == ""
+
+
+@pytest.mark.parametrize("package", ["segmentation", "flows", "tasks", "sql"])
+def test_dockerfile_installs_the_way_the_readme_says(package):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    install = re.search(r"```sh\n(python3 -m venv .venv && .venv/bin/pip install -e '\.\[test\]')", README).group(1)
+    assert f"RUN {install}" in dockerfile
+    assert re.search(rf"^COPY {package} \./{package}$", dockerfile, re.M)  # every part the install and runs need
+    assert dockerfile.startswith("# ") and "FROM python:3.11" in dockerfile
+    assert 'PATH="/app/.venv/bin:$PATH"' in dockerfile

@@ -1,0 +1,222 @@
+"""`segmentation serve` for real: a Prefect server and the serve process as subprocesses,
+runs triggered the way the UI's Run button does (run_deployment), checked in the database
+and through the Prefect client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from segmentation import __version__
+from segmentation.loading import load_csv
+from tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
+from test_artifacts import decode_png, png_size
+
+BIN = Path(sys.executable).parent
+DEPLOYMENT = "customer-segmentation/nightly"
+SCHEDULE, TIMEZONE = "15 3 * * 1-5", "Europe/Berlin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Process:
+    """A subprocess in its own process group, so stopping it also stops what it started
+    (the serve process runs each flow run in a child)."""
+
+    def __init__(self, argv: list[str], env: dict, log: Path):
+        self.log = log
+        self._out = open(log, "wb")
+        self.popen = subprocess.Popen(argv, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.running():
+            try:
+                os.killpg(self.popen.pid, sig)
+                self.popen.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        if self.running() or _group_alive(self.popen.pid):
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(5)
+        self._out.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_for(what: str, check, timeout: float, *logs: Path, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n" + "\n".join(f"--- {p.name}\n{tail(p)}" for p in logs))
+
+
+def _base_env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """A real Prefect server of its own (own home and SQLite database, free port)."""
+    port = free_port()
+    env = _base_env(tmp_path / "prefect-home")
+    env["PREFECT_SERVER_UI_ENABLED"] = "false"
+    server = Process([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                     env, tmp_path / "server.log")
+    try:
+        url = f"http://127.0.0.1:{port}/api"
+
+        def healthy():
+            assert server.running(), f"prefect server exited:\n{tail(server.log)}"
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        wait_for("the Prefect server", healthy, 60, server.log)
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def serve(prefect_server, database_url, tmp_path):
+    env = _base_env(tmp_path / "prefect-home")
+    env.update(
+        PREFECT_API_URL=prefect_server,
+        PREFECT_RUNNER_POLL_FREQUENCY="1",  # pick triggered runs up within a second, not ten
+        SEGMENTATION_DATABASE_URL=database_url,
+        SEGMENTATION_SCHEDULE=SCHEDULE,
+        SEGMENTATION_TIMEZONE=TIMEZONE,
+    )
+    process = Process([str(BIN / "segmentation"), "serve"], env, tmp_path / "serve.log")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def flow_run_state(client, flow_run_id):
+    return client.read_flow_run(flow_run_id).state
+
+
+def test_served_deployment_runs_ui_triggered_runs_one_at_a_time(prefect_server, serve, database_url, conn, mall_csv):
+    load_csv(conn, mall_csv)
+    with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+
+        def deployment():
+            assert serve.running(), f"segmentation serve exited:\n{tail(serve.log)}"
+            try:
+                return client.read_deployment_by_name(DEPLOYMENT)
+            except Exception:  # not registered yet
+                return None
+
+        found = wait_for("the deployment to be registered", deployment, 60, serve.log)
+        assert found.schedules[0].schedule.cron == SCHEDULE
+        assert found.schedules[0].schedule.timezone == TIMEZONE
+        assert found.schedules[0].active and not found.paused
+        assert found.global_concurrency_limit.limit == 1
+        assert found.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
+        assert found.version == __version__ and set(found.tags) == {"segmentation", "nightly"}
+        assert "Nightly customer segmentation" in found.description
+        assert found.parameters == {}  # the flow's defaults, as on a scheduled run
+        form = found.parameter_openapi_schema["properties"]
+        assert {"n_clusters", "features", "source_table", "k_min", "k_max"} <= set(form)
+        assert form["features"]["default"] == ["age", "annual_income", "spending_score"]
+
+        # Hold the source table so the first run stays active, deterministically, while the second is started.
+        with psycopg.connect(database_url) as blocker:
+            blocker.execute("LOCK TABLE public.customers IN ACCESS EXCLUSIVE MODE")
+            params = {"n_clusters": 5, "features": ["annual_income", "spending_score"]}
+            first = run_deployment(DEPLOYMENT, parameters=params, timeout=0)
+
+            def first_is_waiting_on_the_lock():
+                return conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()[0]
+
+            wait_for("the first run to reach the source table", first_is_waiting_on_the_lock, 45, serve.log)
+            assert flow_run_state(client, first.id).is_running()
+
+            second = run_deployment(DEPLOYMENT, parameters={"n_clusters": 3}, timeout=0)
+            cancelled = wait_for(
+                "the second run to end", lambda: (s := flow_run_state(client, second.id)).is_final() and s, 30, serve.log
+            )
+            assert cancelled.is_cancelled(), cancelled
+            assert cancelled.message == "Deployment concurrency limit reached."
+            blocker.rollback()
+
+        done = wait_for("the first run to end", lambda: (s := flow_run_state(client, first.id)).is_final() and s, 60, serve.log)
+        assert done.is_completed(), f"{done}\n{tail(serve.log)}"
+
+        # The override reached the flow; the cancelled run never started a run in the database.
+        rows = conn.execute("SELECT run_id, status, k, features, params, flow_run_id FROM segmentation.runs").fetchall()
+        assert len(rows) == 1
+        run_id, status, k, features, stored, flow_run_id = rows[0]
+        assert (status, k, features) == ("published", 5, ["annual_income", "spending_score"])
+        assert (stored["n_clusters"], stored["features"]) == (5, ["annual_income", "spending_score"])
+        assert str(flow_run_id) == str(first.id)
+        assert conn.execute("SELECT run_id, n_customers FROM segmentation.current_run").fetchone() == (run_id, 200)
+
+        artifacts = {
+            a.key: a for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first.id]))
+            )
+        }
+        assert set(artifacts) == {SUMMARY_KEY, K_SELECTION_KEY, PLOT_KEY}
+        assert f"# Segmentation run {run_id}: published" in artifacts[SUMMARY_KEY].data
+        assert "| 81 | 40.5% |" in artifacts[SUMMARY_KEY].data  # the Mall data's middle segment
+        assert json.loads(artifacts[K_SELECTION_KEY].data) == [
+            {"k": 5, "inertia": pytest.approx(stored_inertia(conn, run_id), abs=0.01), "silhouette": pytest.approx(0.5547, abs=1e-3), "chosen": True}
+        ]
+        assert png_size(decode_png(artifacts[PLOT_KEY].data)) == (1200, 480)
+
+        # Stopping the serve process must not pause the nightly schedule.
+        serve.stop(signal.SIGTERM)
+        after = client.read_deployment_by_name(DEPLOYMENT)
+        assert not after.paused and [s.active for s in after.schedules] == [True], tail(serve.log)
+
+
+def stored_inertia(conn, run_id) -> float:
+    return conn.execute("SELECT inertia FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()[0]
