@@ -9,6 +9,11 @@ def describe(exc: BaseException) -> str:
 
     if isinstance(exc, SegmentationError):
         text = str(exc)
+    elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        text = (
+            f"the database role lacks a privilege ({exc}); the flow's login needs the segmentation_writer "
+            "role and SELECT on the source table (see sql/roles/segmentation_roles.sql)"
+        )
     elif isinstance(exc, psycopg.OperationalError):
         text = f"lost the connection to PostgreSQL ({exc}); the previous published run stays current"
     else:

@@ -56,7 +56,10 @@ def upgrade(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[Migration
     migrations = discover(sql_dir)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-        conn.execute("CREATE SCHEMA IF NOT EXISTS segmentation")
+        # Checked first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
+        # the schema exists, which the writer role does not have.
+        if conn.execute("SELECT to_regnamespace('segmentation') IS NULL").fetchone()[0]:
+            conn.execute("CREATE SCHEMA segmentation")
         conn.execute(
             """CREATE TABLE IF NOT EXISTS segmentation.schema_migrations (
                    version    integer PRIMARY KEY,

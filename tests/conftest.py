@@ -44,15 +44,26 @@ def server_url():
         server.cleanup()
 
 
+ROLES = ("segmentation_writer", "segmentation_reader")
+
+
 @pytest.fixture(scope="session")
 def template(server_url):
     with psycopg.connect(server_url, autocommit=True) as admin:
+        roles_before = {r[0] for r in admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(ROLES),))}
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     with psycopg.connect(_with_database(server_url, TEMPLATE)) as conn:
         migrations.upgrade(conn)
     yield TEMPLATE
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+        # The roles are cluster-wide: remove the ones this session created (a database
+        # outside the tests may still hold grants to them; then they stay).
+        for role in set(ROLES) - roles_before:
+            try:
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+            except psycopg.Error:
+                pass
 
 
 @pytest.fixture

@@ -1,0 +1,135 @@
+"""Secrets stay secret; the reader and writer roles can do what they need and nothing else."""
+
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from flows.segmentation import customer_segmentation
+from segmentation import migrations
+from segmentation.cli import main
+from segmentation.loading import generate_customers
+
+PASSWORD = "TopSecret-Pw-913"
+FAST = {"n_clusters": 3, "n_init": 1}
+
+
+def with_password(url: str) -> str:
+    # The test servers trust local connections, so the password is carried but not needed.
+    return make_url(url).set(password=PASSWORD).render_as_string(hide_password=False)
+
+
+def test_the_database_password_never_leaks(conn, database_url, monkeypatch, capsys, caplog, prefect_harness):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+
+    generate_customers(conn, 1000, seed=41)
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL", with_password(database_url))
+    states = [
+        customer_segmentation(**FAST, return_state=True),
+        customer_segmentation(**FAST, source_table="public.nope", return_state=True),
+    ]
+    assert states[0].is_completed() and states[1].is_failed()
+    assert main(["run", "--k", "3", "--n-init", "1"]) == 0
+    assert main(["show"]) == 0
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL", f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/x")
+    unreachable = customer_segmentation(**FAST, return_state=True)
+    assert unreachable.is_failed() and "postgres:***@127.0.0.1:1/x" in unreachable.message
+    assert main(["show"]) == 1
+
+    ids = [s.state_details.flow_run_id for s in states + [unreachable]]
+    seen = [capsys.readouterr(), caplog.text] + [s.message or "" for s in states + [unreachable]]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+        runs = [client.read_flow_run(i) for i in ids]
+    assert len(logs) > 20 and len(artifacts) >= 3
+    seen += [log.message for log in logs]
+    seen += [f"{a.data} {a.description}" for a in artifacts]
+    seen += [f"{r.parameters} {r.state.message}" for r in runs]
+    seen += [row[0] for row in conn.execute("SELECT r::text FROM segmentation.runs r")]
+    assert PASSWORD not in repr(seen)
+    assert any("segmentation.runs" in repr(s) or "published" in repr(s) for s in seen)  # we did read real output
+
+
+def test_database_url_from_a_prefect_secret_block(conn, database_url, monkeypatch, prefect_harness):
+    from prefect.blocks.system import Secret
+
+    generate_customers(conn, 500, seed=42)
+    name = f"segmentation-db-{uuid.uuid4().hex[:8]}"
+    Secret(value=with_password(database_url)).save(name)
+    monkeypatch.delenv("SEGMENTATION_DATABASE_URL")
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL_SECRET", name)
+    state = customer_segmentation(**FAST, return_state=True)
+    assert state.is_completed(), state.message
+    assert conn.execute("SELECT n_customers FROM segmentation.current_run").fetchone()[0] == 500
+    assert PASSWORD not in repr(state.result())
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL_SECRET", "no-such-block")
+    state = customer_segmentation(**FAST, return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith("SEGMENTATION_DATABASE_URL_SECRET='no-such-block' names no Prefect Secret block")
+
+
+@pytest.fixture
+def logins(conn, database_url):
+    """A login in each role, dropped afterwards."""
+    assert migrations.apply_roles(conn)
+    suffix = uuid.uuid4().hex[:8]
+    names = {"writer": f"seg_writer_{suffix}", "reader": f"seg_reader_{suffix}"}
+    for role, name in names.items():
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+            sql.Identifier(name), sql.Identifier(f"segmentation_{role}")))
+    yield {role: make_url(database_url).set(username=name).render_as_string(hide_password=False)
+           for role, name in names.items()}
+    for name in names.values():
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_the_whole_flow_runs_as_the_writer(conn, logins, monkeypatch, prefect_harness):
+    generate_customers(conn, 2000, seed=43)
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL", logins["writer"])
+    for _ in range(2):  # the second run also detaches and matches against the first
+        state = customer_segmentation(**FAST, return_state=True)
+        assert state.is_completed(), state.message
+    owners = conn.execute(
+        """SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           WHERE i.inhparent = 'segmentation.customer_segments'::regclass"""
+    ).fetchall()
+    assert owners == [("segmentation_writer",)]
+    # A writer may not create roles: db upgrade says which file a DBA runs instead.
+    out = []
+    monkeypatch.setattr("builtins.print", lambda *a, **k: out.append(" ".join(map(str, a))))
+    assert main(["db", "upgrade"]) == 0
+    assert any("ask a DBA to run: psql -f" in line and line.endswith("sql/roles/segmentation_roles.sql") for line in out)
+
+
+def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, prefect_harness):
+    generate_customers(conn, 1000, seed=44)
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL", logins["writer"])
+    assert customer_segmentation(**FAST, return_state=True).is_completed()
+    with psycopg.connect(logins["reader"], autocommit=True) as reader:
+        assert reader.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 1000
+        assert reader.execute("SELECT count(*) FROM segmentation.current_segments").fetchone()[0] == 3
+        assert reader.execute("SELECT count(*) FROM segmentation.current_segment_centroids").fetchone()[0] == 9
+        assert reader.execute("SELECT n_customers FROM segmentation.current_run").fetchone()[0] == 1000
+        assert reader.execute("SELECT count(*) FROM segmentation.customer_segment_history").fetchone()[0] == 1000
+        denied = [
+            "SELECT * FROM public.customers",
+            "SELECT * FROM segmentation.customer_segments",
+            "SELECT * FROM segmentation.quarantine",
+            "INSERT INTO segmentation.runs (source_table, features) VALUES ('x', '{a}')",
+            "UPDATE segmentation.segments SET n_customers = 0",
+            "DELETE FROM segmentation.segment_centroids",
+            "UPDATE public.customers SET age = 1",
+            "CREATE TABLE segmentation.mine (x int)",
+            "CREATE TABLE public.mine (x int)",
+            "DROP VIEW segmentation.current_segments",
+            "ALTER VIEW segmentation.current_run RENAME TO x",
+            "TRUNCATE segmentation.runs",
+        ]
+        for statement in denied:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                reader.execute(statement)
