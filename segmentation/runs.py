@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
 from segmentation.core.model import KCandidate
@@ -122,7 +123,11 @@ class AssignmentWriter:
         self._cursor = conn.cursor()
         # FREEZE: the table was created in this transaction, so its rows can be written
         # frozen, sparing the first readers (and autovacuum) a pass over 10 million rows.
-        self._copy_cm = self._cursor.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY, FREEZE)").format(table))
+        # Queued: a worker thread feeds PostgreSQL while this thread scores the next chunk.
+        self._copy_cm = self._cursor.copy(
+            sql.SQL("COPY {} FROM STDIN (FORMAT BINARY, FREEZE)").format(table),
+            writer=QueuedLibpqWriter(self._cursor),
+        )
         self._copy = self._copy_cm.__enter__()
         self._copy.write(HEADER)
 

@@ -33,22 +33,43 @@ class HashSample:
         self.ids = np.empty(0, dtype=np.int64)
         self.columns: dict[str, np.ndarray] = {}
         self.seen = 0
+        self._pending: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
+        self._pending_rows = 0
 
     def offer(self, ids: np.ndarray, **columns: np.ndarray) -> None:
         self.seen += len(ids)
-        keys = np.concatenate([self.keys, hash_keys(ids, self.seed)])
-        all_ids = np.concatenate([self.ids, ids])
+        keys = hash_keys(ids, self.seed)
+        if len(self.keys) == self.size:
+            # Once full, only keys below the largest kept one can ever get in: filtering
+            # first keeps the merges small and rare however large the table is.
+            keep = keys < self._threshold
+            keys, ids = keys[keep], ids[keep]
+            columns = {name: values[keep] for name, values in columns.items()}
+        self._pending.append((keys, ids, columns))
+        self._pending_rows += len(keys)
+        if self._pending_rows >= max(1, self.size // 4) or len(self.keys) < self.size:
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        keys = np.concatenate([self.keys] + [p[0] for p in self._pending])
+        ids = np.concatenate([self.ids] + [p[1] for p in self._pending])
+        names = self._pending[0][2].keys()
         merged = {
-            name: np.concatenate([self.columns[name], values]) if name in self.columns else values
-            for name, values in columns.items()
+            name: np.concatenate(([self.columns[name]] if name in self.columns else []) + [p[2][name] for p in self._pending])
+            for name in names
         }
+        self._pending, self._pending_rows = [], 0
         if len(keys) > self.size:
             keep = np.argpartition(keys, self.size - 1)[: self.size]
-            keys, all_ids = keys[keep], all_ids[keep]
+            keys, ids = keys[keep], ids[keep]
             merged = {name: values[keep] for name, values in merged.items()}
-        self.keys, self.ids, self.columns = keys, all_ids, merged
+        self.keys, self.ids, self.columns = keys, ids, merged
+        self._threshold = self.keys.max() if len(self.keys) else np.uint64(0)
 
     def result(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The sample sorted by customer id, so what is trained on never depends on row order."""
+        self._merge()
         order = np.argsort(self.ids, kind="stable")
         return self.ids[order], {name: values[order] for name, values in self.columns.items()}
