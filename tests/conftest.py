@@ -151,3 +151,15 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.01, what: str
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def assert_current_run(conn, run_id) -> None:
+    """Every current_ view shows exactly run `run_id`, complete."""
+    current, n_customers, k = conn.execute("SELECT run_id, n_customers, k FROM segmentation.current_run").fetchone()
+    assert current == run_id
+    assert conn.execute(
+        "SELECT count(*), count(DISTINCT run_id), min(run_id) FROM segmentation.current_customer_segments"
+    ).fetchone() == (n_customers, 1, run_id)
+    assert conn.execute(
+        "SELECT count(*), sum(n_customers), min(run_id) FROM segmentation.current_segments"
+    ).fetchone() == (k, n_customers, run_id)

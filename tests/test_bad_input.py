@@ -4,7 +4,7 @@ row with a reason, nothing half-published, the previous run still current."""
 import psycopg
 import pytest
 
-from conftest import insert_customers
+from conftest import assert_current_run, insert_customers
 from flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 
@@ -24,11 +24,7 @@ def published_baseline(conn):
 
 
 def assert_still_current(conn, run_id):
-    current = conn.execute("SELECT run_id, n_customers FROM segmentation.current_run").fetchone()
-    assert current[0] == run_id
-    assert conn.execute(
-        "SELECT count(*), count(DISTINCT run_id) FROM segmentation.current_customer_segments"
-    ).fetchone() == (current[1], 1)
+    assert_current_run(conn, run_id)
     assert conn.execute("SELECT count(*) FROM segmentation.runs WHERE status = 'running'").fetchone()[0] == 0
 
 

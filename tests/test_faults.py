@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import start_flow_process, wait_for
+from conftest import assert_current_run, start_flow_process, wait_for
 from flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 
@@ -26,15 +26,6 @@ def baseline(conn, prefect_harness):
     state = run(**FAST)
     assert state.is_completed(), state.message
     return state.result()["run_id"]
-
-
-def assert_current_is(conn, run_id):
-    row = conn.execute("SELECT run_id, n_customers, k FROM segmentation.current_run").fetchone()
-    assert row[0] == run_id
-    assert conn.execute(
-        "SELECT count(*), count(DISTINCT run_id), min(run_id) FROM segmentation.current_customer_segments"
-    ).fetchone() == (row[1], 1, run_id)
-    assert conn.execute("SELECT count(*) FROM segmentation.current_segments").fetchone()[0] == row[2]
 
 
 def run_backends(conn):
@@ -66,7 +57,7 @@ def assert_recovers(conn, interrupted_status="running"):
     if interrupted_status == "running":
         assert error.startswith("abandoned")
     assert conn.execute("SELECT to_regclass(%s)", (f"segmentation.customer_segments_run_{killed[0]}",)).fetchone()[0] is None
-    assert_current_is(conn, state.result()["run_id"])
+    assert_current_run(conn, state.result()["run_id"])
 
 
 def test_sigkill_mid_copy_of_assignments(conn, database_url, baseline, prefect_harness):
@@ -80,7 +71,7 @@ def test_sigkill_mid_copy_of_assignments(conn, database_url, baseline, prefect_h
         kill(process)
     finally:
         process.kill()
-    assert_current_is(conn, baseline)
+    assert_current_run(conn, baseline)
     assert_recovers(conn)
 
 
@@ -95,7 +86,7 @@ def test_sigkill_mid_publish(conn, database_url, baseline, prefect_harness):
         finally:
             process.kill()
         blocker.rollback()  # BI readers of the views queue behind this lock too
-    assert_current_is(conn, baseline)
+    assert_current_run(conn, baseline)
     assert_recovers(conn)
 
 
@@ -114,7 +105,7 @@ def test_backend_terminated_mid_run(conn, database_url, baseline, prefect_harnes
     assert out.strip().startswith("lost the connection to PostgreSQL")
     status, error = conn.execute("SELECT status, error FROM segmentation.runs ORDER BY run_id DESC LIMIT 1").fetchone()
     assert status == "failed" and error == out.strip()
-    assert_current_is(conn, baseline)
+    assert_current_run(conn, baseline)
     assert_recovers(conn, interrupted_status="failed")
 
 
