@@ -79,11 +79,11 @@ def customer_segmentation(
         model = train(training, settings, k, candidates, random_state, n_init, warm_start(previous, source, k))
         identity = match_segments(run, source, model, previous, match_threshold)
         stats = score(run, source, training, model, identity.ids)
-        drift = measure_drift(run, previous)
-        issues = quality_gate(stats, model, previous, n_quarantined, gate)
+        drift = measure_drift(run, source, previous)
+        issues = quality_gate(source, stats, model, previous, n_quarantined, gate)
         result = publish(run, source, model, stats, identity, previous, drift, n_quarantined, issues, force_publish)
-        prune_history(run)
         report(result["run_id"])
+        prune_history(run)
         return result
     except Exception as exc:
         reason = describe(exc)

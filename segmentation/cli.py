@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from segmentation import __version__
-from segmentation.errors import SegmentationError
+import psycopg
+
+from segmentation.errors import SegmentationError, describe
 
 log = logging.getLogger("segmentation")
 
@@ -226,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except SegmentationError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:
+        print(f"error: {describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

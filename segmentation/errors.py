@@ -14,7 +14,7 @@ def describe(exc: BaseException) -> str:
             f"the database role lacks a privilege ({exc}); the flow's login needs the segmentation_writer "
             "role and SELECT on the source table (see sql/roles/segmentation_roles.sql)"
         )
-    elif isinstance(exc, psycopg.OperationalError):
+    elif isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or exc.sqlstate[:2] in ("08", "57")):
         text = f"lost the connection to PostgreSQL ({exc}); the previous published run stays current"
     else:
         text = f"{type(exc).__name__}: {exc}"

@@ -24,9 +24,13 @@ class PreviousRun:
     centroids: np.ndarray  # (k, features), original units, in `features` order
     sizes: dict[int, int]
 
+    def same_table(self, source_table: str) -> bool:
+        """Customers (drift, the customer-count gate) compare only between runs on one table."""
+        return self.source_table == source_table
+
     def comparable(self, source_table: str, features: Sequence[str]) -> bool:
         """Centroids can only be matched between runs on the same table and features."""
-        return self.source_table == source_table and self.features == tuple(features)
+        return self.same_table(source_table) and self.features == tuple(features)
 
 
 def previous_run(conn: psycopg.Connection) -> PreviousRun | None:
@@ -49,7 +53,8 @@ def previous_run(conn: psycopg.Connection) -> PreviousRun | None:
     for segment_id, feature, centroid in conn.execute(
         "SELECT segment_id, feature, centroid FROM segmentation.segment_centroids WHERE run_id = %s", (run_id,)
     ):
-        centroids[index[segment_id], position[feature]] = centroid
+        if feature in position and segment_id in index:
+            centroids[index[segment_id], position[feature]] = centroid
     return PreviousRun(run_id, source_table, tuple(features), n_customers, ids, centroids, sizes)
 
 
@@ -73,6 +78,7 @@ def measure_drift(conn: psycopg.Connection, run_id: int, previous: PreviousRun) 
     """Compare assignments customer by customer with the previous published run. None when
     that run's per-customer rows were pruned."""
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (partition_name(previous.run_id).as_string(conn),)).fetchone()[0]
+    conn.commit()
     if not exists:
         return None
     # Both tables are keyed by (run_id, customer_id), so this is a merge join without a sort.
@@ -120,16 +126,26 @@ def prune(conn: psycopg.Connection, keep: int) -> list[int]:
     autocommit = conn.autocommit
     conn.autocommit = True  # DETACH ... CONCURRENTLY cannot run inside a transaction block
     try:
+        # Never queue for long behind a BI session: a blocked DETACH would hold up every
+        # reader that arrives after it. What is not pruned now is pruned by a later run.
+        conn.execute("SET lock_timeout = '10s'")
         for run_id in old:
             table = partition_name(run_id)
-            attached = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s))", (table.as_string(conn),)
-            ).fetchone()[0]
-            if attached:
-                # CONCURRENTLY: BI readers of the parent are never blocked behind the detach.
-                conn.execute(sql.SQL("ALTER TABLE segmentation.customer_segments DETACH PARTITION {} CONCURRENTLY").format(table))
+            state = conn.execute(
+                "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(%s)", (table.as_string(conn),)
+            ).fetchone()
+            if state is not None:
+                # CONCURRENTLY: BI readers of the parent are never blocked behind the detach. A
+                # detach interrupted half-way is left pending and must be finalised instead.
+                action = "FINALIZE" if state[0] else "CONCURRENTLY"
+                conn.execute(
+                    sql.SQL("ALTER TABLE segmentation.customer_segments DETACH PARTITION {} {}").format(
+                        table, sql.SQL(action)
+                    )
+                )
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
             conn.execute("UPDATE segmentation.runs SET assignments_pruned_at = now() WHERE run_id = %s", (run_id,))
     finally:
+        conn.execute("RESET lock_timeout")
         conn.autocommit = autocommit
     return old

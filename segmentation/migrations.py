@@ -104,6 +104,9 @@ def apply_roles(conn: psycopg.Connection, path: Path = ROLES_SQL) -> bool:
     with conn.transaction():
         # Role creation is cluster-wide: serialise it like the migrations.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        # Grants and owner changes lock their objects: give up rather than queue BI readers
+        # behind a long-running query.
+        conn.execute("SET LOCAL lock_timeout = '10s'")
         conn.execute(path.read_text(encoding="utf-8"))
     return True
 

@@ -77,6 +77,14 @@ def start_run(
         ).fetchone()[0]
 
 
+def record_source(conn: psycopg.Connection, run_id: int, source_table: str, features: Sequence[str]) -> None:
+    with conn.transaction():
+        conn.execute(
+            "UPDATE segmentation.runs SET source_table = %s, features = %s WHERE run_id = %s",
+            (source_table, list(features), run_id),
+        )
+
+
 def fail_run(conn: psycopg.Connection, run_id: int, error: str) -> None:
     """Mark a running run failed and drop its rows. A run that already published (say,
     retention failed after the publish) stays published and keeps its rows."""
@@ -145,14 +153,10 @@ class AssignmentWriter:
         self._copy.write(TRAILER)
         self._copy_cm.__exit__(None, None, None)
         self._cursor.close()
-        table = partition_name(self.run_id)
         conn = self.conn
-        conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (run_id, customer_id)").format(table))
-        conn.execute(
-            sql.SQL("ALTER TABLE segmentation.customer_segments ATTACH PARTITION {} FOR VALUES IN ({})").format(
-                table, sql.Literal(self.run_id)
-            )
-        )
+        conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (run_id, customer_id)").format(partition_name(self.run_id)))
+        # Attached only when the run publishes: until then a failed or rejected run's table
+        # can be dropped without locking customer_segments, which BI queries read.
         conn.commit()
 
     def abort(self) -> None:
@@ -183,7 +187,16 @@ def publish(
 ) -> None:
     """Write the run's summaries and make it the current run, all in one transaction."""
     drift = drift or {}
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("publish needs its own transaction, but one is already open on the run connection")
     with conn.transaction():
+        # ATTACH takes SHARE UPDATE EXCLUSIVE on the parent, which readers' ACCESS SHARE does not
+        # conflict with; the partition's CHECK constraint spares it a validation scan.
+        conn.execute(
+            sql.SQL("ALTER TABLE segmentation.customer_segments ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                partition_name(run_id), sql.Literal(run_id)
+            )
+        )
         _copy_frame(conn, "segments", segments.assign(run_id=run_id))
         _copy_frame(conn, "segment_centroids", centroids.assign(run_id=run_id))
         _copy_frame(
@@ -214,6 +227,8 @@ def reject(
     n_quarantined: int, silhouette: float | None,
 ) -> None:
     """The quality gate said no: record why, and drop the run's per-customer rows."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("reject needs its own transaction, but one is already open on the run connection")
     with conn.transaction():
         updated = conn.execute(
             """UPDATE segmentation.runs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -34,7 +34,7 @@ def _positive_int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None  # None: the embedded PostgreSQL
+    database_url: str | None = field(repr=False)  # None: the embedded PostgreSQL
     data_dir: Path
     chunk_rows: int = 200_000
     training_sample_size: int = 1_000_000
@@ -87,11 +87,17 @@ def libpq_url(url: str) -> str:
     """Accept SQLAlchemy-style URLs (postgresql+psycopg://) and return one libpq understands."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        parsed.port  # noqa: B018 - a non-numeric port raises here
+    except (ArgumentError, ValueError):
         raise SegmentationError(
             f"{DATABASE_URL_ENV} is not a database URL ({redact(url)}); "
             "use the form postgresql://user:password@host:5432/dbname"
         ) from None
+    if parsed.host and "@" in parsed.host:
+        raise SegmentationError(
+            f"{DATABASE_URL_ENV} has an '@' after the password separator; percent-encode special "
+            "characters in the password (@ as %40, : as %3A, / as %2F)"
+        )
     if parsed.get_backend_name() != "postgresql":
         raise SegmentationError(
             f"{DATABASE_URL_ENV} points at {parsed.get_backend_name()}, but only PostgreSQL is "
@@ -104,5 +110,5 @@ def redact(url: str) -> str:
     """The URL with its password masked, safe for logs, errors and artifacts."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable URL>"

@@ -88,7 +88,7 @@ def resolve_source(conn: psycopg.Connection, source_table: str, id_column: str, 
     id_unique = conn.execute(
         """SELECT EXISTS (
                SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-               WHERE i.indrelid = %s AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL
+               WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 AND i.indpred IS NULL
                  AND a.attname = %s)""",
         (oid, id_column),
     ).fetchone()[0]
@@ -128,6 +128,11 @@ def _find_table(conn: psycopg.Connection, table: TableName) -> tuple[int, TableN
     )
 
 
+def pct(name: str) -> str:
+    """A name inside a format() template: its % signs are data, not placeholders."""
+    return name.replace("%", "%%")
+
+
 def _reason(source: Source) -> sql.Composable:
     """One CASE expression: why a row cannot be segmented, or NULL when it can."""
     ident = sql.Identifier
@@ -145,7 +150,7 @@ def _reason(source: Source) -> sql.Composable:
         when(
             sql.SQL("{} > 1").format(ident(_ID_COUNT)),
             sql.SQL("format({}, {}, {})").format(
-                text(f"{source.id_column} %s appears %s times in the source"), cid, ident(_ID_COUNT)
+                text(f"{pct(source.id_column)} %s appears %s times in the source"), cid, ident(_ID_COUNT)
             ),
         )
     for name in source.features:
@@ -165,15 +170,15 @@ def _reason(source: Source) -> sql.Composable:
             # numeric too large for it.
             when(
                 sql.SQL("{} IN ('NaN', 'Infinity', '-Infinity')").format(col),
-                sql.SQL("format({}, {})").format(text(f"{name} is %s"), col),
+                sql.SQL("format({}, {})").format(text(f"{pct(name)} is %s"), col),
             )
         when(
             sql.SQL("abs({}) > {}").format(col, sql.Literal(ABSURD)),
-            sql.SQL("format({}, {})").format(text(f"{name} %s is absurdly large"), col),
+            sql.SQL("format({}, {})").format(text(f"{pct(name)} %s is absurdly large"), col),
         )
         bounds = FEATURE_RANGES.get(name)
         if bounds is not None:
-            outside = text(f"{name} %s is outside {bounds.describe()}")
+            outside = text(f"{pct(name)} %s is outside {bounds.describe()}")
             if bounds.low is not None:
                 when(sql.SQL("{} < {}").format(col, sql.Literal(bounds.low)), sql.SQL("format({}, {})").format(outside, col))
             if bounds.high is not None:

@@ -30,6 +30,8 @@ class TrainingSet:
 @task(name="check-source", cache_policy=NO_CACHE)
 def check_source(run: RunContext, source_table: str, id_column: str, features: list[str]) -> Source:
     source = resolve_source(run.snapshot, source_table, id_column, features)
+    # Record the names as the catalog spells them, so runs compare equal however they were typed.
+    runs.record_source(run.conn, run.run_id, str(source.table), source.features)
     get_run_logger().info(
         "source %s: id %s, features %s", source.table, source.id_column, ", ".join(source.features)
     )
@@ -58,4 +60,9 @@ def extract(run: RunContext, source: Source, random_state: int) -> TrainingSet:
     X = columns.get("X", np.empty((0, len(source.features))))
     gender = columns.get("gender", np.empty(0, dtype=np.int16))
     logger.info("extract: %d valid customers, training on %d", sample.seen, len(ids))
-    return TrainingSet(ids, X, gender, sample.seen)
+    training = TrainingSet(ids, X, gender, sample.seen)
+    if training.complete:
+        # Every valid customer is in memory: end the snapshot now rather than hold its lock on
+        # the source (and vacuum's horizon) through training.
+        run.snapshot.rollback()
+    return training

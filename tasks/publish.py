@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import psycopg
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -72,7 +73,12 @@ def publish(
 
 @task(name="prune-history", cache_policy=NO_CACHE)
 def prune_history(run: RunContext) -> list[int]:
-    pruned = history.prune(run.conn, run.settings.keep_published_runs)
+    """The run is already published: failing to prune is a warning, and the next run tries again."""
+    try:
+        pruned = history.prune(run.conn, run.settings.keep_published_runs)
+    except psycopg.Error as exc:
+        get_run_logger().warning("retention: could not prune old runs now (%s); the next run tries again", exc)
+        return []
     if pruned:
         get_run_logger().info(
             "retention: dropped per-customer rows of runs %s (keeping the newest %d published runs)",

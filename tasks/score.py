@@ -44,6 +44,7 @@ def score(
             stats.update(labels, chunk.X, chunk.gender)
             if writer.rows < training.n_valid:
                 logger.info("score: %d of %d customers assigned", writer.rows, training.n_valid)
+        run.snapshot.rollback()  # the last read of the source is done
         writer.close()
     except BaseException:
         writer.abort()

@@ -69,8 +69,8 @@ def match_segments(
 
 
 @task(name="measure-drift", cache_policy=NO_CACHE)
-def measure_drift(run: RunContext, previous: history.PreviousRun | None) -> dict | None:
-    if previous is None:
+def measure_drift(run: RunContext, source: Source, previous: history.PreviousRun | None) -> dict | None:
+    if previous is None or not previous.same_table(str(source.table)):
         return None
     drift = history.measure_drift(run.conn, run.run_id, previous)
     if drift is None:
@@ -87,8 +87,8 @@ def measure_drift(run: RunContext, previous: history.PreviousRun | None) -> dict
 
 @task(name="quality-gate", cache_policy=NO_CACHE)
 def quality_gate(
-    stats: SegmentStats, model: TrainedModel, previous: history.PreviousRun | None, n_quarantined: int,
-    gate: core.QualityGate,
+    source: Source, stats: SegmentStats, model: TrainedModel, previous: history.PreviousRun | None,
+    n_quarantined: int, gate: core.QualityGate,
 ) -> list[str]:
     segments = stats.segments(has_gender=False)
     issues = core.quality_issues(
@@ -96,7 +96,9 @@ def quality_gate(
         silhouette=model.silhouette,
         shares=dict(zip(segments["segment_id"].tolist(), segments["share"].tolist())),
         n_customers=stats.n_customers,
-        previous_n_customers=previous.n_customers if previous is not None else None,
+        previous_n_customers=(
+            previous.n_customers if previous is not None and previous.same_table(str(source.table)) else None
+        ),
         n_quarantined=n_quarantined,
     )
     for issue in issues:

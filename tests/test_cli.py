@@ -93,3 +93,17 @@ def test_non_postgres_url_is_refused(cli, monkeypatch):
     monkeypatch.setenv("SEGMENTATION_DATABASE_URL", "sqlite:///x.db")
     code, _, err = cli("show")
     assert code == 1 and "only PostgreSQL is supported" in err
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("postgresql://seg:s3cr@tpass@127.0.0.1:5432/db", "percent-encode special characters in the password"),
+        ("postgresql://seg:pw@127.0.0.1:5x432/db", "is not a database URL"),
+    ],
+)
+def test_malformed_urls_are_one_line_without_the_password(cli, monkeypatch, url, message):
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL", url)
+    code, out, err = cli("show")
+    assert code == 1 and message in err and "Traceback" not in err
+    assert "tpass" not in err and "pw@" not in err

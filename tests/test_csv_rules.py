@@ -75,3 +75,19 @@ def test_real_mall_file_is_all_valid(mall_csv):
     assert valid["customer_id"].is_unique
     assert set(valid["gender"]) == {"Male", "Female"}
     assert valid["annual_income"].sum() == 12112
+
+
+def test_large_ids_are_exact_or_refused(tmp_path):
+    text = (
+        "customer_id,gender,age,annual_income,spending_score\n"
+        "9007199254740993,Male,19,15,39\n"  # 2**53 + 1: float64 would round it
+        "99999999999999999999,Male,19,15,39\n"
+    )
+    valid, problems = validate(read_csv(write(tmp_path, text)))
+    assert valid["customer_id"].tolist() == [9007199254740993]
+    assert [str(p) for p in problems] == ["line 3: customer_id 99999999999999999999 is outside the bigint range"]
+
+
+def test_a_directory_is_not_a_csv_file(tmp_path):
+    with pytest.raises(SegmentationError, match="cannot read .*: Is a directory"):
+        read_csv(tmp_path)

@@ -187,3 +187,14 @@ def test_changed_features_start_ids_afresh(conn, mall_csv):
     # Drift is still measured customer by customer.
     compared = conn.execute("SELECT customers_compared FROM segmentation.runs WHERE run_id = %s", (second["run_id"],)).fetchone()[0]
     assert compared == 200
+
+
+def test_names_typed_differently_still_match_the_previous_run(conn, mall_csv):
+    load_csv(conn, mall_csv)
+    first = published(n_clusters=5, features=["Annual_Income", '"spending_score"'], source_table="customers")
+    second = published(n_clusters=5, features=["annual_income", "SPENDING_SCORE"], source_table="public.customers")
+    assert segments_by_id(conn, second["run_id"]) == segments_by_id(conn, first["run_id"])
+    assert conn.execute(
+        "SELECT DISTINCT source_table, features FROM segmentation.runs"
+    ).fetchall() == [("public.customers", ["annual_income", "spending_score"])]
+    assert second["churn"] == 0.0

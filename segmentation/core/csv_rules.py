@@ -49,6 +49,8 @@ def read_csv(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError:
         raise SegmentationError(f"{path} does not exist; pass the path of a CSV file") from None
+    except OSError as exc:  # a directory, no permission, ...
+        raise SegmentationError(f"cannot read {path}: {exc.strerror or exc}; pass the path of a readable CSV file") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise SegmentationError(f"{path} is not a readable CSV file: {' '.join(str(exc).split())}") from None
     renamed = {}
@@ -87,6 +89,12 @@ def validate(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
         return number.where(~bad)
 
     customer_id = check_number("customer_id", integer=True)
+    # Ids are parsed exactly: through float64 a large id would round onto another customer's.
+    exact = values["customer_id"].map(lambda t: int(t) if _INTEGER.match(t or "") else None)
+    too_big = exact.map(lambda v: isinstance(v, int) and not (-(2**63) <= v < 2**63))
+    for i in np.flatnonzero(too_big.to_numpy()):
+        reasons[i].append(f"customer_id {values['customer_id'].iloc[i]} is outside the bigint range")
+    customer_id = exact.where(~too_big & customer_id.notna())
     age = check_number("age", integer=True)
     income = check_number("annual_income", integer=False)
     score = check_number("spending_score", integer=True)
@@ -117,7 +125,7 @@ def validate(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
     ok = np.array([not r for r in reasons], dtype=bool)
     valid = pd.DataFrame(
         {
-            "customer_id": customer_id[ok].astype("int64"),
+            "customer_id": customer_id[ok].astype("int64"),  # exact Python ints, all in range
             "gender": values["gender"][ok],
             "age": age[ok].astype("int64"),
             "annual_income": income[ok].astype("float64"),

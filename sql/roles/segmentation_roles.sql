@@ -22,14 +22,18 @@ $roles$;
 
 -- The writer owns the schema and every table, view and sequence in it, so it can create,
 -- attach, detach and drop a run's partition, and apply later migrations itself.
-ALTER SCHEMA segmentation OWNER TO segmentation_writer;
+-- Only what is not the writer's yet: ALTER ... OWNER locks the object against BI readers.
 DO $owner$
 DECLARE
     object record;
 BEGIN
+    IF (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'segmentation') <> 'segmentation_writer' THEN
+        ALTER SCHEMA segmentation OWNER TO segmentation_writer;
+    END IF;
     FOR object IN
         SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'segmentation' AND c.relkind IN ('r', 'p', 'v', 'm')
+          AND pg_get_userbyid(c.relowner) <> 'segmentation_writer'
     LOOP
         EXECUTE format('ALTER %s segmentation.%I OWNER TO segmentation_writer',
                        CASE object.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,
