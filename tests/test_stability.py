@@ -198,3 +198,24 @@ def test_names_typed_differently_still_match_the_previous_run(conn, mall_csv):
         "SELECT DISTINCT source_table, features FROM segmentation.runs"
     ).fetchall() == [("public.customers", ["annual_income", "spending_score"])]
     assert second["churn"] == 0.0
+
+
+def test_a_rejected_run_does_not_wait_for_bi_readers(conn, database_url):
+    import time
+
+    import psycopg
+
+    generate_customers(conn, 2000, seed=5)
+    published(n_clusters=5)
+    with psycopg.connect(database_url) as reader:
+        # A BI session with a transaction open on the views (a long export, say). If the
+        # rejected run's cleanup needed a lock on customer_segments it would wait for this
+        # session, which gives up after 20 s.
+        reader.execute("SET idle_in_transaction_session_timeout = '20s'")
+        reader.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()
+        started = time.monotonic()
+        state = run(n_clusters=5, min_silhouette=0.99)
+        elapsed = time.monotonic() - started
+        assert state.is_failed() and "quality gate rejected" in state.message
+        assert elapsed < 15
+        assert reader.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 2000
