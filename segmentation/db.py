@@ -100,6 +100,12 @@ _PART = rf"(?:{_PLAIN}|{_QUOTED})"
 _QUALIFIED = re.compile(rf"^\s*({_PART})(?:\s*\.\s*({_PART}))?\s*$")
 
 
+def _quote_if_needed(part: str) -> str:
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", part):
+        return part
+    return '"' + part.replace('"', '""') + '"'
+
+
 def _unquote(part: str) -> str:
     if part.startswith('"'):
         return part[1:-1].replace('""', '"')
@@ -117,7 +123,9 @@ class TableName:
         return sql.Identifier(self.schema, self.name)
 
     def __str__(self) -> str:
-        return self.name if self.schema is None else f"{self.schema}.{self.name}"
+        """As PostgreSQL would need it typed: quoted only where a plain name would not do."""
+        parts = [self.name] if self.schema is None else [self.schema, self.name]
+        return ".".join(_quote_if_needed(p) for p in parts)
 
 
 def parse_table_name(text: str) -> TableName:
