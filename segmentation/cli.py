@@ -100,28 +100,26 @@ def _run_flow(params: dict) -> int:
 
 
 def _show(run_id: int | None = None, plot: str | None = None) -> int:
-    from segmentation import report
+    from segmentation import report, run_report
 
     with _connect() as conn:
         _upgrade(conn)
-        run = report.current_run(conn) if run_id is None else report.run_row(conn, run_id)
-        if run is None:
+        run_id = report.current_run_id(conn) if run_id is None else run_id
+        if run_id is None:
             print("no published run yet; start one with: segmentation run")
             return 1
-        table = report.segments_table(conn, run["run_id"])
-        if plot:
-            _write_plot(conn, run["run_id"], Path(plot))
-    print(report.describe_run(run))
-    print(report.format_segments(table, list(run["features"])))
+        # The same read as the run report's; customers are sampled only for a picture.
+        found = run_report.load(conn, run_id, sample_size=run_report.PLOT_SAMPLE_SIZE if plot else 0)
+    if plot:
+        _write_plot(found.png(), Path(plot))
+    print(report.describe_run(found.run))
+    print(report.format_segments(found.segments, found.centroids, found.features))
     if plot:
         print(f"wrote {plot}")
     return 0
 
 
-def _write_plot(conn, run_id: int, path: Path) -> None:
-    from segmentation import run_report
-
-    png = run_report.load(conn, run_id).png()
+def _write_plot(png: bytes, path: Path) -> None:
     try:
         path.write_bytes(png)
     except OSError as exc:

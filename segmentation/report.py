@@ -6,36 +6,17 @@ import pandas as pd
 import psycopg
 
 
-def current_run(conn: psycopg.Connection) -> dict | None:
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        return cur.execute("SELECT * FROM segmentation.current_run").fetchone()
+def current_run_id(conn: psycopg.Connection) -> int | None:
+    row = conn.execute("SELECT run_id FROM segmentation.current_run").fetchone()
+    return None if row is None else row[0]
 
 
-def run_row(conn: psycopg.Connection, run_id: int) -> dict | None:
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        return cur.execute("SELECT * FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()
-
-
-def segments_table(conn: psycopg.Connection, run_id: int) -> pd.DataFrame:
-    """One row per segment: size, share, gender split, and each feature's centroid."""
-    with conn.cursor() as cur:
-        segs = cur.execute(
-            """SELECT segment_id, segment_name, n_customers, share, share_female, size_change
-               FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id""",
-            (run_id,),
-        ).fetchall()
-        cents = cur.execute(
-            "SELECT segment_id, feature, centroid FROM segmentation.segment_centroids WHERE run_id = %s",
-            (run_id,),
-        ).fetchall()
-    frame = pd.DataFrame(segs, columns=["segment", "name", "customers", "share", "female", "size_change"])
-    wide = pd.DataFrame(cents, columns=["segment", "feature", "centroid"]).pivot(
-        index="segment", columns="feature", values="centroid"
-    )
-    return frame.merge(wide.reset_index(), on="segment")
-
-
-def format_segments(frame: pd.DataFrame, features: list[str]) -> str:
+def format_segments(segments: pd.DataFrame, centroids: pd.DataFrame, features: list[str]) -> str:
+    """One row per segment: size, share, change, gender split, and each feature's centroid.
+    segments and centroids as segmentation.run_report.RunReport reads them."""
+    frame = segments.rename(
+        columns={"segment_id": "segment", "segment_name": "name", "n_customers": "customers", "share_female": "female"}
+    ).merge(centroids, left_on="segment", right_index=True)
     shown = pd.DataFrame(
         {
             "segment": frame["segment"],

@@ -96,7 +96,7 @@ def _sample(conn: psycopg.Connection, run: dict, features: list[str], size: int,
     """Up to `size` of the run's customers, uniformly at random, with their current values in
     the source table (a customer deleted since the run is left out)."""
     n = int(run["n_customers"] or 0)
-    if n == 0:
+    if n == 0 or size <= 0:
         return _empty(features)
     # Bernoulli sampling reads the run's partition once instead of sorting all of it; a
     # little over `size` is drawn so that the random trim below rarely comes up short.
