@@ -3,6 +3,7 @@ backend terminated, the database unreachable. Afterwards the current views show 
 previous published run, the interrupted run is not published, and the next run succeeds."""
 
 import os
+from contextlib import contextmanager
 import signal
 import time
 
@@ -75,32 +76,33 @@ def test_sigkill_mid_copy_of_assignments(conn, database_url, baseline, prefect_h
     assert_recovers(conn)
 
 
-def test_sigkill_mid_publish(conn, database_url, baseline, prefect_harness):
+@contextmanager
+def run_parked_in_publish(conn, database_url, api_url):
+    """A flow process whose run is blocked inside its publish transaction; yields the process
+    and the run backend's pid. The lock is released (BI readers of the views queue behind it
+    too) and the process killed on the way out."""
     with psycopg.connect(database_url) as blocker:
-        # Holding this lock parks the run inside its publish transaction.
         blocker.execute("LOCK TABLE segmentation.segments IN ACCESS EXCLUSIVE MODE")
-        process = start_flow_process(prefect_harness, database_url, **FAST)
+        process = start_flow_process(api_url, database_url, **FAST)
         try:
-            wait_for(lambda: waiting_on_lock(conn), what="the run to block in its publish")
-            kill(process)
+            pid = wait_for(lambda: waiting_on_lock(conn), what="the run to block in its publish")[0]
+            yield process, pid
         finally:
             process.kill()
-        blocker.rollback()  # BI readers of the views queue behind this lock too
+            blocker.rollback()
+
+
+def test_sigkill_mid_publish(conn, database_url, baseline, prefect_harness):
+    with run_parked_in_publish(conn, database_url, prefect_harness) as (process, _):
+        kill(process)
     assert_current_run(conn, baseline)
     assert_recovers(conn)
 
 
 def test_backend_terminated_mid_run(conn, database_url, baseline, prefect_harness):
-    with psycopg.connect(database_url) as blocker:
-        blocker.execute("LOCK TABLE segmentation.segments IN ACCESS EXCLUSIVE MODE")
-        process = start_flow_process(prefect_harness, database_url, **FAST)
-        try:
-            pid = wait_for(lambda: waiting_on_lock(conn), what="the run to block in its publish")[0]
-            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            out, err = process.communicate(timeout=60)
-        finally:
-            process.kill()
-        blocker.rollback()
+    with run_parked_in_publish(conn, database_url, prefect_harness) as (process, pid):
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        out, err = process.communicate(timeout=60)
     assert process.returncode == 3
     assert out.strip().startswith("lost the connection to PostgreSQL")
     status, error = conn.execute("SELECT status, error FROM segmentation.runs ORDER BY run_id DESC LIMIT 1").fetchone()

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from segmentation import __version__
 from segmentation.loading import load_csv
 from tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
+import conftest
 from test_artifacts import decode_png, png_size
 
 BIN = Path(sys.executable).parent
@@ -80,13 +80,11 @@ def _group_alive(pgid: int) -> bool:
 
 
 def wait_for(what: str, check, timeout: float, *logs: Path, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n" + "\n".join(f"--- {p.name}\n{tail(p)}" for p in logs))
+    """conftest.wait_for, with the tails of the given process logs in the failure message."""
+    try:
+        return conftest.wait_for(check, timeout, interval, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n" + "\n".join(f"--- {p.name}\n{tail(p)}" for p in logs)) from None
 
 
 def _base_env(home: Path) -> dict:
