@@ -110,15 +110,19 @@ def measure_drift(conn: psycopg.Connection, run_id: int, previous: PreviousRun) 
 
 def prune(conn: psycopg.Connection, keep: int) -> list[int]:
     """Drop the per-customer rows of all but the newest `keep` published runs, a whole
-    partition at a time (never a DELETE of millions of rows). Run-level rows stay. The
-    current run is always among the kept ones."""
+    partition at a time (never a DELETE of millions of rows), and the partitions of runs
+    that failed after attaching. Run-level rows stay. The current run is always kept."""
     keep = max(1, keep)
     old = [
         r[0]
         for r in conn.execute(
-            """SELECT run_id FROM segmentation.runs
-               WHERE status = 'published' AND assignments_pruned_at IS NULL
-               ORDER BY published_at DESC, run_id DESC OFFSET %s""",
+            """(SELECT run_id FROM segmentation.runs
+                WHERE status = 'published' AND assignments_pruned_at IS NULL
+                ORDER BY published_at DESC, run_id DESC OFFSET %s)
+               UNION ALL
+               SELECT r.run_id FROM segmentation.runs r
+               JOIN pg_inherits i ON i.inhrelid = to_regclass(format('segmentation.customer_segments_run_%%s', r.run_id))
+               WHERE r.status IN ('failed', 'rejected')""",
             (keep,),
         )
     ]
@@ -144,7 +148,10 @@ def prune(conn: psycopg.Connection, keep: int) -> list[int]:
                     )
                 )
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-            conn.execute("UPDATE segmentation.runs SET assignments_pruned_at = now() WHERE run_id = %s", (run_id,))
+            conn.execute(
+                "UPDATE segmentation.runs SET assignments_pruned_at = now() WHERE run_id = %s AND status = 'published'",
+                (run_id,),
+            )
     finally:
         conn.execute("RESET lock_timeout")
         conn.autocommit = autocommit

@@ -155,8 +155,8 @@ class AssignmentWriter:
         self._cursor.close()
         conn = self.conn
         conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (run_id, customer_id)").format(partition_name(self.run_id)))
-        # Attached only when the run publishes: until then a failed or rejected run's table
-        # can be dropped without locking customer_segments, which BI queries read.
+        # Attached only when the run publishes (after the quality gate): until then a failed
+        # or rejected run's table can be dropped without locking customer_segments.
         conn.commit()
 
     def abort(self) -> None:
@@ -177,7 +177,30 @@ def _copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> No
 
 
 def _drop_results(conn: psycopg.Connection, run_id: int) -> None:
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition_name(run_id)))
+    """Drop a run's own table unless it is attached: dropping a partition would lock
+    customer_segments against BI readers. An attached one (a run that failed between attach
+    and publish) is detached concurrently and dropped by the next run's retention pass."""
+    table = partition_name(run_id)
+    attached = conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = to_regclass(%s))", (table.as_string(conn),)
+    ).fetchone()[0]
+    if not attached:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+
+
+def attach(conn: psycopg.Connection, run_id: int) -> None:
+    """Attach the run's table to customer_segments, committed before the publish transaction.
+    A query plans against the partitions it sees when planning but reads rows with a snapshot
+    taken just after; were attach and publish one commit, a query planned just before it could
+    read the new current run from a plan without its partition. ATTACH takes SHARE UPDATE
+    EXCLUSIVE, which readers' ACCESS SHARE does not conflict with; the CHECK constraint spares
+    it a validation scan."""
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("ALTER TABLE segmentation.customer_segments ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                partition_name(run_id), sql.Literal(run_id)
+            )
+        )
 
 
 def publish(
@@ -189,14 +212,8 @@ def publish(
     drift = drift or {}
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("publish needs its own transaction, but one is already open on the run connection")
+    attach(conn, run_id)
     with conn.transaction():
-        # ATTACH takes SHARE UPDATE EXCLUSIVE on the parent, which readers' ACCESS SHARE does not
-        # conflict with; the partition's CHECK constraint spares it a validation scan.
-        conn.execute(
-            sql.SQL("ALTER TABLE segmentation.customer_segments ATTACH PARTITION {} FOR VALUES IN ({})").format(
-                partition_name(run_id), sql.Literal(run_id)
-            )
-        )
         _copy_frame(conn, "segments", segments.assign(run_id=run_id))
         _copy_frame(conn, "segment_centroids", centroids.assign(run_id=run_id))
         _copy_frame(
