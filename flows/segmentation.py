@@ -47,7 +47,7 @@ def customer_segmentation(
         source_table: Source table, optionally schema-qualified (schema.table).
         id_column: Integer column that identifies a customer.
         random_state: Seed for sampling and KMeans; the same seed on the same data gives the same segments.
-        n_init: KMeans restarts per fit; the best is kept. Unused when warm-starting from the previous run.
+        n_init: KMeans starts compared per fit (on the k-selection sample when the training set is larger); the best is kept and refined on the whole training set. Unused when warm-starting from the previous run.
         match_threshold: A new centroid further than this from every previous one (in standard deviations of the features) gets a new segment id instead of inheriting one.
         min_silhouette: Quality gate: reject the run when its silhouette is below this.
         min_segment_share: Quality gate: reject the run when any segment holds a smaller share of customers.
@@ -72,11 +72,11 @@ def customer_segmentation(
             {**params, **settings.sizes()},
         )
         source = check_source(run, source_table, id_column, list(features))
-        n_quarantined = quarantine_invalid(run, source)
         training = extract(run, source, random_state)
+        n_quarantined = quarantine_invalid(run, source, training)
         previous = load_previous(run, source)
-        k, candidates = choose_k(training, settings, n_clusters, k_min, k_max, random_state, n_init)
-        model = train(training, settings, k, candidates, random_state, n_init, warm_start(previous, source, k))
+        k, candidates, start = choose_k(training, settings, n_clusters, k_min, k_max, random_state, n_init)
+        model = train(training, settings, k, candidates, random_state, n_init, start, warm_start(previous, source, k))
         identity = match_segments(run, source, model, previous, match_threshold)
         stats = score(run, source, training, model, identity.ids)
         drift = measure_drift(run, source, previous)

@@ -12,12 +12,14 @@ import psycopg
 from psycopg import sql
 
 from segmentation.core.binary_copy import Decoder
-from segmentation.core.features import FEATURE_RANGES, GENDER, GENDER_UNKNOWN
+from segmentation.copy_out import copy_out
+from segmentation.core.features import FEATURE_RANGES, GENDER, GENDER_UNKNOWN, Range
 from segmentation.db import TableName, parse_column_name, parse_table_name
 from segmentation.errors import SegmentationError
 
 _RELKINDS = ("r", "p", "v", "m", "f")  # tables, partitioned tables, views, matviews, foreign tables
 _INTEGER_TYPES = {"int2", "int4", "int8"}
+_SMALL_INTEGER_TYPES = {"int2", "int4"}
 _REASON = "_segmentation_reason"
 # Beyond this no customer attribute is real data, and squaring it would overflow KMeans.
 ABSURD = 1e15
@@ -133,13 +135,15 @@ def pct(name: str) -> str:
     return name.replace("%", "%%")
 
 
-def _reason(source: Source) -> sql.Composable:
-    """One CASE expression: why a row cannot be segmented, or NULL when it can."""
+def _rules(source: Source) -> list[tuple[sql.Composable, sql.Composable]]:
+    """(condition, reason) pairs: a row is invalid when any condition holds, and the first
+    that holds is its reason. Every condition is TRUE or FALSE, never NULL: each column is
+    tested for NULL before it is compared."""
     ident = sql.Identifier
-    cases: list[sql.Composable] = []
+    rules: list[tuple[sql.Composable, sql.Composable]] = []
 
     def when(condition: sql.Composable, reason: sql.Composable) -> None:
-        cases.append(sql.SQL("WHEN {} THEN {}").format(condition, reason))
+        rules.append((sql.SQL("({})").format(condition), reason))
 
     def text(value: str) -> sql.Literal:
         return sql.Literal(value)
@@ -158,7 +162,7 @@ def _reason(source: Source) -> sql.Composable:
         column = source.columns[name]
         if name == GENDER:
             when(
-                sql.SQL("{} IS NULL OR lower(btrim({})) NOT IN ('female', 'male')").format(col, col),
+                _rules_for_gender(col),
                 sql.SQL("format({}, coalesce(quote_literal({}), 'NULL'))").format(
                     text("gender %s is not Female or Male"), col
                 ),
@@ -172,10 +176,15 @@ def _reason(source: Source) -> sql.Composable:
                 sql.SQL("{} IN ('NaN', 'Infinity', '-Infinity')").format(col),
                 sql.SQL("format({}, {})").format(text(f"{pct(name)} is %s"), col),
             )
-        when(
-            sql.SQL("abs({}) > {}").format(col, sql.Literal(ABSURD)),
-            sql.SQL("format({}, {})").format(text(f"{pct(name)} %s is absurdly large"), col),
-        )
+        if column.typname not in _SMALL_INTEGER_TYPES:  # those cannot hold an absurd value
+            # A literal of the column's own kind keeps the comparison in its type (an integer
+            # compared with a numeric literal is cast row by row), and no abs(): abs() of the
+            # smallest bigint overflows.
+            bound = int(ABSURD) if column.typname in _INTEGER_TYPES else ABSURD
+            when(
+                sql.SQL("{} < {} OR {} > {}").format(col, sql.Literal(-bound), col, sql.Literal(bound)),
+                sql.SQL("format({}, {})").format(text(f"{pct(name)} %s is absurdly large"), col),
+            )
         bounds = FEATURE_RANGES.get(name)
         if bounds is not None:
             outside = text(f"{pct(name)} %s is outside {bounds.describe()}")
@@ -183,12 +192,57 @@ def _reason(source: Source) -> sql.Composable:
                 when(sql.SQL("{} < {}").format(col, sql.Literal(bounds.low)), sql.SQL("format({}, {})").format(outside, col))
             if bounds.high is not None:
                 when(sql.SQL("{} > {}").format(col, sql.Literal(bounds.high)), sql.SQL("format({}, {})").format(outside, col))
+    return rules
+
+
+def _rules_for_gender(col: sql.Identifier) -> sql.Composable:
+    # The exact spellings first: lower(btrim()) on every row costs a tenth of the read.
+    return sql.SQL(
+        "({c} IS NULL OR ({c} NOT IN ('Female', 'Male') AND lower(btrim({c})) NOT IN ('female', 'male')))"
+    ).format(c=col)
+
+
+def _reason(source: Source) -> sql.Composable:
+    """One CASE expression: why a row cannot be segmented, or NULL when it can."""
+    cases = [sql.SQL("WHEN {} THEN {}").format(condition, reason) for condition, reason in _rules(source)]
     return sql.SQL("CASE {} END").format(sql.SQL(" ").join(cases))
 
 
-def _checked_rows(source: Source) -> sql.Composable:
-    """Every source row with its reason column (NULL for a valid row)."""
-    inner = sql.SQL("SELECT s.*{} FROM {} AS s").format(
+def _invalid(source: Source) -> sql.Composable:
+    """The same rules as one cheap boolean, TRUE exactly when _reason is not NULL: each
+    numeric feature is one range test, since PostgreSQL orders NaN above every number
+    (and +-Infinity beyond every finite one), so the absurd-value bound also rejects them.
+    A third of the cost of the CASE, which tests each rule separately to name it."""
+    ident = sql.Identifier
+    parts: list[sql.Composable] = [sql.SQL("{} IS NULL").format(ident(source.id_column))]
+    if not source.id_unique:
+        parts.append(sql.SQL("{} > 1").format(ident(_ID_COUNT)))
+    for name in source.features:
+        col = ident(name)
+        if name == GENDER:
+            parts.append(_rules_for_gender(col))
+            continue
+        low, high = _accepted_range(source.columns[name], FEATURE_RANGES.get(name))
+        tests = ([sql.SQL("{} >= {}").format(col, sql.Literal(low))] if low is not None else []) + (
+            [sql.SQL("{} <= {}").format(col, sql.Literal(high))] if high is not None else []
+        )
+        within = sql.SQL(" AND ").join(tests) if tests else sql.SQL("true")
+        parts.append(sql.SQL("({} IS NULL OR NOT ({}))").format(col, within))
+    return sql.SQL(" OR ").join(parts)
+
+
+def _accepted_range(column: Column, bounds: Range | None) -> tuple[float | None, float | None]:
+    low = bounds.low if bounds is not None else None
+    high = bounds.high if bounds is not None else None
+    if column.typname in _SMALL_INTEGER_TYPES:  # cannot hold an absurd value
+        return low, high
+    absurd = int(ABSURD) if column.typname in _INTEGER_TYPES else ABSURD
+    return (-absurd if low is None else max(low, -absurd)), (absurd if high is None else min(high, absurd))
+
+
+def _source_rows(source: Source) -> sql.Composable:
+    """Every source row, with how often its id occurs when the id is not known unique."""
+    return sql.SQL("SELECT s.*{} FROM {} AS s").format(
         sql.SQL("")
         if source.id_unique
         else sql.SQL(", count(*) OVER (PARTITION BY s.{}) AS {}").format(
@@ -196,7 +250,13 @@ def _checked_rows(source: Source) -> sql.Composable:
         ),
         source.table.identifier(),
     )
-    return sql.SQL("SELECT q.*, {} AS {} FROM ({}) AS q").format(_reason(source), sql.Identifier(_REASON), inner)
+
+
+def _checked_rows(source: Source) -> sql.Composable:
+    """Every source row with its reason column (NULL for a valid row)."""
+    return sql.SQL("SELECT q.*, {} AS {} FROM ({}) AS q").format(
+        _reason(source), sql.Identifier(_REASON), _source_rows(source)
+    )
 
 
 def quarantine_copy_query(source: Source, run_id: int) -> sql.Composable:
@@ -214,6 +274,10 @@ def quarantine_copy_query(source: Source, run_id: int) -> sql.Composable:
     )
 
 
+def count_rows(conn: psycopg.Connection, source: Source) -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(source.table.identifier())).fetchone()[0]
+
+
 def feature_fields(source: Source) -> list[tuple[str, str]]:
     return [("customer_id", "int8"), *[(f, "float8") for f in source.features], ("gender_code", "int2")]
 
@@ -222,27 +286,34 @@ def valid_copy_query(source: Source) -> sql.Composable:
     """Binary COPY of the valid rows: id, features as float8, gender code; never NULL."""
     gender = sql.Identifier(GENDER)
     gender_code = (
-        sql.SQL("CASE lower(btrim(c.{})) WHEN 'female' THEN 1 WHEN 'male' THEN 0 ELSE {} END").format(
-            gender, sql.Literal(GENDER_UNKNOWN)
-        )
+        sql.SQL(
+            # The exact spellings first: lower(btrim()) on every row costs a tenth of the read.
+            "CASE c.{g} WHEN 'Female' THEN 1 WHEN 'Male' THEN 0 "
+            "ELSE CASE lower(btrim(c.{g})) WHEN 'female' THEN 1 WHEN 'male' THEN 0 ELSE {unknown} END END"
+        ).format(g=gender, unknown=sql.Literal(GENDER_UNKNOWN))
         if source.has_gender
         else sql.Literal(GENDER_UNKNOWN)
     )
     values = []
     for name in source.features:
         if name == GENDER:
-            values.append(sql.SQL("CASE lower(btrim(c.{})) WHEN 'female' THEN 1 ELSE 0 END::float8").format(gender))
+            values.append(
+                sql.SQL(
+                    "CASE c.{g} WHEN 'Female' THEN 1 WHEN 'Male' THEN 0 "
+                    "ELSE CASE lower(btrim(c.{g})) WHEN 'female' THEN 1 ELSE 0 END END::float8"
+                ).format(g=gender)
+            )
         else:
             values.append(sql.SQL("c.{}::float8").format(sql.Identifier(name)))
     return sql.SQL(
-        "COPY (SELECT c.{id}::bigint, {values}, ({gender})::smallint FROM ({rows}) AS c WHERE c.{reason} IS NULL) "
+        "COPY (SELECT c.{id}::bigint, {values}, ({gender})::smallint FROM ({rows}) AS c WHERE NOT ({invalid})) "
         "TO STDOUT (FORMAT BINARY)"
     ).format(
         id=sql.Identifier(source.id_column),
         values=sql.SQL(", ").join(values),
         gender=gender_code,
-        rows=_checked_rows(source),
-        reason=sql.Identifier(_REASON),
+        rows=_source_rows(source),
+        invalid=_invalid(source),
     )
 
 
@@ -261,19 +332,11 @@ def stream_valid(conn: psycopg.Connection, source: Source, chunk_rows: int) -> I
     fields = feature_fields(source)
     decoder = Decoder(fields)
     target = max(1, chunk_rows) * decoder.dtype.itemsize
-    with conn.cursor() as cur, cur.copy(valid_copy_query(source)) as copy:
-        # PostgreSQL sends one message per row; appending them to a bytearray is about 3x
-        # faster than keeping a list of the row buffers and joining it.
-        buf = bytearray()
-        for block in copy:
-            buf += block
-            if len(buf) >= target:
-                yield _chunk(decoder.feed(buf), source)
-                buf = bytearray()  # numpy may still view the old one
-        tail = decoder.feed(buf)
-        decoder.finish()
-        if len(tail["customer_id"]):
-            yield _chunk(tail, source)
+    for piece in copy_out(conn, valid_copy_query(source), target):
+        columns = decoder.feed(piece)
+        if len(columns["customer_id"]):
+            yield _chunk(columns, source)
+    decoder.finish()
 
 
 def _chunk(columns: dict[str, np.ndarray], source: Source) -> Chunk:

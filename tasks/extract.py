@@ -11,7 +11,7 @@ from prefect.logging import get_run_logger
 
 from segmentation import runs
 from segmentation.core.sampling import HashSample
-from segmentation.source import Source, quarantine_copy_query, resolve_source, stream_valid
+from segmentation.source import Source, count_rows, quarantine_copy_query, resolve_source, stream_valid
 from tasks.run import RunContext
 
 
@@ -21,6 +21,7 @@ class TrainingSet:
     X: np.ndarray  # original units
     gender: np.ndarray
     n_valid: int  # valid customers in the snapshot; more than len(ids) when sampled
+    n_rows: int  # all rows in the snapshot, valid or not
 
     @property
     def complete(self) -> bool:
@@ -38,19 +39,12 @@ def check_source(run: RunContext, source_table: str, id_column: str, features: l
     return source
 
 
-@task(name="quarantine-invalid", cache_policy=NO_CACHE)
-def quarantine_invalid(run: RunContext, source: Source) -> int:
-    n = runs.quarantine(run.snapshot, run.conn, quarantine_copy_query(source, run.run_id))
-    if n:
-        get_run_logger().warning("%d rows quarantined (see segmentation.quarantine, run_id %d)", n, run.run_id)
-    return n
-
-
 @task(name="extract", cache_policy=NO_CACHE)
 def extract(run: RunContext, source: Source, random_state: int) -> TrainingSet:
     """One pass over the valid rows: all of them when they fit the training sample size,
     otherwise a uniform random sample of that size, reproducible from random_state."""
     logger = get_run_logger()
+    n_rows = count_rows(run.snapshot, source)
     sample = HashSample(run.settings.training_sample_size, random_state)
     for chunk in stream_valid(run.snapshot, source, run.settings.chunk_rows):
         sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
@@ -59,10 +53,25 @@ def extract(run: RunContext, source: Source, random_state: int) -> TrainingSet:
     ids, columns = sample.result()
     X = columns.get("X", np.empty((0, len(source.features))))
     gender = columns.get("gender", np.empty(0, dtype=np.int16))
-    logger.info("extract: %d valid customers, training on %d", sample.seen, len(ids))
-    training = TrainingSet(ids, X, gender, sample.seen)
+    logger.info("extract: %d valid customers of %d rows, training on %d", sample.seen, n_rows, len(ids))
+    return TrainingSet(ids, X, gender, sample.seen, n_rows)
+
+
+@task(name="quarantine-invalid", cache_policy=NO_CACHE)
+def quarantine_invalid(run: RunContext, source: Source, training: TrainingSet) -> int:
+    """Copy the invalid rows of the snapshot, with their reasons, into segmentation.quarantine.
+    Skipped when the extract read every row: a clean table is not scanned twice."""
+    n = 0
+    if training.n_rows > training.n_valid:
+        n = runs.quarantine(run.snapshot, run.conn, quarantine_copy_query(source, run.run_id))
+        get_run_logger().warning("%d rows quarantined (see segmentation.quarantine, run_id %d)", n, run.run_id)
+    if training.n_valid + n != training.n_rows:
+        # The valid-row filter and the reasons are two SQL forms of one rule list; they must agree.
+        raise RuntimeError(
+            f"{training.n_rows} rows in the snapshot but {training.n_valid} valid and {n} quarantined"
+        )
     if training.complete:
         # Every valid customer is in memory: end the snapshot now rather than hold its lock on
         # the source (and vacuum's horizon) through training.
         run.snapshot.rollback()
-    return training
+    return n

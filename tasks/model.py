@@ -32,14 +32,16 @@ class TrainedModel:
 def choose_k(
     training: TrainingSet, settings: Settings, n_clusters: int | None, k_min: int, k_max: int,
     random_state: int, n_init: int,
-) -> tuple[int, list[core.KCandidate]]:
+) -> tuple[int, list[core.KCandidate], np.ndarray | None]:
+    """k, the candidates tried, and the chosen k's centres on the selection sample (scaled
+    space) for training to start from; None for a fixed k."""
     low, high = core.check_k(training.n_valid, n_clusters, k_min, k_max)
     scaler = core.Scaler.fit(training.X)
     Z = scaler.transform(training.X)
     core.check_not_degenerate(Z, low)
     if n_clusters is not None:
-        return n_clusters, []
-    k, candidates = core.select_k(
+        return n_clusters, [], None
+    k, candidates, start = core.select_k(
         Z, low, high, random_state=random_state, n_init=n_init,
         selection_sample_size=settings.k_selection_sample_size,
         silhouette_sample_size=settings.silhouette_sample_size,
@@ -49,21 +51,25 @@ def choose_k(
         ", ".join(f"k={c.k} silhouette={c.silhouette:.3f}" for c in candidates if c.silhouette is not None),
         k,
     )
-    return k, candidates
+    return k, candidates, start
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train(
     training: TrainingSet, settings: Settings, k: int, candidates: list[core.KCandidate],
-    random_state: int, n_init: int, warm_start: np.ndarray | None = None,
+    random_state: int, n_init: int, start: np.ndarray | None = None, warm_start: np.ndarray | None = None,
 ) -> TrainedModel:
     """warm_start: the previous run's centroids in original units, used as KMeans' starting
-    point when k and features are unchanged, so unchanged data gives unchanged segments."""
+    point when k and features are unchanged, so unchanged data gives unchanged segments.
+    Otherwise start (choose-k's centres for k) or the best of n_init starts on the
+    selection sample, refined on the whole training set."""
     scaler = core.Scaler.fit(training.X)
     Z = scaler.transform(training.X)
     core.check_not_degenerate(Z, k)
-    init = scaler.transform(warm_start) if warm_start is not None else None
-    fitted = core.fit_kmeans(Z, k, random_state, n_init, init=init)
+    init = scaler.transform(warm_start) if warm_start is not None else start
+    fitted = core.fit_kmeans(
+        Z, k, random_state, n_init, init=init, start_sample_size=settings.k_selection_sample_size
+    )
     score = core.silhouette(Z, fitted.labels_, settings.silhouette_sample_size, random_state)
     if not candidates:  # a fixed k: record its figures as the one candidate
         candidates = [core.KCandidate(k, float(fitted.inertia_), score)]

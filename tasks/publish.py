@@ -65,6 +65,7 @@ def publish(
         "k": model.k,
         "n_customers": stats.n_customers,
         "n_quarantined": n_quarantined,
+        "inertia": model.inertia,
         "silhouette": model.silhouette,
         "forced": bool(quality_issues),
         "churn": (drift or {}).get("churn"),

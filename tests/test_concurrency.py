@@ -91,11 +91,14 @@ def test_bi_readers_always_see_one_complete_run_during_publishes(conn, database_
 
 def test_source_changes_during_a_run_do_not_reach_it(conn, database_url, prefect_harness):
     generate_customers(conn, 3000, seed=33)
+    # One invalid row, so that the run quarantines (a clean table skips that step).
+    conn.execute("INSERT INTO customers VALUES (3001, 'Female', NULL, 50, 50)")
     conn.execute("CREATE TABLE before_run AS TABLE customers")
     # A small training sample makes the run read the source twice (train, then score).
     env = {"SEGMENTATION_TRAINING_SAMPLE_SIZE": "1000", "SEGMENTATION_CHUNK_ROWS": "500"}
     with psycopg.connect(database_url) as blocker:
-        # The run has taken its snapshot when it reaches the quarantine; park it there.
+        # The run has read its training sample when it reaches the quarantine; park it there,
+        # change the source, and let it score from its snapshot.
         blocker.execute("LOCK TABLE segmentation.quarantine IN ACCESS EXCLUSIVE MODE")
         process = start_flow_process(prefect_harness, database_url, env, **FAST)
         try:

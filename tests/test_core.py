@@ -63,6 +63,21 @@ def test_hash_sample_is_uniform_sized_reproducible_and_order_independent():
     assert not np.array_equal(c.result()[0], ids_a)
 
 
+def test_hash_sample_that_outgrows_its_size_late_picks_the_same_rows():
+    ids = np.arange(1, 20_001, dtype=np.int64) * 3
+    late = HashSample(12_000, seed=5)  # full only after the 13th chunk
+    for chunk in np.array_split(ids, 20):
+        late.offer(chunk, v=chunk * 0.5)
+    at_once = HashSample(12_000, seed=5)
+    at_once.offer(ids[::-1].copy(), v=ids[::-1] * 0.5)
+    assert np.array_equal(late.result()[0], at_once.result()[0])
+    assert np.array_equal(late.result()[1]["v"], late.result()[0] * 0.5)
+    exact = HashSample(20_000, seed=5)  # exactly its size: kept whole, never hashed
+    for chunk in np.array_split(ids, 3):
+        exact.offer(chunk, v=chunk * 0.5)
+    assert exact.keys is None and np.array_equal(exact.result()[0], ids)
+
+
 def test_hash_sample_keeps_everything_below_its_size():
     s = HashSample(100, seed=0)
     s.offer(np.array([5, 3, 9], dtype=np.int64), v=np.array([1.0, 2.0, 3.0]))
@@ -79,13 +94,49 @@ def three_blobs(n_each=100, seed=0):
 def test_select_k_finds_three_blobs_and_reports_every_candidate():
     X, _ = three_blobs()
     Z = model.Scaler.fit(X).transform(X)
-    k, candidates = model.select_k(Z, 2, 6, random_state=0, n_init=4, selection_sample_size=10_000,
+    k, candidates, _ = model.select_k(Z, 2, 6, random_state=0, n_init=4, selection_sample_size=10_000,
                                    silhouette_sample_size=10_000)
     assert k == 3
     assert [c.k for c in candidates] == [2, 3, 4, 5, 6]
     inertias = [c.inertia for c in candidates]
     assert all(a > b for a, b in zip(inertias, inertias[1:]))
     assert max(candidates, key=lambda c: c.silhouette).k == 3
+
+
+@pytest.mark.parametrize("case", ["random", "singleton", "duplicates"])
+def test_silhouette_score_equals_sklearns(case):
+    from scipy.spatial.distance import cdist
+    from sklearn.metrics import silhouette_score as sklearn_silhouette
+
+    rng = np.random.default_rng(3)
+    Z, labels = rng.normal(size=(700, 3)), rng.integers(0, 4, 700)
+    if case == "singleton":
+        labels[5] = 9  # a segment of one customer scores 0
+    if case == "duplicates":
+        Z = np.repeat(rng.normal(size=(70, 2)), 10, axis=0)  # a = b = 0 for some customers
+        labels = np.repeat(np.arange(70) % 3, 10)
+    # On exact distances the two agree to rounding; sklearn's own distances (by the dot
+    # product) are off by about 1e-11 for duplicate points.
+    exact = sklearn_silhouette(cdist(Z, Z), labels, metric="precomputed")
+    assert model.silhouette_score(Z, labels, block_rows=64) == pytest.approx(exact, abs=1e-12)
+    assert model.silhouette_score(Z, labels) == pytest.approx(sklearn_silhouette(Z, labels), abs=1e-9)
+
+
+def test_fit_with_starts_compared_on_a_sample_matches_the_full_fit_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(-10, 10, (6, 3))
+    X = np.concatenate([rng.normal(c, rng.uniform(0.8, 2.5), (4000, 3)) for c in centres])
+    Z = model.Scaler.fit(X).transform(X)
+    full = model.fit_kmeans(Z, 6, random_state=1, n_init=10)
+    sampled = model.fit_kmeans(Z, 6, random_state=1, n_init=10, start_sample_size=3000)
+    again = model.fit_kmeans(Z, 6, random_state=1, n_init=10, start_sample_size=3000)
+    assert np.array_equal(sampled.cluster_centers_, again.cluster_centers_)
+    assert abs(sampled.inertia_ - full.inertia_) / full.inertia_ < 1e-4
+    match = np.abs(sampled.cluster_centers_[:, None, :] - full.cluster_centers_[None]).sum(-1).min(1)
+    assert match.max() < 0.01
+    # The start really came from the sample: one refinement from it, not n_init full fits.
+    start = model.start_centers(Z, 6, 1, 10, 3000)
+    assert np.array_equal(model.fit_kmeans(Z, 6, 1, 10, init=start).cluster_centers_, sampled.cluster_centers_)
 
 
 def test_scaler_round_trip_gives_centroids_in_original_units():
@@ -188,6 +239,6 @@ def test_synthetic_customers_are_valid_and_reproducible():
     # Mall-like: five groups in income x spending, recovered by KMeans.
     X = np.column_stack([a["annual_income"], a["spending_score"]])
     Z = model.Scaler.fit(X).transform(X)
-    k, _ = model.select_k(Z, 2, 8, random_state=0, n_init=4, selection_sample_size=5000,
+    k, _, _ = model.select_k(Z, 2, 8, random_state=0, n_init=4, selection_sample_size=5000,
                           silhouette_sample_size=3000)
     assert k == 5

@@ -24,52 +24,62 @@ def hash_keys(ids: np.ndarray, seed: int) -> np.ndarray:
 
 
 class HashSample:
-    """Keeps the `size` rows with the smallest keys among all rows offered."""
+    """Keeps the `size` rows with the smallest keys among all rows offered. Until more
+    than `size` rows have been offered nothing is hashed: a table that fits is kept whole."""
 
     def __init__(self, size: int, seed: int):
         self.size = size
         self.seed = seed
-        self.keys = np.empty(0, dtype=np.uint64)
+        self.keys: np.ndarray | None = None  # None until the rows outgrow the sample
         self.ids = np.empty(0, dtype=np.int64)
         self.columns: dict[str, np.ndarray] = {}
         self.seen = 0
-        self._pending: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
+        self._pending: list[tuple[np.ndarray | None, np.ndarray, dict[str, np.ndarray]]] = []
         self._pending_rows = 0
 
     def offer(self, ids: np.ndarray, **columns: np.ndarray) -> None:
         self.seen += len(ids)
-        keys = hash_keys(ids, self.seed)
-        if len(self.keys) == self.size:
-            # Once full, only keys below the largest kept one can ever get in: filtering
-            # first keeps the merges small and rare however large the table is.
+        keys = None
+        if self.keys is not None:
+            keys = hash_keys(ids, self.seed)
+            # Only keys below the largest kept one can ever get in: filtering first keeps
+            # the merges small and rare however large the table is.
             keep = keys < self._threshold
             keys, ids = keys[keep], ids[keep]
             columns = {name: values[keep] for name, values in columns.items()}
         self._pending.append((keys, ids, columns))
-        self._pending_rows += len(keys)
-        if self._pending_rows >= max(1, self.size // 4) or len(self.keys) < self.size:
+        self._pending_rows += len(ids)
+        if self.keys is None and self.seen > self.size:
+            self._pending = [(hash_keys(p_ids, self.seed), p_ids, p_cols) for _, p_ids, p_cols in self._pending]
+            self.keys = np.empty(0, dtype=np.uint64)
+            self._merge()
+        elif self.keys is not None and self._pending_rows >= max(1, self.size // 4):
             self._merge()
 
     def _merge(self) -> None:
         if not self._pending:
             return
-        keys = np.concatenate([self.keys] + [p[0] for p in self._pending])
-        ids = np.concatenate([self.ids] + [p[1] for p in self._pending])
         names = self._pending[0][2].keys()
+        ids = np.concatenate([self.ids] + [p[1] for p in self._pending])
         merged = {
             name: np.concatenate(([self.columns[name]] if name in self.columns else []) + [p[2][name] for p in self._pending])
             for name in names
         }
+        if self.keys is not None:
+            keys = np.concatenate([self.keys] + [p[0] for p in self._pending])
+            if len(keys) > self.size:
+                keep = np.argpartition(keys, self.size - 1)[: self.size]
+                keys, ids = keys[keep], ids[keep]
+                merged = {name: values[keep] for name, values in merged.items()}
+            self.keys = keys
+            self._threshold = keys.max() if len(keys) else np.uint64(0)
         self._pending, self._pending_rows = [], 0
-        if len(keys) > self.size:
-            keep = np.argpartition(keys, self.size - 1)[: self.size]
-            keys, ids = keys[keep], ids[keep]
-            merged = {name: values[keep] for name, values in merged.items()}
-        self.keys, self.ids, self.columns = keys, ids, merged
-        self._threshold = self.keys.max() if len(self.keys) else np.uint64(0)
+        self.ids, self.columns = ids, merged
 
     def result(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The sample sorted by customer id, so what is trained on never depends on row order."""
         self._merge()
+        if len(self.ids) < 2 or bool(np.all(self.ids[1:] > self.ids[:-1])):
+            return self.ids, self.columns  # a table read in id order needs no sort
         order = np.argsort(self.ids, kind="stable")
         return self.ids[order], {name: values[order] for name, values in self.columns.items()}
