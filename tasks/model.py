@@ -28,19 +28,25 @@ class TrainedModel:
         return self.scaler.inverse(self.centers)
 
 
+@dataclass
+class KChoice:
+    k: int
+    candidates: list[core.KCandidate]  # empty for a fixed k
+    scaler: core.Scaler  # fitted on the training set, shared with training
+    start: np.ndarray | None  # the chosen k's centres on the selection sample (scaled space)
+
+
 @task(name="choose-k", cache_policy=NO_CACHE)
 def choose_k(
     training: TrainingSet, settings: Settings, n_clusters: int | None, k_min: int, k_max: int,
     random_state: int, n_init: int,
-) -> tuple[int, list[core.KCandidate], np.ndarray | None]:
-    """k, the candidates tried, and the chosen k's centres on the selection sample (scaled
-    space) for training to start from; None for a fixed k."""
+) -> KChoice:
     low, high = core.check_k(training.n_valid, n_clusters, k_min, k_max)
     scaler = core.Scaler.fit(training.X)
     Z = scaler.transform(training.X)
     core.check_not_degenerate(Z, low)
     if n_clusters is not None:
-        return n_clusters, [], None
+        return KChoice(n_clusters, [], scaler, None)
     k, candidates, start = core.select_k(
         Z, low, high, random_state=random_state, n_init=n_init,
         selection_sample_size=settings.k_selection_sample_size,
@@ -51,30 +57,30 @@ def choose_k(
         ", ".join(f"k={c.k} silhouette={c.silhouette:.3f}" for c in candidates if c.silhouette is not None),
         k,
     )
-    return k, candidates, start
+    return KChoice(k, candidates, scaler, start)
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train(
-    training: TrainingSet, settings: Settings, k: int, candidates: list[core.KCandidate],
-    random_state: int, n_init: int, start: np.ndarray | None = None, warm_start: np.ndarray | None = None,
+    training: TrainingSet, settings: Settings, choice: KChoice, random_state: int, n_init: int,
+    warm_start: np.ndarray | None = None,
 ) -> TrainedModel:
-    """warm_start: the previous run's centroids in original units, used as KMeans' starting
-    point when k and features are unchanged, so unchanged data gives unchanged segments.
-    Otherwise start (choose-k's centres for k) or the best of n_init starts on the
-    selection sample, refined on the whole training set."""
-    scaler = core.Scaler.fit(training.X)
+    """KMeans on the whole training set, starting from warm_start (the previous run's
+    centroids in original units, when k and features are unchanged, so unchanged data gives
+    unchanged segments), else from choose-k's centres, else from the best of n_init starts
+    on the selection sample."""
+    k, scaler = choice.k, choice.scaler
     Z = scaler.transform(training.X)
     core.check_not_degenerate(Z, k)
-    init = scaler.transform(warm_start) if warm_start is not None else start
+    init = scaler.transform(warm_start) if warm_start is not None else choice.start
     fitted = core.fit_kmeans(
         Z, k, random_state, n_init, init=init, start_sample_size=settings.k_selection_sample_size
     )
     score = core.silhouette(Z, fitted.labels_, settings.silhouette_sample_size, random_state)
-    if not candidates:  # a fixed k: record its figures as the one candidate
-        candidates = [core.KCandidate(k, float(fitted.inertia_), score)]
+    # A fixed k: its own figures are the one candidate.
+    candidates = choice.candidates or [core.KCandidate(k, float(fitted.inertia_), score)]
     get_run_logger().info(
         "train: k=%d on %d customers%s, inertia %.1f",
-        k, len(Z), " (warm start from the previous run)" if init is not None else "", fitted.inertia_,
+        k, len(Z), " (warm start from the previous run)" if warm_start is not None else "", fitted.inertia_,
     )
     return TrainedModel(scaler, fitted.cluster_centers_, k, float(fitted.inertia_), score, candidates)
