@@ -81,7 +81,11 @@ def measure_drift(conn: psycopg.Connection, run_id: int, previous: PreviousRun) 
     conn.commit()
     if not exists:
         return None
-    # Both tables are keyed by (run_id, customer_id), so this is a merge join without a sort.
+    # The new run's table has no statistics yet, so the planner guesses billions of rows and
+    # turns on JIT (0.15 s of compiling) and a sort that spills to disk. With JIT off and the
+    # sorts in memory this takes half the time at a million customers (this transaction only).
+    conn.execute("SET LOCAL jit = off")
+    conn.execute("SET LOCAL work_mem = '256MB'")
     cells = conn.execute(
         sql.SQL(
             """SELECT o.segment_id, n.segment_id, count(*)
