@@ -11,10 +11,12 @@ The flow's own fit compares its n_init starts on a sample and refines the best o
 not bought with a worse model, the floor stage also times the flow's fit on the same data
 (outside the floor's total), and both inertias are printed.
 
-Each route runs in its own process so its peak RSS is its own.
+With --nightly, also a second flow run on the same data (the nightly case: segment matching,
+warm start and the drift comparison with the first run). Each route runs in its own process so
+its peak RSS is its own.
 
-    python -m benchmarks.e2e --rows 1000000
-    python -m benchmarks.e2e --rows 10000000 --skip-notebook
+    python -m benchmarks.e2e --rows 1000000 --repeat 3 --nightly
+    python -m benchmarks.e2e --rows 10000000 --skip-notebook --nightly
 
 The database: --database-url, else SEGMENTATION_DATABASE_URL, else the embedded server. A
 scratch database `segmentation_bench` is created on that server and dropped afterwards.
@@ -62,7 +64,7 @@ def _flow_fit(X: np.ndarray, k: int, n_init: int, random_state: int):
     return fit_kmeans(Z, k, random_state, n_init, start_sample_size=Settings.from_env().k_selection_sample_size)
 
 
-def stage_flow(url: str, k: int, n_init: int) -> dict:
+def stage_flow(url: str, k: int, n_init: int, nightly: bool = False) -> dict:
     os.environ["SEGMENTATION_DATABASE_URL"] = url
     from prefect import flow
     from prefect.client.orchestration import get_client
@@ -75,6 +77,10 @@ def stage_flow(url: str, k: int, n_init: int) -> dict:
         """Starts Prefect's API so its start-up is not counted."""
 
     warm_up()
+    if nightly:  # a first run to compare with: the timed run then matches, warm-starts and measures drift
+        first = customer_segmentation(n_clusters=k, n_init=n_init, return_state=True)
+        if not first.is_completed():
+            raise SystemExit(f"first flow run failed: {first.message}")
     start = time.perf_counter()
     state = customer_segmentation(n_clusters=k, n_init=n_init, return_state=True)
     total = time.perf_counter() - start
@@ -183,7 +189,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the flow and the floor this many times, each on a fresh copy of the data; "
                              "the median run is reported")
-    parser.add_argument("--stage", choices=["flow", "notebook", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--nightly", action="store_true",
+                        help="also time a second flow run on the same data, as every night after the first: "
+                             "it matches segments, warm-starts and measures drift against the first")
+    parser.add_argument("--stage", choices=["flow", "notebook", "floor", "nightly"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.stage:
@@ -192,7 +201,8 @@ def main() -> None:
         train_rows = min(args.rows, Settings.from_env().training_sample_size)
         runner = {"flow": lambda: stage_flow(args.database_url, args.k, args.n_init),
                   "notebook": lambda: stage_notebook(args.database_url, args.k, args.n_init),
-                  "floor": lambda: stage_floor(args.database_url, args.k, args.n_init, train_rows)}[args.stage]
+                  "floor": lambda: stage_floor(args.database_url, args.k, args.n_init, train_rows),
+                  "nightly": lambda: stage_flow(args.database_url, args.k, args.n_init, nightly=True)}[args.stage]
         print(json.dumps(runner()))
         return
 
@@ -219,6 +229,9 @@ def main() -> None:
                     runs[stage].append(_child(stage, copy, args))
         for stage, done in runs.items():
             results[stage] = sorted(done, key=lambda r: r["total"])[len(done) // 2]
+        if args.nightly:
+            with _copy_of(server, bench) as copy:
+                results["nightly"] = _child("nightly", copy, args)
         if not args.skip_notebook:
             results["notebook"] = _child("notebook", bench, args)
     finally:

@@ -50,18 +50,20 @@ def without_interpolation(value: str) -> str:
     return re.sub(r"\$\{[^}]*\}", "x", value)
 
 
-def test_the_four_services_and_their_images():
-    assert set(SERVICES) == {"postgres", "prefect-server", "segmentation", "demo-data"}
+def test_the_five_services_and_their_images():
+    assert set(SERVICES) == {"postgres", "prefect-server", "db-setup", "segmentation", "demo-data"}
     assert SERVICES["postgres"]["image"].startswith("postgres:")
     assert SERVICES["prefect-server"]["image"].startswith("prefecthq/prefect:3")
-    assert SERVICES["segmentation"]["build"] == "."
-    assert SERVICES["demo-data"]["image"] == SERVICES["segmentation"]["image"]
+    for name in ("db-setup", "segmentation", "demo-data"):
+        assert SERVICES[name]["build"] == "."
+        assert SERVICES[name]["image"] == "customer-segmentation:latest"
 
 
 def test_segmentation_commands_exist_in_the_cli():
     parser = build_parser()
     expected = {
-        "segmentation": [["segmentation", "db", "upgrade"], ["segmentation", "serve"]],
+        "db-setup": [["segmentation", "db", "upgrade"]],
+        "segmentation": [["segmentation", "serve"]],
         "demo-data": [["segmentation", "generate", "--rows", "5000", "--if-empty"]],
     }
     for name, argvs in expected.items():
@@ -69,7 +71,7 @@ def test_segmentation_commands_exist_in_the_cli():
         for argv in argvs:
             args = parser.parse_args(argv[1:])  # exits (fails the test) on an unknown command or option
             assert callable(args.func)
-    assert SERVICES["demo-data"]["restart"] == "no"  # one-shot
+    assert SERVICES["demo-data"]["restart"] == SERVICES["db-setup"]["restart"] == "no"  # one-shot
 
 
 def test_prefect_server_command_exists_and_listens_on_4200():
@@ -87,7 +89,7 @@ def test_prefect_server_command_exists_and_listens_on_4200():
 def test_environment_variables_are_the_ones_the_code_and_prefect_read():
     code_reads = variables_read_by_the_code()
     prefect_reads = set(_get_valid_setting_names(PrefectSettings))
-    for name in ("segmentation", "demo-data", "prefect-server"):
+    for name in ("db-setup", "segmentation", "demo-data", "prefect-server"):
         for variable in SERVICES[name]["environment"]:
             if variable.startswith("SEGMENTATION_"):
                 assert variable in code_reads, f"{name} sets {variable}, which nothing reads"
@@ -102,11 +104,20 @@ def test_environment_variables_are_the_ones_the_code_and_prefect_read():
 def test_urls_point_at_the_services_that_serve_them():
     postgres = SERVICES["postgres"]["environment"]
     env = SERVICES["segmentation"]["environment"]
-    assert env == SERVICES["demo-data"]["environment"]
     url = make_url(without_interpolation(env["SEGMENTATION_DATABASE_URL"]))
-    assert (url.drivername, url.host, url.port) == ("postgresql", "postgres", 5432)
-    assert (url.username, url.database) == (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+    assert (url.drivername, url.host, url.port, url.database) == ("postgresql", "postgres", 5432, postgres["POSTGRES_DB"])
     assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    # The flow logs in as the writer's member; only the setup and the demo loader are the owner.
+    assert url.username == "segmentation_flow"
+    assert "${SEGMENTATION_DB_PASSWORD:?" in env["SEGMENTATION_DATABASE_URL"]
+    assert SERVICES["db-setup"]["environment"] == SERVICES["demo-data"]["environment"]
+    owner = make_url(without_interpolation(SERVICES["db-setup"]["environment"]["SEGMENTATION_DATABASE_URL"]))
+    assert (owner.username, owner.host, owner.database) == (postgres["POSTGRES_USER"], "postgres", postgres["POSTGRES_DB"])
+    flow_login = (ROOT / "docker/postgres-init/20-segmentation-flow.sh").read_text()
+    assert "CREATE ROLE segmentation_writer NOLOGIN;" in flow_login
+    assert "CREATE ROLE segmentation_flow LOGIN PASSWORD :'flow_password' IN ROLE segmentation_writer;" in flow_login
+    assert '--set=flow_password="$SEGMENTATION_DB_PASSWORD"' in flow_login
+    assert postgres["SEGMENTATION_DB_PASSWORD"].startswith("${SEGMENTATION_DB_PASSWORD:?")
 
     server = SERVICES["prefect-server"]["environment"]
     prefect_db = make_url(without_interpolation(server["PREFECT_API_DATABASE_CONNECTION_URL"]))
@@ -126,11 +137,16 @@ def test_health_and_start_order():
     assert "/api/health" in " ".join(SERVICES["prefect-server"]["healthcheck"]["test"])
     healthy = {"condition": "service_healthy"}
     assert SERVICES["prefect-server"]["depends_on"] == {"postgres": healthy}
-    assert SERVICES["segmentation"]["depends_on"] == {"postgres": healthy, "prefect-server": healthy}
-    assert SERVICES["demo-data"]["depends_on"] == {"postgres": healthy}
+    done = {"condition": "service_completed_successfully"}
+    assert SERVICES["db-setup"]["depends_on"] == {"postgres": healthy}
+    assert SERVICES["segmentation"]["depends_on"] == {"postgres": healthy, "prefect-server": healthy, "db-setup": done}
+    assert SERVICES["demo-data"]["depends_on"] == {"db-setup": done}
     for name, service in SERVICES.items():
         for dependency, condition in service.get("depends_on", {}).items():
-            assert "healthcheck" in SERVICES[dependency], f"{name} waits for {dependency}, which has no healthcheck"
+            if condition == done:
+                assert SERVICES[dependency]["restart"] == "no", f"{name} waits for {dependency} to finish"
+            else:
+                assert "healthcheck" in SERVICES[dependency], f"{name} waits for {dependency}, which has no healthcheck"
 
 
 def test_no_secret_is_committed():
@@ -141,7 +157,7 @@ def test_no_secret_is_committed():
         if line and not line.startswith("#")
     )
     # Passwords: required from .env, no default in the compose file.
-    for secret in ("POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD"):
+    for secret in ("POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD", "SEGMENTATION_DB_PASSWORD"):
         assert secret in needed and secret in example
         assert not re.search(rf"\$\{{{secret}:-", text) and re.search(rf"\$\{{{secret}:\?", text)
     # No literal password anywhere: password variables and the password part of URLs come from .env.
