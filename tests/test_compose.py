@@ -131,6 +131,7 @@ def test_urls_point_at_the_services_that_serve_them():
 
 
 def test_health_and_start_order():
+    assert SERVICES["postgres"]["shm_size"] == "1gb"  # parallel hash joins need more than Docker's 64MB
     volume = SERVICES["postgres"]["volumes"][0].split(":")[0]
     assert volume in COMPOSE["volumes"]  # a named volume, not a bind mount
     assert "pg_isready" in " ".join(SERVICES["postgres"]["healthcheck"]["test"])

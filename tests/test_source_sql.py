@@ -110,6 +110,18 @@ def test_copy_out_raises_the_servers_error_mid_stream(conn):
     assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_copy_out_refuses_a_query_that_is_not_a_copy_and_opens_the_callers_transaction(database_url):
+    with psycopg.connect(database_url) as conn:  # not autocommit, like the run's snapshot
+        with pytest.raises(psycopg.ProgrammingError, match="not a COPY ... TO STDOUT"):
+            list(copy_out(conn, sql.SQL("SELECT 1"), 10))
+        conn.rollback()
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert list(copy_out(conn, sql.SQL("COPY (SELECT txid_current_if_assigned() IS NULL) TO STDOUT"), 1)) == [b"t\n"]
+        # The COPY ran inside psycopg's implicit transaction, which the caller ends.
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        conn.rollback()
+
+
 def test_valid_copy_query_orders_fields_like_the_decoder(conn):
     conn.execute("CREATE TABLE few (customer_id bigint PRIMARY KEY, gender text, age int, annual_income numeric, spending_score int)")
     conn.execute("INSERT INTO few VALUES (7, 'Female', 30, 50.5, 60)")
