@@ -8,7 +8,7 @@ from prefect.states import Failed
 from segmentation import logs
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
-from segmentation.errors import describe
+from segmentation.errors import RunRejected, describe
 from tasks.extract import check_source, extract, quarantine_invalid
 from tasks.model import choose_k, train
 from tasks.publish import prune_history, publish
@@ -89,6 +89,8 @@ def customer_segmentation(
         reason = describe(exc)
         if run is not None:
             fail_run(run, reason)
+            if isinstance(exc, RunRejected):  # recorded as rejected: report why, as for a published run
+                report(run.run_id)
         # The task that raised has logged the details; the reason alone becomes the state message the Prefect UI shows.
         return Failed(message=reason)
     except BaseException as exc:  # cancelled or interrupted: record it, let Prefect handle the rest

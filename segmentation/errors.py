@@ -3,6 +3,10 @@ class SegmentationError(Exception):
     print it as one line instead of a traceback."""
 
 
+class RunRejected(SegmentationError):
+    """The quality gate rejected a run: it is recorded as rejected, and the previous run stays current."""
+
+
 def describe(exc: BaseException) -> str:
     """One line for a failed run: a user error's own message, otherwise what went wrong."""
     import psycopg

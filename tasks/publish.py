@@ -11,7 +11,7 @@ from prefect.logging import get_run_logger
 
 from segmentation import history, runs
 from segmentation.core.summary import SegmentStats
-from segmentation.errors import SegmentationError
+from segmentation.errors import RunRejected
 from segmentation.source import Source
 from tasks.model import TrainedModel
 from tasks.run import RunContext
@@ -49,7 +49,7 @@ def publish(
             run.conn, run.run_id, error=error, quality_issues=quality_issues, k=model.k,
             n_customers=stats.n_customers, n_quarantined=n_quarantined, silhouette=model.silhouette,
         )
-        raise SegmentationError(error)
+        raise RunRejected(error)
     runs.publish(
         run.conn, run.run_id, k=model.k, n_customers=stats.n_customers, n_quarantined=n_quarantined,
         inertia=model.inertia, silhouette=model.silhouette,

@@ -106,6 +106,18 @@ def mall_csv() -> Path:
     return MALL_CSV
 
 
+def artifacts_of(flow_run_id) -> dict:
+    """The flow run's artifacts by key, read back through Prefect's API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found}
+
+
 def insert_customers(conn, rows, table="public.customers") -> None:
     """rows: (customer_id, gender, age, annual_income, spending_score) tuples."""
     schema, name = table.split(".")

@@ -9,10 +9,8 @@ import struct
 import numpy as np
 import pandas as pd
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from conftest import insert_customers
+from conftest import artifacts_of, insert_customers
 from flows.segmentation import customer_segmentation
 from segmentation.cli import main
 from segmentation.core import plots
@@ -35,14 +33,6 @@ def decode_png(url: str) -> bytes:
     prefix = "data:image/png;base64,"
     assert url.startswith(prefix)
     return base64.b64decode(url[len(prefix):], validate=True)
-
-
-def artifacts_of(flow_run_id) -> dict:
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return {a.key: a for a in found}
 
 
 def markdown_table(markdown: str) -> list[list[str]]:

@@ -2,6 +2,7 @@
 
 import pytest
 
+from conftest import artifacts_of
 from flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers, load_csv
 
@@ -130,6 +131,12 @@ def test_gate_rejects_a_truncated_source_and_force_publish_overrides(conn):
         "SELECT status, error, quality_issues FROM segmentation.runs ORDER BY run_id DESC LIMIT 1"
     ).fetchone()
     assert status == "rejected" and error == state.message and len(issues) == 1
+    # The rejected run reports why, in the flow run's summary; it has no segments to draw.
+    reported = artifacts_of(state.state_details.flow_run_id)
+    assert set(reported) == {"segmentation-summary"}
+    summary = reported["segmentation-summary"].data
+    assert summary.startswith(f"# Segmentation run {good['run_id'] + 1}: rejected")
+    assert "valid customers fell from 2000 to 200" in summary and "## Segments" not in summary
     current = conn.execute("SELECT run_id, n_customers FROM segmentation.current_run").fetchone()
     assert current == (good["run_id"], 2000)
     assert conn.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 2000
