@@ -76,7 +76,7 @@ def customer_segmentation(
         n_quarantined = quarantine_invalid(run, source, training)
         previous = load_previous(run, source)
         choice = choose_k(training, settings, n_clusters, k_min, k_max, random_state, n_init)
-        model = train(training, settings, choice, random_state, n_init, warm_start(previous, source, choice.k))
+        model = train(settings, choice, random_state, n_init, warm_start(previous, source, choice.k))
         identity = match_segments(run, source, model, previous, match_threshold)
         stats = score(run, source, training, model, identity.ids)
         drift = measure_drift(run, source, previous)

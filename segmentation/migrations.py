@@ -109,4 +109,3 @@ def apply_roles(conn: psycopg.Connection, path: Path = ROLES_SQL) -> bool:
         conn.execute("SET LOCAL lock_timeout = '10s'")
         conn.execute(path.read_text(encoding="utf-8"))
     return True
-

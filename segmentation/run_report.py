@@ -11,10 +11,11 @@ import psycopg
 from psycopg import sql
 
 from segmentation.core import plots, run_summary
+from segmentation.core.features import GENDER
 from segmentation.db import parse_column_name, parse_table_name
+from segmentation.source import gender_code
 
 PLOT_SAMPLE_SIZE = 5_000
-GENDER = "gender"
 
 
 @dataclass
@@ -104,7 +105,7 @@ def _sample(conn: psycopg.Connection, run: dict, features: list[str], size: int,
     table = parse_table_name(run["source_table"])
     id_column = parse_column_name((run.get("params") or {}).get("id_column") or "customer_id")
     values = [
-        sql.SQL("CASE lower(btrim(src.{})) WHEN 'female' THEN 1.0 WHEN 'male' THEN 0.0 END").format(sql.Identifier(f))
+        sql.SQL("({})::float8").format(gender_code(sql.SQL("src.{}").format(sql.Identifier(f)), sql.NULL))
         if f == GENDER else sql.SQL("src.{}::float8").format(sql.Identifier(f))
         for f in features
     ]

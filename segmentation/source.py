@@ -162,7 +162,7 @@ def _rules(source: Source) -> list[tuple[sql.Composable, sql.Composable]]:
         column = source.columns[name]
         if name == GENDER:
             when(
-                _rules_for_gender(col),
+                _gender_invalid(col),
                 sql.SQL("format({}, coalesce(quote_literal({}), 'NULL'))").format(
                     text("gender %s is not Female or Male"), col
                 ),
@@ -195,11 +195,19 @@ def _rules(source: Source) -> list[tuple[sql.Composable, sql.Composable]]:
     return rules
 
 
-def _rules_for_gender(col: sql.Identifier) -> sql.Composable:
-    # The exact spellings first: lower(btrim()) on every row costs a tenth of the read.
+# The exact spellings are tested first: lower(btrim()) on every row costs a tenth of the read.
+def _gender_invalid(col: sql.Composable) -> sql.Composable:
     return sql.SQL(
         "({c} IS NULL OR ({c} NOT IN ('Female', 'Male') AND lower(btrim({c})) NOT IN ('female', 'male')))"
     ).format(c=col)
+
+
+def gender_code(col: sql.Composable, otherwise: sql.Composable) -> sql.Composable:
+    """1 for female, 0 for male (any case, surrounding spaces ignored), else `otherwise`."""
+    return sql.SQL(
+        "CASE {c} WHEN 'Female' THEN 1 WHEN 'Male' THEN 0 "
+        "ELSE CASE lower(btrim({c})) WHEN 'female' THEN 1 WHEN 'male' THEN 0 ELSE {otherwise} END END"
+    ).format(c=col, otherwise=otherwise)
 
 
 def _reason(source: Source) -> sql.Composable:
@@ -220,7 +228,7 @@ def _invalid(source: Source) -> sql.Composable:
     for name in source.features:
         col = ident(name)
         if name == GENDER:
-            parts.append(_rules_for_gender(col))
+            parts.append(_gender_invalid(col))
             continue
         low, high = _accepted_range(source.columns[name], FEATURE_RANGES.get(name))
         tests = ([sql.SQL("{} >= {}").format(col, sql.Literal(low))] if low is not None else []) + (
@@ -284,25 +292,15 @@ def feature_fields(source: Source) -> list[tuple[str, str]]:
 
 def valid_copy_query(source: Source) -> sql.Composable:
     """Binary COPY of the valid rows: id, features as float8, gender code; never NULL."""
-    gender = sql.Identifier(GENDER)
-    gender_code = (
-        sql.SQL(
-            # The exact spellings first: lower(btrim()) on every row costs a tenth of the read.
-            "CASE c.{g} WHEN 'Female' THEN 1 WHEN 'Male' THEN 0 "
-            "ELSE CASE lower(btrim(c.{g})) WHEN 'female' THEN 1 WHEN 'male' THEN 0 ELSE {unknown} END END"
-        ).format(g=gender, unknown=sql.Literal(GENDER_UNKNOWN))
+    code = (
+        gender_code(sql.SQL("c.{}").format(sql.Identifier(GENDER)), sql.Literal(GENDER_UNKNOWN))
         if source.has_gender
         else sql.Literal(GENDER_UNKNOWN)
     )
     values = []
     for name in source.features:
-        if name == GENDER:
-            values.append(
-                sql.SQL(
-                    "CASE c.{g} WHEN 'Female' THEN 1 WHEN 'Male' THEN 0 "
-                    "ELSE CASE lower(btrim(c.{g})) WHEN 'female' THEN 1 ELSE 0 END END::float8"
-                ).format(g=gender)
-            )
+        if name == GENDER:  # a valid row's gender is Female or Male, so the code is 1 or 0
+            values.append(sql.SQL("({})::float8").format(code))
         else:
             values.append(sql.SQL("c.{}::float8").format(sql.Identifier(name)))
     return sql.SQL(
@@ -311,7 +309,7 @@ def valid_copy_query(source: Source) -> sql.Composable:
     ).format(
         id=sql.Identifier(source.id_column),
         values=sql.SQL(", ").join(values),
-        gender=gender_code,
+        gender=code,
         rows=_source_rows(source),
         invalid=_invalid(source),
     )

@@ -32,7 +32,8 @@ class TrainedModel:
 class KChoice:
     k: int
     candidates: list[core.KCandidate]  # empty for a fixed k
-    scaler: core.Scaler  # fitted on the training set, shared with training
+    scaler: core.Scaler  # fitted on the training set
+    Z: np.ndarray  # the training set scaled, shared with training
     start: np.ndarray | None  # the chosen k's centres on the selection sample (scaled space)
 
 
@@ -46,7 +47,7 @@ def choose_k(
     Z = scaler.transform(training.X)
     core.check_not_degenerate(Z, low)
     if n_clusters is not None:
-        return KChoice(n_clusters, [], scaler, None)
+        return KChoice(n_clusters, [], scaler, Z, None)
     k, candidates, start = core.select_k(
         Z, low, high, random_state=random_state, n_init=n_init,
         selection_sample_size=settings.k_selection_sample_size,
@@ -57,20 +58,18 @@ def choose_k(
         ", ".join(f"k={c.k} silhouette={c.silhouette:.3f}" for c in candidates if c.silhouette is not None),
         k,
     )
-    return KChoice(k, candidates, scaler, start)
+    return KChoice(k, candidates, scaler, Z, start)
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train(
-    training: TrainingSet, settings: Settings, choice: KChoice, random_state: int, n_init: int,
-    warm_start: np.ndarray | None = None,
+    settings: Settings, choice: KChoice, random_state: int, n_init: int, warm_start: np.ndarray | None = None,
 ) -> TrainedModel:
     """KMeans on the whole training set, starting from warm_start (the previous run's
     centroids in original units, when k and features are unchanged, so unchanged data gives
     unchanged segments), else from choose-k's centres, else from the best of n_init starts
     on the selection sample."""
-    k, scaler = choice.k, choice.scaler
-    Z = scaler.transform(training.X)
+    k, scaler, Z = choice.k, choice.scaler, choice.Z
     core.check_not_degenerate(Z, k)
     init = scaler.transform(warm_start) if warm_start is not None else choice.start
     fitted = core.fit_kmeans(
