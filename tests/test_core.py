@@ -139,6 +139,20 @@ def test_fit_with_starts_compared_on_a_sample_matches_the_full_fit_and_is_reprod
     assert np.array_equal(model.fit_kmeans(Z, 6, 1, 10, init=start).cluster_centers_, sampled.cluster_centers_)
 
 
+def test_small_fits_run_on_one_thread_and_large_ones_on_all():
+    from threadpoolctl import threadpool_info
+
+    def openmp_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "openmp"}
+
+    before = openmp_threads()
+    with model._threads_for(model.ONE_THREAD_MAX_ROWS):
+        assert openmp_threads() == {1}
+    with model._threads_for(model.ONE_THREAD_MAX_ROWS + 1):
+        assert openmp_threads() == before
+    assert openmp_threads() == before
+
+
 def test_scaler_round_trip_gives_centroids_in_original_units():
     X, centres = three_blobs(n_each=200)
     scaler = model.Scaler.fit(X)

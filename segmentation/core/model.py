@@ -3,11 +3,13 @@ everything reported leaves here in original units."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial.distance import cdist
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 from segmentation.errors import SegmentationError
 
@@ -80,6 +82,17 @@ def check_not_degenerate(Z: np.ndarray, k: int) -> None:
         )
 
 
+# KMeans runs many short parallel steps; between them the idle OpenMP and OpenBLAS worker
+# threads spin on the cores the next step needs. Up to this many rows one thread is faster:
+# on 2 cores, n_init=10 fits on 50,000 rows took 0.15 s on one thread and 0.44-0.51 s on two,
+# while fits on 1,000,000 rows are a little faster on two.
+ONE_THREAD_MAX_ROWS = 200_000
+
+
+def _threads_for(n_rows: int) -> contextlib.AbstractContextManager:
+    return threadpool_limits(limits=1) if n_rows <= ONE_THREAD_MAX_ROWS else contextlib.nullcontext()
+
+
 def fit_kmeans(
     Z: np.ndarray, k: int, random_state: int, n_init: int, init: np.ndarray | None = None,
     start_sample_size: int | None = None,
@@ -94,14 +107,16 @@ def fit_kmeans(
         model = KMeans(n_clusters=k, init=init, n_init=1, random_state=random_state)
     else:
         model = KMeans(n_clusters=k, n_init=n_init, random_state=random_state)
-    return model.fit(Z)
+    with _threads_for(len(Z)):
+        return model.fit(Z)
 
 
 def start_centers(Z: np.ndarray, k: int, random_state: int, n_init: int, sample_size: int) -> np.ndarray:
     """The best of n_init KMeans fits on a reproducible sample of Z (all of Z when it fits)."""
     idx = subsample(len(Z), sample_size, random_state)
     sample = Z if idx is None else Z[idx]
-    return KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(sample).cluster_centers_
+    with _threads_for(len(sample)):
+        return KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(sample).cluster_centers_
 
 
 def silhouette(Z: np.ndarray, labels: np.ndarray, sample_size: int, random_state: int) -> float | None:
@@ -164,10 +179,16 @@ def select_k(
 
 def assign(centers: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centre and the distance to it, for scaled rows."""
-    # One pass per centre keeps every row's arithmetic independent of the others, so
-    # scoring in chunks gives bit-for-bit the same result as scoring in one piece.
-    d2 = np.empty((len(Z), len(centers)))
+    # Element-wise arithmetic on whole feature columns: every row's result is independent
+    # of the others, so scoring in chunks gives bit-for-bit the same result as scoring in
+    # one piece; and columns are 2.6 times faster than summing along short rows.
+    columns = [np.ascontiguousarray(Z[:, f]) for f in range(Z.shape[1])]
+    d2 = np.zeros((len(centers), len(Z)))
+    term = np.empty(len(Z))
     for j, centre in enumerate(centers):
-        d2[:, j] = np.square(Z - centre).sum(axis=1)
-    labels = d2.argmin(axis=1)
-    return labels.astype(np.int32), np.sqrt(d2[np.arange(len(Z)), labels])
+        for f, column in enumerate(columns):
+            np.subtract(column, centre[f], out=term)
+            np.square(term, out=term)
+            d2[j] += term
+    labels = d2.argmin(axis=0)
+    return labels.astype(np.int32), np.sqrt(d2[labels, np.arange(len(Z))])
