@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, runtime
 from prefect.states import Failed
 
-from segmentation import logs
+from segmentation import logs, process
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
 from segmentation.errors import RunRejected, describe
@@ -56,6 +56,7 @@ def customer_segmentation(
         force_publish: Publish even when the quality gate fails; the run records that it was forced.
     """
     logs.install()
+    process.freeze_startup_objects()
     params = {
         "n_clusters": n_clusters, "k_min": k_min, "k_max": k_max, "features": list(features),
         "source_table": source_table, "id_column": id_column, "random_state": random_state, "n_init": n_init,
