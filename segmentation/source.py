@@ -248,15 +248,23 @@ def _accepted_range(column: Column, bounds: Range | None) -> tuple[float | None,
     return (-absurd if low is None else max(low, -absurd)), (absurd if high is None else min(high, absurd))
 
 
-def _source_rows(source: Source) -> sql.Composable:
-    """Every source row, with how often its id occurs when the id is not known unique."""
-    return sql.SQL("SELECT s.*{} FROM {} AS s").format(
+def _source_rows(source: Source, blocks: tuple[int, int | None] | None = None) -> sql.Composable:
+    """Every source row (in blocks [first, end) of the table when given), with how often its
+    id occurs when the id is not known unique."""
+    where = sql.SQL("")
+    if blocks is not None:
+        first, end = blocks
+        where = sql.SQL(" WHERE s.ctid >= {}::tid").format(sql.Literal(f"({int(first)},0)"))
+        if end is not None:
+            where += sql.SQL(" AND s.ctid < {}::tid").format(sql.Literal(f"({int(end)},0)"))
+    return sql.SQL("SELECT s.*{} FROM {} AS s{}").format(
         sql.SQL("")
         if source.id_unique
         else sql.SQL(", count(*) OVER (PARTITION BY s.{}) AS {}").format(
             sql.Identifier(source.id_column), sql.Identifier(_ID_COUNT)
         ),
         source.table.identifier(),
+        where,
     )
 
 
@@ -290,8 +298,9 @@ def feature_fields(source: Source) -> list[tuple[str, str]]:
     return [("customer_id", "int8"), *[(f, "float8") for f in source.features], ("gender_code", "int2")]
 
 
-def valid_copy_query(source: Source) -> sql.Composable:
-    """Binary COPY of the valid rows: id, features as float8, gender code; never NULL."""
+def valid_copy_query(source: Source, blocks: tuple[int, int | None] | None = None) -> sql.Composable:
+    """Binary COPY of the valid rows (in blocks [first, end) of the table when given): id,
+    features as float8, gender code; never NULL."""
     code = (
         gender_code(sql.SQL("c.{}").format(sql.Identifier(GENDER)), sql.Literal(GENDER_UNKNOWN))
         if source.has_gender
@@ -310,7 +319,7 @@ def valid_copy_query(source: Source) -> sql.Composable:
         id=sql.Identifier(source.id_column),
         values=sql.SQL(", ").join(values),
         gender=code,
-        rows=_source_rows(source),
+        rows=_source_rows(source, blocks),
         invalid=_invalid(source),
     )
 
@@ -325,12 +334,15 @@ class Chunk:
         return len(self.ids)
 
 
-def stream_valid(conn: psycopg.Connection, source: Source, chunk_rows: int) -> Iterator[Chunk]:
-    """The valid rows in chunks of about chunk_rows, straight from binary COPY into numpy."""
+def stream_valid(
+    conn: psycopg.Connection, source: Source, chunk_rows: int, query: sql.Composable | None = None
+) -> Iterator[Chunk]:
+    """The valid rows (of valid_copy_query(source) unless given) in chunks of about
+    chunk_rows, straight from binary COPY into numpy."""
     fields = feature_fields(source)
     decoder = Decoder(fields)
     target = max(1, chunk_rows) * decoder.dtype.itemsize
-    for piece in copy_out(conn, valid_copy_query(source), target):
+    for piece in copy_out(conn, query if query is not None else valid_copy_query(source), target):
         columns = decoder.feed(piece)
         if len(columns["customer_id"]):
             yield _chunk(columns, source)

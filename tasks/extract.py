@@ -9,9 +9,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segmentation import runs
+from segmentation import db, runs
 from segmentation.core.sampling import HashSample
-from segmentation.source import Source, count_rows, quarantine_copy_query, resolve_source, stream_valid
+from segmentation.source import Source, count_rows, quarantine_copy_query, resolve_source
+from segmentation.split_read import stream_valid_split
 from tasks.run import RunContext
 
 
@@ -42,11 +43,18 @@ def check_source(run: RunContext, source_table: str, id_column: str, features: l
 @task(name="extract", cache_policy=NO_CACHE)
 def extract(run: RunContext, source: Source, random_state: int) -> TrainingSet:
     """One pass over the valid rows: all of them when they fit the training sample size,
-    otherwise a uniform random sample of that size, reproducible from random_state."""
+    otherwise a uniform random sample of that size, reproducible from random_state. A table
+    of more than two chunks is read over two sessions in the run's snapshot."""
     logger = get_run_logger()
     n_rows = count_rows(run.snapshot, source)
     sample = HashSample(run.settings.training_sample_size, random_state)
-    for chunk in stream_valid(run.snapshot, source, run.settings.chunk_rows):
+    url = db.database_url(run.settings)
+    chunks = stream_valid_split(
+        run.snapshot, source, run.settings.chunk_rows,
+        connect=lambda: db.connect(url, application_name="segmentation-snapshot"),
+        min_rows=2 * run.settings.chunk_rows, n_rows=n_rows,
+    )
+    for chunk in chunks:
         sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
         if sample.seen > run.settings.chunk_rows:
             logger.info("extract: %d valid customers read", sample.seen)
