@@ -90,13 +90,12 @@ def stage_flow(url: str, k: int, n_init: int, nightly: bool = False) -> dict:
     if not state.is_completed():
         raise SystemExit(f"flow failed: {state.message}")
     with get_client(sync_client=True) as client:
-        task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     stages = {tr.name.rsplit("-", 1)[0]: tr.total_run_time.total_seconds() for tr in task_runs}
     result = state.result()
     return {"total": total, "stages": stages, "rss_mb": _rss_mb(), "n": result["n_customers"],
-            "inertia": result["inertia"]}
+            "inertia": result["inertia"], "recorded": (flow_run.end_time - flow_run.start_time).total_seconds()}
 
 
 def stage_notebook(url: str, k: int, n_init: int) -> dict:
@@ -247,12 +246,19 @@ def main() -> None:
           f"{platform.python_implementation()} {platform.python_version()}, PostgreSQL at {make_url(server).render_as_string()}")
     if args.repeat > 1:
         for stage, done in runs.items():
-            totals = ", ".join(f"{r['total']:.2f}" for r in done)
+            totals = ", ".join(
+                f"{r['total']:.2f}" + (f" (recorded {r['recorded']:.2f})" if "recorded" in r else "") for r in done
+            )
             print(f"{stage} runs: {totals} s; the median is shown")
     print(f"{'route':<10} {'seconds':>8} {'peak RSS MB':>12}  stages (s)")
     for name, r in results.items():
         stages = ", ".join(f"{s} {v:.2f}" for s, v in r["stages"].items())
         print(f"{name:<10} {r['total']:>8.2f} {r['rss_mb']:>12.0f}  {stages}")
+    for name in ("flow", "nightly"):
+        if name in results:
+            print(f"{name}: Prefect records the run as {results[name]['recorded']:.2f} s (Running to Completed); "
+                  "the rest of the wall time is the engine's teardown, which waits for its heartbeat "
+                  "thread's one-second sleep to end")
     flow, floor = results["flow"]["total"], results["floor"]["total"]
     print(f"\nflow / floor    = {flow / floor:.2f}  (target <= 1.3 at 1M)")
     f = results["floor"]
