@@ -27,7 +27,9 @@ class Scaler:
         return cls(mean, scale)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return (X - self.mean) / self.scale
+        Z = X - self.mean
+        Z /= self.scale  # in place: one new array of the data's size, not two
+        return Z
 
     def inverse(self, Z: np.ndarray) -> np.ndarray:
         return Z * self.scale + self.mean
