@@ -30,15 +30,17 @@ _DONE = object()
 
 
 def split_point(conn: psycopg.Connection, source: Source) -> int | None:
-    """The block that starts the second half, or None when the source cannot be split."""
+    """The block that starts the second half, or None when the source cannot be split (or
+    conn's transaction has no single snapshot to share: the halves would see different data)."""
     if not source.id_unique:
         return None
     row = conn.execute(
-        """SELECT c.relkind, pg_relation_size(c.oid) / current_setting('block_size')::bigint
+        """SELECT c.relkind, pg_relation_size(c.oid) / current_setting('block_size')::bigint,
+                  current_setting('transaction_isolation')
            FROM pg_class c WHERE c.oid = to_regclass(%s)""",
         (source.table.identifier().as_string(conn),),
     ).fetchone()
-    if row is None or row[0] not in ("r", "m") or row[1] < 2:
+    if row is None or row[0] not in ("r", "m") or row[1] < 2 or row[2] not in ("repeatable read", "serializable"):
         return None
     return int(row[1]) // 2
 

@@ -99,6 +99,10 @@ def test_sources_that_cannot_be_split_are_read_in_one_scan(conn, database_url):
         split = _read(split_read.stream_valid_split(snapshot, source, 97, no_second_session, min_rows=0, n_rows=6000))
         for a, b in zip(one, split):
             assert np.array_equal(np.sort(a, axis=0), np.sort(b, axis=0))
+    # Nor is a read outside one snapshot: each half would see its own.
+    committed = psycopg.connect(database_url)
+    assert split_read.split_point(committed, resolve_source(committed, "public.many", "customer_id", FEATURES)) is None
+    committed.close()
     # A table smaller than min_rows is not worth a second session either.
     source = resolve_source(snapshot, "public.many", "customer_id", FEATURES)
     assert len(_read(split_read.stream_valid_split(snapshot, source, 97, no_second_session, min_rows=10_000, n_rows=6000))[0])
