@@ -56,7 +56,7 @@ def customer_segmentation(
         force_publish: Publish even when the quality gate fails; the run records that it was forced.
     """
     logs.install()
-    process.freeze_startup_objects()
+    process.prepare_for_run()
     params = {
         "n_clusters": n_clusters, "k_min": k_min, "k_max": k_max, "features": list(features),
         "source_table": source_table, "id_column": id_column, "random_state": random_state, "n_init": n_init,
