@@ -48,10 +48,10 @@ def extract(run: RunContext, source: Source, random_state: int) -> TrainingSet:
     logger = get_run_logger()
     n_rows = count_rows(run.snapshot, source)
     sample = HashSample(run.settings.training_sample_size, random_state)
-    url = db.database_url(run.settings)
     chunks = stream_valid_split(
         run.snapshot, source, run.settings.chunk_rows,
-        connect=lambda: db.connect(url, application_name="segmentation-snapshot"),
+        # Resolved only when a second session is opened (for the embedded server, a lookup).
+        connect=lambda: db.connect(db.database_url(run.settings), application_name="segmentation-snapshot"),
         min_rows=2 * run.settings.chunk_rows, n_rows=n_rows,
     )
     for chunk in chunks:
