@@ -73,7 +73,7 @@ def stage_flow(url: str, k: int, n_init: int, nightly: bool = False) -> dict:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.segmentation import customer_segmentation
+    from segmentation.flows.segmentation import customer_segmentation
 
     @flow
     def warm_up() -> None:
@@ -94,8 +94,14 @@ def stage_flow(url: str, k: int, n_init: int, nightly: bool = False) -> dict:
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     stages = {tr.name.rsplit("-", 1)[0]: tr.total_run_time.total_seconds() for tr in task_runs}
     result = state.result()
-    return {"total": total, "stages": stages, "rss_mb": _rss_mb(), "n": result["n_customers"],
-            "inertia": result["inertia"], "recorded": (flow_run.end_time - flow_run.start_time).total_seconds()}
+    return {
+        "total": total,
+        "stages": stages,
+        "rss_mb": _rss_mb(),
+        "n": result["n_customers"],
+        "inertia": result["inertia"],
+        "recorded": (flow_run.end_time - flow_run.start_time).total_seconds(),
+    }
 
 
 def stage_notebook(url: str, k: int, n_init: int) -> dict:
@@ -112,14 +118,18 @@ def stage_notebook(url: str, k: int, n_init: int) -> dict:
     frame[["customer_id", "segment_id"]].to_sql("notebook_segments", engine, if_exists="replace", index=False)
     t3 = time.perf_counter()
     engine.dispose()
-    return {"total": t3 - t0, "stages": {"read_sql": t1 - t0, "kmeans": t2 - t1, "to_sql": t3 - t2},
-            "rss_mb": _rss_mb(), "n": len(frame)}
+    return {
+        "total": t3 - t0,
+        "stages": {"read_sql": t1 - t0, "kmeans": t2 - t1, "to_sql": t3 - t2},
+        "rss_mb": _rss_mb(),
+        "n": len(frame),
+    }
 
 
 def stage_floor(url: str, k: int, n_init: int, train_rows: int) -> dict:
-    from segmentation.copy_out import copy_out
     from segmentation.core.binary_copy import HEADER, TRAILER, Decoder, encode_rows
     from segmentation.core.model import assign
+    from segmentation.source.copy_out import copy_out
 
     fields = [("customer_id", "int8"), *[(f, "float8") for f in FEATURES]]
     select = sql.SQL("COPY (SELECT customer_id, {} FROM customers) TO STDOUT (FORMAT BINARY)").format(
@@ -138,14 +148,21 @@ def stage_floor(url: str, k: int, n_init: int, train_rows: int) -> dict:
         labels, distances = assign(model.cluster_centers_, scaler.transform(X))
         t2 = time.perf_counter()
         # A regular table like the flow's: a temporary one would skip the WAL and flatter the floor.
-        conn.execute(
-            "CREATE TABLE floor_segments (run_id bigint, customer_id bigint, segment_id int, distance float8)"
-        )
+        conn.execute("CREATE TABLE floor_segments (run_id bigint, customer_id bigint, segment_id int, distance float8)")
         out = [("run_id", "int8"), ("customer_id", "int8"), ("segment_id", "int4"), ("distance", "float8")]
         with conn.cursor() as cur, cur.copy("COPY floor_segments FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(HEADER)
-            copy.write(encode_rows(out, {"run_id": np.ones(len(ids), np.int64), "customer_id": ids,
-                                         "segment_id": labels + 1, "distance": distances}))
+            copy.write(
+                encode_rows(
+                    out,
+                    {
+                        "run_id": np.ones(len(ids), np.int64),
+                        "customer_id": ids,
+                        "segment_id": labels + 1,
+                        "distance": distances,
+                    },
+                )
+            )
             copy.write(TRAILER)
         conn.commit()
         t3 = time.perf_counter()
@@ -154,15 +171,34 @@ def stage_floor(url: str, k: int, n_init: int, train_rows: int) -> dict:
     scaler, flow_fit = _flow_fit(X[:train_rows], k, n_init, 42)
     assign(flow_fit.cluster_centers_, scaler.transform(X))
     flow_fit_seconds = time.perf_counter() - t4
-    return {"total": t3 - t0, "stages": {"copy_out": t1 - t0, "kmeans_fit+assign": t2 - t1, "copy_in": t3 - t2},
-            "rss_mb": _rss_mb(), "n": len(ids), "inertia": float(model.inertia_),
-            "flow_fit_seconds": flow_fit_seconds, "flow_fit_inertia": float(flow_fit.inertia_)}
+    return {
+        "total": t3 - t0,
+        "stages": {"copy_out": t1 - t0, "kmeans_fit+assign": t2 - t1, "copy_in": t3 - t2},
+        "rss_mb": _rss_mb(),
+        "n": len(ids),
+        "inertia": float(model.inertia_),
+        "flow_fit_seconds": flow_fit_seconds,
+        "flow_fit_inertia": float(flow_fit.inertia_),
+    }
 
 
 def _child(stage: str, url: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.e2e", "--stage", stage, "--database-url", url,
-           "--k", str(args.k), "--n-init", str(args.n_init), "--rows", str(args.rows)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.e2e",
+        "--stage",
+        stage,
+        "--database-url",
+        url,
+        "--k",
+        str(args.k),
+        "--n-init",
+        str(args.n_init),
+        "--rows",
+        str(args.rows),
+    ]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
         raise SystemExit(f"{stage} stage failed")
@@ -196,12 +232,18 @@ def main() -> None:
     parser.add_argument("--n-init", type=int, default=10)
     parser.add_argument("--database-url")
     parser.add_argument("--skip-notebook", action="store_true", help="the notebook route (slow at 10M rows)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run the flow and the floor this many times, each on a fresh copy of the data; "
-                             "the median run is reported")
-    parser.add_argument("--nightly", action="store_true",
-                        help="also time a second flow run on the same data, as every night after the first: "
-                             "it matches segments, warm-starts and measures drift against the first")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the flow and the floor this many times, each on a fresh copy of the data; the median run is reported",
+    )
+    parser.add_argument(
+        "--nightly",
+        action="store_true",
+        help="also time a second flow run on the same data, as every night after the first: "
+        "it matches segments, warm-starts and measures drift against the first",
+    )
     parser.add_argument("--stage", choices=["flow", "notebook", "floor", "nightly"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -209,10 +251,12 @@ def main() -> None:
         from segmentation.settings import Settings
 
         train_rows = min(args.rows, Settings.from_env().training_sample_size)
-        runner = {"flow": lambda: stage_flow(args.database_url, args.k, args.n_init),
-                  "notebook": lambda: stage_notebook(args.database_url, args.k, args.n_init),
-                  "floor": lambda: stage_floor(args.database_url, args.k, args.n_init, train_rows),
-                  "nightly": lambda: stage_flow(args.database_url, args.k, args.n_init, nightly=True)}[args.stage]
+        runner = {
+            "flow": lambda: stage_flow(args.database_url, args.k, args.n_init),
+            "notebook": lambda: stage_notebook(args.database_url, args.k, args.n_init),
+            "floor": lambda: stage_floor(args.database_url, args.k, args.n_init, train_rows),
+            "nightly": lambda: stage_flow(args.database_url, args.k, args.n_init, nightly=True),
+        }[args.stage]
         print(json.dumps(runner()))
         return
 
@@ -248,8 +292,10 @@ def main() -> None:
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
 
-    print(f"\n{args.rows:,} customers, k={args.k}, n_init={args.n_init}; {os.cpu_count()} cores, "
-          f"{platform.python_implementation()} {platform.python_version()}, PostgreSQL at {make_url(server).render_as_string()}")
+    print(
+        f"\n{args.rows:,} customers, k={args.k}, n_init={args.n_init}; {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}, PostgreSQL at {make_url(server).render_as_string()}"
+    )
     if args.repeat > 1:
         for stage, done in runs.items():
             totals = ", ".join(
@@ -262,17 +308,21 @@ def main() -> None:
         print(f"{name:<10} {r['total']:>8.2f} {r['rss_mb']:>12.0f}  {stages}")
     for name in ("flow", "nightly"):
         if name in results:
-            print(f"{name}: Prefect records the run as {results[name]['recorded']:.2f} s (Running to Completed); "
-                  "the rest of the wall time is the engine's teardown, which waits for its heartbeat "
-                  "thread's one-second sleep to end")
+            print(
+                f"{name}: Prefect records the run as {results[name]['recorded']:.2f} s (Running to Completed); "
+                "the rest of the wall time is the engine's teardown, which waits for its heartbeat "
+                "thread's one-second sleep to end"
+            )
     flow, floor = results["flow"]["total"], results["floor"]["total"]
     print(f"\nflow / floor    = {flow / floor:.2f}  (target <= 1.3 at 1M)")
     f = results["floor"]
     fit = f["stages"]["kmeans_fit+assign"]
-    print(f"KMeans: the floor's plain fit + assign {fit:.2f} s, inertia {f['inertia']:.1f}; the flow's fit "
-          f"+ assign {f['flow_fit_seconds']:.2f} s, inertia {f['flow_fit_inertia']:.1f} "
-          f"({(f['flow_fit_inertia'] - f['inertia']) / f['inertia']:+.2e} relative); the flow's run: inertia "
-          f"{results['flow']['inertia']:.1f}")
+    print(
+        f"KMeans: the floor's plain fit + assign {fit:.2f} s, inertia {f['inertia']:.1f}; the flow's fit "
+        f"+ assign {f['flow_fit_seconds']:.2f} s, inertia {f['flow_fit_inertia']:.1f} "
+        f"({(f['flow_fit_inertia'] - f['inertia']) / f['inertia']:+.2e} relative); the flow's run: inertia "
+        f"{results['flow']['inertia']:.1f}"
+    )
     fair = floor - fit + f["flow_fit_seconds"]
     print(f"flow / floor with the flow's fit in the floor = {flow / fair:.2f}")
     if "notebook" in results:

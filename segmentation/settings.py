@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 from sqlalchemy.engine import make_url
@@ -16,7 +17,6 @@ DATABASE_URL_ENV = "SEGMENTATION_DATABASE_URL"
 DATABASE_URL_SECRET_ENV = "SEGMENTATION_DATABASE_URL_SECRET"
 DATA_DIR_ENV = "SEGMENTATION_DATA_DIR"
 TEST_DATABASE_URL_ENV = "SEGMENTATION_TEST_DATABASE_URL"
-
 
 
 def _positive_int(name: str, default: int) -> int:
@@ -75,7 +75,8 @@ def _secret_block(name: str) -> str:
     from prefect.blocks.system import Secret
 
     try:
-        return str(Secret.load(name).get())
+        block: Any = Secret.load(name)  # a Secret in a sync caller (Prefect's sync/async dispatch)
+        return str(block.get())
     except ValueError:
         raise SegmentationError(
             f"{DATABASE_URL_SECRET_ENV}={name!r} names no Prefect Secret block; create it "

@@ -11,7 +11,7 @@ from prefect.logging import get_run_logger
 
 from segmentation.core import model as core
 from segmentation.settings import Settings
-from tasks.extract import TrainingSet
+from segmentation.tasks.extract import TrainingSet
 
 
 @dataclass
@@ -39,8 +39,13 @@ class KChoice:
 
 @task(name="choose-k", cache_policy=NO_CACHE)
 def choose_k(
-    training: TrainingSet, settings: Settings, n_clusters: int | None, k_min: int, k_max: int,
-    random_state: int, n_init: int,
+    training: TrainingSet,
+    settings: Settings,
+    n_clusters: int | None,
+    k_min: int,
+    k_max: int,
+    random_state: int,
+    n_init: int,
 ) -> KChoice:
     low, high = core.check_k(training.n_valid, n_clusters, k_min, k_max)
     scaler = core.Scaler.fit(training.X)
@@ -49,7 +54,11 @@ def choose_k(
     if n_clusters is not None:
         return KChoice(n_clusters, [], scaler, Z, None)
     k, candidates, start = core.select_k(
-        Z, low, high, random_state=random_state, n_init=n_init,
+        Z,
+        low,
+        high,
+        random_state=random_state,
+        n_init=n_init,
         selection_sample_size=settings.k_selection_sample_size,
         silhouette_sample_size=settings.silhouette_sample_size,
     )
@@ -63,7 +72,11 @@ def choose_k(
 
 @task(name="train", cache_policy=NO_CACHE)
 def train(
-    settings: Settings, choice: KChoice, random_state: int, n_init: int, warm_start: np.ndarray | None = None,
+    settings: Settings,
+    choice: KChoice,
+    random_state: int,
+    n_init: int,
+    warm_start: np.ndarray | None = None,
 ) -> TrainedModel:
     """KMeans on the whole training set, starting from warm_start (the previous run's
     centroids in original units, when k and features are unchanged, so unchanged data gives
@@ -72,14 +85,15 @@ def train(
     k, scaler, Z = choice.k, choice.scaler, choice.Z
     core.check_not_degenerate(Z, k)
     init = scaler.transform(warm_start) if warm_start is not None else choice.start
-    fitted = core.fit_kmeans(
-        Z, k, random_state, n_init, init=init, start_sample_size=settings.k_selection_sample_size
-    )
+    fitted = core.fit_kmeans(Z, k, random_state, n_init, init=init, start_sample_size=settings.k_selection_sample_size)
     score = core.silhouette(Z, fitted.labels_, settings.silhouette_sample_size, random_state)
     # A fixed k: its own figures are the one candidate.
     candidates = choice.candidates or [core.KCandidate(k, float(fitted.inertia_), score)]
     get_run_logger().info(
         "train: k=%d on %d customers%s, inertia %.1f",
-        k, len(Z), " (warm start from the previous run)" if warm_start is not None else "", fitted.inertia_,
+        k,
+        len(Z),
+        " (warm start from the previous run)" if warm_start is not None else "",
+        fitted.inertia_,
     )
     return TrainedModel(scaler, fitted.cluster_centers_, k, float(fitted.inertia_), score, candidates)

@@ -9,17 +9,18 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segmentation import history, runs
-from segmentation.core.summary import SegmentStats
+from segmentation.core.segment_stats import SegmentStats
 from segmentation.errors import RunRejected
-from segmentation.source import Source
-from tasks.model import TrainedModel
-from tasks.run import RunContext
-from tasks.stability import SegmentIdentity
+from segmentation.source.catalog import Source
+from segmentation.store import history
+from segmentation.store.run import Run
+from segmentation.tasks.model import TrainedModel
+from segmentation.tasks.stability import SegmentIdentity
 
 
-def _segments_frame(stats: SegmentStats, source: Source, identity: SegmentIdentity,
-                    previous: history.PreviousRun | None) -> pd.DataFrame:
+def _segments_frame(
+    stats: SegmentStats, source: Source, identity: SegmentIdentity, previous: history.PreviousRun | None
+) -> pd.DataFrame:
     frame = stats.segments(source.has_gender)
     frame["segment_name"] = identity.names
     before = previous.sizes if previous is not None else {}
@@ -34,28 +35,45 @@ def _segments_frame(stats: SegmentStats, source: Source, identity: SegmentIdenti
 
 @task(name="publish", cache_policy=NO_CACHE)
 def publish(
-    run: RunContext, source: Source, model: TrainedModel, stats: SegmentStats, identity: SegmentIdentity,
-    previous: history.PreviousRun | None, drift: dict | None, n_quarantined: int,
-    quality_issues: list[str], force_publish: bool,
+    run: Run,
+    source: Source,
+    model: TrainedModel,
+    stats: SegmentStats,
+    identity: SegmentIdentity,
+    previous: history.PreviousRun | None,
+    drift: dict | None,
+    n_quarantined: int,
+    quality_issues: list[str],
+    force_publish: bool,
 ) -> dict:
     logger = get_run_logger()
-    run.snapshot.rollback()  # the snapshot is no longer needed; do not hold it through the publish
+    run.end_snapshot()  # do not hold the snapshot through the publish
     if quality_issues and not force_publish:
         error = (
             f"quality gate rejected run {run.run_id}: {'; '.join(quality_issues)}. The previous run stays "
             "current; if you have checked this run, start it again with force_publish=true"
         )
-        runs.reject(
-            run.conn, run.run_id, error=error, quality_issues=quality_issues, k=model.k,
-            n_customers=stats.n_customers, n_quarantined=n_quarantined, silhouette=model.silhouette,
+        run.reject(
+            error=error,
+            quality_issues=quality_issues,
+            k=model.k,
+            n_customers=stats.n_customers,
+            n_quarantined=n_quarantined,
+            silhouette=model.silhouette,
         )
         raise RunRejected(error)
-    runs.publish(
-        run.conn, run.run_id, k=model.k, n_customers=stats.n_customers, n_quarantined=n_quarantined,
-        inertia=model.inertia, silhouette=model.silhouette,
+    run.publish(
+        k=model.k,
+        n_customers=stats.n_customers,
+        n_quarantined=n_quarantined,
+        inertia=model.inertia,
+        silhouette=model.silhouette,
         segments=_segments_frame(stats, source, identity, previous),
-        centroids=stats.centroids(model.centers_original), candidates=model.candidates,
-        drift=drift, quality_issues=quality_issues, forced=bool(quality_issues),
+        centroids=stats.centroids(model.centers_original),
+        candidates=model.candidates,
+        drift=drift,
+        quality_issues=quality_issues,
+        forced=bool(quality_issues),
     )
     if quality_issues:
         logger.warning("run %d published despite the quality gate (force_publish)", run.run_id)
@@ -73,16 +91,17 @@ def publish(
 
 
 @task(name="prune-history", cache_policy=NO_CACHE)
-def prune_history(run: RunContext) -> list[int]:
+def prune_history(run: Run) -> list[int]:
     """The run is already published: failing to prune is a warning, and the next run tries again."""
     try:
-        pruned = history.prune(run.conn, run.settings.keep_published_runs)
+        pruned = run.prune(run.settings.keep_published_runs)
     except psycopg.Error as exc:
         get_run_logger().warning("retention: could not prune old runs now (%s); the next run tries again", exc)
         return []
     if pruned:
         get_run_logger().info(
             "retention: dropped per-customer rows of runs %s (keeping the newest %d published runs)",
-            ", ".join(map(str, pruned)), run.settings.keep_published_runs,
+            ", ".join(map(str, pruned)),
+            run.settings.keep_published_runs,
         )
     return pruned

@@ -10,8 +10,9 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segmentation import db, run_report
+from segmentation import db
 from segmentation.settings import Settings
+from segmentation.store import readback
 
 SUMMARY_KEY = "segmentation-summary"
 K_SELECTION_KEY = "segmentation-k-selection"
@@ -29,8 +30,11 @@ def report(run_id: int) -> list[str]:
     failed run. Returns the keys of the artifacts made."""
     logger = get_run_logger()
     try:
-        with db.connect(db.database_url(Settings.from_env()), application_name="segmentation-report") as conn:
-            found = run_report.load(conn, run_id)
+        with (
+            db.connect(db.database_url(Settings.from_env()), application_name="segmentation-report") as conn,
+            conn.transaction(),
+        ):
+            found = readback.load(conn, run_id)
         if found is None:
             logger.warning("report: run %d is not in segmentation.runs", run_id)
             return []
@@ -40,18 +44,20 @@ def report(run_id: int) -> list[str]:
         )
         if len(found.k_selection):
             create_table_artifact(
-                found.k_selection_rows(), key=K_SELECTION_KEY,
+                found.k_selection_rows(),
+                key=K_SELECTION_KEY,
                 description=f"Segmentation run {run_id}: inertia and silhouette for each k tried",
             )
             made.append(K_SELECTION_KEY)
         if len(found.segments):
             create_image_artifact(
-                png_data_url(found.png()), key=PLOT_KEY,
+                png_data_url(found.png()),
+                key=PLOT_KEY,
                 description=f"Segmentation run {run_id}: {len(found.sample)} sampled customers by segment, and choosing k",
             )
             made.append(PLOT_KEY)
         logger.info("report: artifacts %s for run %d", ", ".join(made), run_id)
         return made
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the run is decided: a report that fails is a warning
         logger.warning("report: could not report run %d: %s: %s", run_id, type(exc).__name__, exc)
         return []

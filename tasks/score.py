@@ -10,45 +10,40 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segmentation.core.model import assign
-from segmentation.core.summary import SegmentStats
-from segmentation.runs import AssignmentWriter
-from segmentation.source import Chunk, Source, stream_valid
-from tasks.extract import TrainingSet
-from tasks.model import TrainedModel
-from tasks.run import RunContext
+from segmentation.core.segment_stats import SegmentStats
+from segmentation.source.catalog import Source
+from segmentation.source.stream import Chunk
+from segmentation.store.run import Run
+from segmentation.tasks.extract import TrainingSet
+from segmentation.tasks.model import TrainedModel
 
 
-def _chunks(run: RunContext, source: Source, training: TrainingSet) -> Iterator[Chunk]:
+def _chunks(run: Run, source: Source, training: TrainingSet) -> Iterator[Chunk]:
     size = run.settings.chunk_rows
     if training.complete:  # everything is in memory already: no second read
         for start in range(0, len(training.ids), size):
             stop = start + size
             yield Chunk(training.ids[start:stop], training.X[start:stop], training.gender[start:stop])
     else:
-        yield from stream_valid(run.snapshot, source, size)
+        yield from run.read_valid(source)
 
 
 @task(name="score", cache_policy=NO_CACHE)
 def score(
-    run: RunContext, source: Source, training: TrainingSet, model: TrainedModel, segment_ids: np.ndarray
+    run: Run, source: Source, training: TrainingSet, model: TrainedModel, segment_ids: np.ndarray
 ) -> SegmentStats:
     """Stream chunk by chunk: assign, write with COPY, and accumulate the segment figures,
     so memory is bounded by the chunk and the training set, not by the table."""
     logger = get_run_logger()
     stats = SegmentStats(model.k, source.features, segment_ids)
-    writer = AssignmentWriter(run.conn, run.run_id)
-    try:
+    with run.assignments() as writer:
         for chunk in _chunks(run, source, training):
             labels, distances = assign(model.centers, model.scaler.transform(chunk.X))
             writer.write(chunk.ids, segment_ids[labels].astype(np.int32), distances)
             stats.update(labels, chunk.X, chunk.gender)
             if writer.rows < training.n_valid:
                 logger.info("score: %d of %d customers assigned", writer.rows, training.n_valid)
-        run.snapshot.rollback()  # the last read of the source is done
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+        run.end_snapshot()  # the last read of the source is done
     if writer.rows != training.n_valid:
         raise RuntimeError(f"scored {writer.rows} customers but the snapshot has {training.n_valid}")
     logger.info("score: %d customers assigned to %d segments", writer.rows, model.k)

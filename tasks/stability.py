@@ -9,12 +9,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segmentation import history
 from segmentation.core import segments as core
-from segmentation.core.summary import SegmentStats
-from segmentation.source import Source
-from tasks.model import TrainedModel
-from tasks.run import RunContext
+from segmentation.core.segment_stats import SegmentStats
+from segmentation.source.catalog import Source
+from segmentation.store import history
+from segmentation.store.run import Run
+from segmentation.tasks.model import TrainedModel
 
 
 @dataclass
@@ -25,13 +25,14 @@ class SegmentIdentity:
 
 
 @task(name="load-previous-run", cache_policy=NO_CACHE)
-def load_previous(run: RunContext, source: Source) -> history.PreviousRun | None:
-    previous = history.previous_run(run.conn)
-    run.conn.commit()
+def load_previous(run: Run, source: Source) -> history.PreviousRun | None:
+    previous = run.previous()
     if previous is not None:
         comparable = previous.comparable(str(source.table), source.features)
         get_run_logger().info(
-            "previous published run %d (%d customers)%s", previous.run_id, previous.n_customers,
+            "previous published run %d (%d customers)%s",
+            previous.run_id,
+            previous.n_customers,
             "" if comparable else "; other table or features, so segment ids start afresh",
         )
     return previous
@@ -39,56 +40,68 @@ def load_previous(run: RunContext, source: Source) -> history.PreviousRun | None
 
 def warm_start(previous: history.PreviousRun | None, source: Source, k: int) -> np.ndarray | None:
     """The previous centroids (original units) when they can seed this run's KMeans."""
-    if previous is not None and previous.comparable(str(source.table), source.features) and len(previous.segment_ids) == k:
+    if (
+        previous is not None
+        and previous.comparable(str(source.table), source.features)
+        and len(previous.segment_ids) == k
+    ):
         return previous.centroids
     return None
 
 
 @task(name="match-segments", cache_policy=NO_CACHE)
 def match_segments(
-    run: RunContext, source: Source, model: TrainedModel, previous: history.PreviousRun | None, match_threshold: float
+    run: Run, source: Source, model: TrainedModel, previous: history.PreviousRun | None, match_threshold: float
 ) -> SegmentIdentity:
-    comparable = previous is not None and previous.comparable(str(source.table), source.features)
+    comparable = previous if previous is not None and previous.comparable(str(source.table), source.features) else None
     matching = core.match_segments(
         model.centers,
-        model.scaler.transform(previous.centroids) if comparable else None,
-        previous.segment_ids if comparable else None,
+        model.scaler.transform(comparable.centroids) if comparable else None,
+        comparable.segment_ids if comparable else None,
         max_shift=match_threshold,
-        next_id=history.next_segment_id(run.conn),
+        next_id=run.next_segment_id(),
     )
-    run.conn.commit()
     names = core.segment_names(source.features, model.centers, model.centers_original)
     logger = get_run_logger()
     for label in np.argsort(matching.segment_ids):
         shift = matching.shifts[label]
         logger.info(
-            "segment %d: %s (%s)", matching.segment_ids[label], names[label],
+            "segment %d: %s (%s)",
+            matching.segment_ids[label],
+            names[label],
             "new" if np.isnan(shift) else f"kept, centroid moved {shift:.2f} sd",
         )
     return SegmentIdentity(matching.segment_ids, names, matching.shifts)
 
 
 @task(name="measure-drift", cache_policy=NO_CACHE)
-def measure_drift(run: RunContext, source: Source, previous: history.PreviousRun | None) -> dict | None:
+def measure_drift(run: Run, source: Source, previous: history.PreviousRun | None) -> dict | None:
     if previous is None or not previous.same_table(str(source.table)):
         return None
-    drift = history.measure_drift(run.conn, run.run_id, previous)
+    drift = run.drift(previous)
     if drift is None:
         return None
     churn = "n/a" if drift.churn is None else f"{drift.churn:.1%}"
     get_run_logger().info(
         "drift vs run %d: %s of %d customers changed segment, ARI %s, %d added, %d removed",
-        drift.previous_run_id, churn, drift.customers_compared,
+        drift.previous_run_id,
+        churn,
+        drift.customers_compared,
         "n/a" if drift.adjusted_rand_index is None else f"{drift.adjusted_rand_index:.3f}",
-        drift.customers_added, drift.customers_removed,
+        drift.customers_added,
+        drift.customers_removed,
     )
     return asdict(drift)
 
 
 @task(name="quality-gate", cache_policy=NO_CACHE)
 def quality_gate(
-    source: Source, stats: SegmentStats, model: TrainedModel, previous: history.PreviousRun | None,
-    n_quarantined: int, gate: core.QualityGate,
+    source: Source,
+    stats: SegmentStats,
+    model: TrainedModel,
+    previous: history.PreviousRun | None,
+    n_quarantined: int,
+    gate: core.QualityGate,
 ) -> list[str]:
     segments = stats.segments(has_gender=False)
     issues = core.quality_issues(

@@ -4,6 +4,7 @@ gets a fresh one, cloned from a migrated template, and dropped afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -22,11 +23,11 @@ os.environ.setdefault("SEGMENTATION_CONNECT_ATTEMPTS", "1")
 # A test that loses its database URL must never touch the developer's own embedded database.
 os.environ["SEGMENTATION_DATA_DIR"] = tempfile.mkdtemp(prefix="segmentation-test-home-")
 
-MALL_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "Mall_Customers.csv"
+MALL_CSV = Path(__file__).resolve().parent / "data" / "Mall_Customers.csv"
 TEMPLATE = f"seg_template_{uuid.uuid4().hex[:8]}"
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
@@ -50,9 +51,11 @@ ROLES = ("segmentation_writer", "segmentation_reader")
 @pytest.fixture(scope="session")
 def template(server_url):
     with psycopg.connect(server_url, autocommit=True) as admin:
-        roles_before = {r[0] for r in admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(ROLES),))}
+        roles_before = {
+            r[0] for r in admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(ROLES),))
+        }
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-    with psycopg.connect(_with_database(server_url, TEMPLATE)) as conn:
+    with psycopg.connect(with_database(server_url, TEMPLATE)) as conn:
         migrations.upgrade(conn)
     yield TEMPLATE
     with psycopg.connect(server_url, autocommit=True) as admin:
@@ -60,10 +63,8 @@ def template(server_url):
         # The roles are cluster-wide: remove the ones this session created (a database
         # outside the tests may still hold grants to them; then they stay).
         for role in set(ROLES) - roles_before:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-            except psycopg.Error:
-                pass
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def database_url(server_url, template, monkeypatch):
                 sql.Identifier(name), sql.Identifier(template)
             )
         )
-    url = _with_database(server_url, name)
+    url = with_database(server_url, name)
     monkeypatch.setenv(DATABASE_URL_ENV, url)
     yield url
     with psycopg.connect(server_url, autocommit=True) as admin:
@@ -101,8 +102,7 @@ def prefect_harness():
 
 @pytest.fixture
 def mall_csv() -> Path:
-    if not MALL_CSV.exists():
-        pytest.skip(f"the Kaggle Mall Customers file is not at {MALL_CSV}")
+    """The Kaggle Mall Customers file, carried in tests/data (see tests/data/README.md)."""
     return MALL_CSV
 
 
@@ -121,18 +121,21 @@ def artifacts_of(flow_run_id) -> dict:
 def insert_customers(conn, rows, table="public.customers") -> None:
     """rows: (customer_id, gender, age, annual_income, spending_score) tuples."""
     schema, name = table.split(".")
-    with conn.cursor() as cur, cur.copy(
-        sql.SQL("COPY {} (customer_id, gender, age, annual_income, spending_score) FROM STDIN").format(
-            sql.Identifier(schema, name)
-        )
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            sql.SQL("COPY {} (customer_id, gender, age, annual_income, spending_score) FROM STDIN").format(
+                sql.Identifier(schema, name)
+            )
+        ) as copy,
+    ):
         for row in rows:
             copy.write_row(row)
 
 
 FLOW_SCRIPT = """
 import json, sys
-from flows.segmentation import customer_segmentation
+from segmentation.flows.segmentation import customer_segmentation
 state = customer_segmentation(**json.loads(sys.argv[1]), return_state=True)
 print(state.message or state.name, flush=True)
 sys.exit(0 if state.is_completed() else 3)
@@ -148,7 +151,10 @@ def start_flow_process(api_url: str, database_url: str, env: dict | None = None,
     environment = {**os.environ, "PREFECT_API_URL": api_url, "SEGMENTATION_DATABASE_URL": database_url, **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-c", FLOW_SCRIPT, json.dumps(params)],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         cwd=Path(__file__).resolve().parents[1],
     )
 

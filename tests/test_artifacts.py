@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from conftest import artifacts_of, insert_customers
-from flows.segmentation import customer_segmentation
 from segmentation.cli import main
 from segmentation.core import plots
-from segmentation import run_report
+from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import load_csv
-from tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
+from segmentation.store import readback
+from segmentation.tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -32,7 +32,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 def decode_png(url: str) -> bytes:
     prefix = "data:image/png;base64,"
     assert url.startswith(prefix)
-    return base64.b64decode(url[len(prefix):], validate=True)
+    return base64.b64decode(url[len(prefix) :], validate=True)
 
 
 def markdown_table(markdown: str) -> list[list[str]]:
@@ -49,7 +49,11 @@ def test_mall_run_reports_summary_k_table_and_picture(conn, mall_csv):
     run_id = state.result()["run_id"]
     found = artifacts_of(state.state_details.flow_run_id)
     assert set(found) == {SUMMARY_KEY, K_SELECTION_KEY, PLOT_KEY}
-    assert (found[SUMMARY_KEY].type, found[K_SELECTION_KEY].type, found[PLOT_KEY].type) == ("markdown", "table", "image")
+    assert (found[SUMMARY_KEY].type, found[K_SELECTION_KEY].type, found[PLOT_KEY].type) == (
+        "markdown",
+        "table",
+        "image",
+    )
 
     summary = found[SUMMARY_KEY].data
     assert f"# Segmentation run {run_id}: published" in summary
@@ -62,15 +66,24 @@ def test_mall_run_reports_summary_k_table_and_picture(conn, mall_csv):
     assert header[0] == "segment" and header[-5:] == ["customers", "share", "female", "annual_income", "spending_score"]
     by_centroid = {(float(r[-2]), float(r[-1])): (int(r[-5]), r[-4]) for r in rows}
     assert by_centroid == {
-        (55.3, 49.5): (81, "40.5%"), (86.5, 82.1): (39, "19.5%"), (25.7, 79.4): (22, "11.0%"),
-        (88.2, 17.1): (35, "17.5%"), (26.3, 20.9): (23, "11.5%"),
+        (55.3, 49.5): (81, "40.5%"),
+        (86.5, 82.1): (39, "19.5%"),
+        (25.7, 79.4): (22, "11.0%"),
+        (88.2, 17.1): (35, "17.5%"),
+        (26.3, 20.9): (23, "11.5%"),
     }
     # Female shares are the database's, per segment.
-    female = dict(conn.execute("SELECT segment_id, share_female FROM segmentation.segments WHERE run_id = %s", (run_id,)).fetchall())
+    female = dict(
+        conn.execute(
+            "SELECT segment_id, share_female FROM segmentation.segments WHERE run_id = %s", (run_id,)
+        ).fetchall()
+    )
     assert {int(r[0]): r[-3] for r in rows} == {s: f"{100 * v:.1f}%" for s, v in female.items()}
 
     table = json.loads(found[K_SELECTION_KEY].data)
-    stored = conn.execute("SELECT k, inertia, silhouette FROM segmentation.k_selection WHERE run_id = %s ORDER BY k", (run_id,)).fetchall()
+    stored = conn.execute(
+        "SELECT k, inertia, silhouette FROM segmentation.k_selection WHERE run_id = %s ORDER BY k", (run_id,)
+    ).fetchall()
     assert [r["k"] for r in table] == [r[0] for r in stored] == list(range(2, 9))
     assert [r["inertia"] for r in table] == [round(r[1], 2) for r in stored]
     assert [r["silhouette"] for r in table] == [round(r[2], 4) for r in stored]
@@ -96,17 +109,28 @@ def test_most_separating_features_are_the_ones_the_segments_split():
 def test_picture_with_one_feature_and_a_fixed_k_still_renders():
     X = np.array([[1.0], [2.0], [10.0], [11.0]])
     png = plots.render(
-        X, np.array([1, 1, 2, 2]), ["spend"], pd.DataFrame({"spend": [1.5, 10.5]}, index=[1, 2]),
-        plots.KCurve(np.array([2]), np.array([1.0]), np.array([np.nan]), 2), "one feature",
+        X,
+        np.array([1, 1, 2, 2]),
+        ["spend"],
+        pd.DataFrame({"spend": [1.5, 10.5]}, index=[1, 2]),
+        plots.KCurve(np.array([2]), np.array([1.0]), np.array([np.nan]), 2),
+        "one feature",
     )
     assert png_size(png) == (1200, 480)
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_show_plot_writes_the_picture_of_the_current_run(conn, tmp_path, capsys):
-    insert_customers(conn, [(i, "Female" if i % 3 else "Male", 20 + i % 40, 15 + (i % 2) * 60 + i % 7, 10 + (i % 2) * 70 + i % 5)
-                            for i in range(1, 121)])
-    assert customer_segmentation(n_clusters=2, features=["gender", "age", "annual_income"], return_state=True).is_completed()
+    insert_customers(
+        conn,
+        [
+            (i, "Female" if i % 3 else "Male", 20 + i % 40, 15 + (i % 2) * 60 + i % 7, 10 + (i % 2) * 70 + i % 5)
+            for i in range(1, 121)
+        ],
+    )
+    assert customer_segmentation(
+        n_clusters=2, features=["gender", "age", "annual_income"], return_state=True
+    ).is_completed()
     path = tmp_path / "segments.png"
     assert main(["show", "--plot", str(path)]) == 0
     out = capsys.readouterr().out
@@ -126,7 +150,7 @@ def test_report_shows_columns_the_segments_table_gains(conn):
         "UPDATE segmentation.segments SET segment_name = CASE segment_id WHEN 1 THEN 'Thrifty | low' ELSE NULL END WHERE run_id = %s",
         (run_id,),
     )
-    found = run_report.load(conn, run_id)
+    found = readback.load(conn, run_id)
     header, *rows = markdown_table(found.markdown())
     assert header == ["segment", "segment name", "customers", "share", "female", "age", "annual_income"]
     assert [r[:4] for r in rows] == [["1", "Thrifty \\| low", "20", "50.0%"], ["2", "", "20", "50.0%"]]
@@ -138,7 +162,7 @@ def test_report_shows_columns_the_segments_table_gains(conn):
 def test_a_report_that_cannot_be_made_is_a_warning_not_a_failed_run(database_url, monkeypatch, caplog):
     from prefect import flow
 
-    from tasks.report import report
+    from segmentation.tasks.report import report
 
     @flow
     def report_only(run_id: int) -> list:

@@ -8,7 +8,10 @@ from segmentation.cli import main
 @pytest.fixture
 def cli(capsys):
     def call(*argv):
-        code = main(list(argv))
+        try:
+            code = main(list(argv))
+        except SystemExit as stopped:  # argparse after --help
+            code = stopped.code
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -41,7 +44,7 @@ def test_run_prints_the_published_segments_and_show_repeats_them(cli, database_u
     assert "200 customers in 5 segments from public.customers" in out
     lines = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     share_at = [next(i for i, t in enumerate(r) if t.endswith("%")) for r in lines]
-    table = {(float(r[-2]), float(r[-1])): (int(r[i - 1]), " ".join(r[1:i - 1])) for r, i in zip(lines, share_at)}
+    table = {(float(r[-2]), float(r[-1])): (int(r[i - 1]), " ".join(r[1 : i - 1])) for r, i in zip(lines, share_at)}
     assert table == {
         (55.3, 49.5): (81, "Average income · Average spending"),
         (86.5, 82.1): (39, "High income · High spending"),
@@ -56,7 +59,7 @@ def test_run_prints_the_published_segments_and_show_repeats_them(cli, database_u
 @pytest.mark.usefixtures("prefect_harness")
 def test_run_that_does_not_publish_exits_non_zero_with_the_reason(cli, database_url):
     cli("generate", "--rows", "50")
-    code, out, err = cli("run", "--source-table", "public.customerz")
+    code, _out, err = cli("run", "--source-table", "public.customerz")
     assert code == 1
     assert "error: the run did not publish: source table public.customerz does not exist" in err
 
@@ -104,6 +107,30 @@ def test_non_postgres_url_is_refused(cli, monkeypatch):
 )
 def test_malformed_urls_are_one_line_without_the_password(cli, monkeypatch, url, message):
     monkeypatch.setenv("SEGMENTATION_DATABASE_URL", url)
-    code, out, err = cli("show")
+    code, _out, err = cli("show")
     assert code == 1 and message in err and "Traceback" not in err
     assert "tpass" not in err and "pw@" not in err
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_run_offers_every_flow_parameter_with_the_flows_defaults(cli, database_url, conn):
+    from segmentation.flows.segmentation import customer_segmentation
+
+    code, help_text, _ = cli("run", "--help")
+    assert code == 0
+    for name, spec in customer_segmentation.parameters.properties.items():
+        assert f"--{name.replace('_', '-')}" in help_text
+        assert " ".join(spec["description"].split()[:3]) in " ".join(help_text.split())
+    cli("generate", "--rows", "400", "--seed", "3")
+    code, _, err = cli("run", "--k", "4", "--min-silhouette", "0.99")
+    assert code == 1 and "below the minimum 0.99" in err
+    code, out, _ = cli("run", "--n-clusters", "4", "--match-threshold", "0.25", "--no-force-publish", "--n-init", "3")
+    assert code == 0 and "400 customers in 4 segments" in out
+    params = conn.execute("SELECT params FROM segmentation.runs ORDER BY run_id DESC LIMIT 1").fetchone()[0]
+    assert (params["n_clusters"], params["match_threshold"], params["force_publish"], params["n_init"]) == (
+        4,
+        0.25,
+        False,
+        3,
+    )
+    assert (params["min_silhouette"], params["k_max"]) == (0.2, 10)  # not given: the flow's own defaults

@@ -3,16 +3,24 @@ demo loader that only fills an empty table."""
 
 import pytest
 
-from flows.deployment import ScheduleSettings
 from segmentation.cli import main
+from segmentation.flows.deployment import ScheduleSettings
 
 
 @pytest.mark.parametrize(
     "variable, value, message",
     [
-        ("SEGMENTATION_SCHEDULE", "0 2 * *", "error: SEGMENTATION_SCHEDULE='0 2 * *' is not a cron expression; use five fields"),
+        (
+            "SEGMENTATION_SCHEDULE",
+            "0 2 * *",
+            "error: SEGMENTATION_SCHEDULE='0 2 * *' is not a cron expression; use five fields",
+        ),
         ("SEGMENTATION_SCHEDULE", "99 2 * * *", "error: SEGMENTATION_SCHEDULE='99 2 * * *' is not a cron expression"),
-        ("SEGMENTATION_TIMEZONE", "Mars/Olympus", "error: SEGMENTATION_TIMEZONE='Mars/Olympus' is not an IANA time zone"),
+        (
+            "SEGMENTATION_TIMEZONE",
+            "Mars/Olympus",
+            "error: SEGMENTATION_TIMEZONE='Mars/Olympus' is not an IANA time zone",
+        ),
     ],
 )
 def test_serve_refuses_a_bad_schedule_in_one_line(monkeypatch, capsys, variable, value, message):

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from conftest import start_flow_process, wait_for
-from flows.segmentation import customer_segmentation
+from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 
 FAST = {"n_clusters": 4, "n_init": 1}
@@ -29,7 +29,8 @@ def test_two_runs_started_together_publish_exactly_once(conn, database_url, pref
         try:
             wait_for(lambda: run_backends_waiting(conn), what="one run to reach its publish")
             loser = wait_for(
-                lambda: next((p for p in processes if p.poll() is not None), None), timeout=60,
+                lambda: next((p for p in processes if p.poll() is not None), None),
+                timeout=60,
                 what="the second run to give up",
             )
             blocker.rollback()
@@ -41,8 +42,9 @@ def test_two_runs_started_together_publish_exactly_once(conn, database_url, pref
     assert loser.returncode == 3
     # "(run N, started ...)" follows when the winner's runs row was already committed; the
     # loser may also have looked in the instant between the winner's lock and that row.
-    assert re.match(r"another segmentation run is in progress( \(run \d+, started [^)]+\))?; wait for it",
-                    loser.stdout.read())
+    assert re.match(
+        r"another segmentation run is in progress( \(run \d+, started [^)]+\))?; wait for it", loser.stdout.read()
+    )
     assert winner.returncode == 0
     statuses = conn.execute("SELECT status, count(*) FROM segmentation.runs GROUP BY 1").fetchall()
     assert dict(statuses) == {"published": 1}  # the loser never got as far as a runs row
@@ -61,14 +63,16 @@ def test_bi_readers_always_see_one_complete_run_during_publishes(conn, database_
         with psycopg.connect(database_url, autocommit=True) as reader:
             while not stop.is_set():
                 try:
-                    observations.append(reader.execute(
-                        """SELECT (SELECT run_id FROM segmentation.current_run),
+                    observations.append(
+                        reader.execute(
+                            """SELECT (SELECT run_id FROM segmentation.current_run),
                                   (SELECT n_customers FROM segmentation.current_run),
                                   (SELECT sum(n_customers) FROM segmentation.current_segments),
                                   count(*), count(DISTINCT run_id), min(run_id)
                            FROM segmentation.current_customer_segments"""
-                    ).fetchone())
-                except psycopg.Error as exc:  # noqa: PERF203 - any error fails the test below
+                        ).fetchone()
+                    )
+                except psycopg.Error as exc:
                     errors.append(exc)
 
     thread = threading.Thread(target=read_in_a_loop)

@@ -1,5 +1,7 @@
 """The pure core: no database, no Prefect."""
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,7 @@ from segmentation.core import model
 from segmentation.core.binary_copy import HEADER, TRAILER, Decoder, encode_rows
 from segmentation.core.features import GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOWN, gender_codes
 from segmentation.core.sampling import HashSample
-from segmentation.core.summary import SegmentStats
+from segmentation.core.segment_stats import SegmentStats
 from segmentation.core.synthetic import generate
 from segmentation.errors import SegmentationError
 
@@ -23,7 +25,7 @@ def test_binary_copy_round_trip_in_arbitrary_pieces():
     decoder = Decoder(FIELDS)
     parts = []
     for start in range(0, len(stream), 333):  # pieces that cut rows and the header
-        parts.append(decoder.feed(stream[start:start + 333]))
+        parts.append(decoder.feed(stream[start : start + 333]))
     decoder.finish()
     got = {name: np.concatenate([p[name] for p in parts]) for name, _ in FIELDS}
     assert np.array_equal(got["customer_id"], ids)
@@ -34,7 +36,7 @@ def test_binary_copy_round_trip_in_arbitrary_pieces():
 def test_binary_copy_rejects_null_fields():
     row = encode_rows(FIELDS, {"customer_id": np.array([1]), "x": np.array([1.0]), "g": np.array([0])})
     broken = bytearray(row)
-    broken[2 + 4 + 8:2 + 4 + 8 + 4] = (-1).to_bytes(4, "big", signed=True)  # x's length: NULL
+    broken[2 + 4 + 8 : 2 + 4 + 8 + 4] = (-1).to_bytes(4, "big", signed=True)  # x's length: NULL
     with pytest.raises(ValueError, match="field x is NULL"):
         Decoder(FIELDS).feed(HEADER + bytes(broken) + TRAILER)
 
@@ -50,7 +52,7 @@ def test_hash_sample_is_uniform_sized_reproducible_and_order_independent():
     for chunk in np.array_split(shuffled, 3):
         b.offer(ids[chunk], v=values[chunk])
     ids_a, cols_a = a.result()
-    ids_b, cols_b = b.result()
+    ids_b, _cols_b = b.result()
     assert len(ids_a) == 500 and a.seen == 10_000
     assert np.array_equal(ids_a, ids_b)
     assert np.array_equal(cols_a["v"], ids_a * 2.0)
@@ -94,12 +96,13 @@ def three_blobs(n_each=100, seed=0):
 def test_select_k_finds_three_blobs_and_reports_every_candidate():
     X, _ = three_blobs()
     Z = model.Scaler.fit(X).transform(X)
-    k, candidates, _ = model.select_k(Z, 2, 6, random_state=0, n_init=4, selection_sample_size=10_000,
-                                   silhouette_sample_size=10_000)
+    k, candidates, _ = model.select_k(
+        Z, 2, 6, random_state=0, n_init=4, selection_sample_size=10_000, silhouette_sample_size=10_000
+    )
     assert k == 3
     assert [c.k for c in candidates] == [2, 3, 4, 5, 6]
     inertias = [c.inertia for c in candidates]
-    assert all(a > b for a, b in zip(inertias, inertias[1:]))
+    assert all(a > b for a, b in itertools.pairwise(inertias))
     assert max(candidates, key=lambda c: c.silhouette).k == 3
 
 
@@ -174,7 +177,7 @@ def test_assign_in_chunks_equals_assign_in_one_piece():
     Z = model.Scaler.fit(X).transform(X)
     centers = model.fit_kmeans(Z, 3, 0, 2).cluster_centers_
     whole_labels, whole_dist = model.assign(centers, Z)
-    parts = [model.assign(centers, Z[i:i + 77]) for i in range(0, len(Z), 77)]
+    parts = [model.assign(centers, Z[i : i + 77]) for i in range(0, len(Z), 77)]
     assert np.array_equal(np.concatenate([p[0] for p in parts]), whole_labels)
     assert np.array_equal(np.concatenate([p[1] for p in parts]), whole_dist)
     expected = np.sqrt(((Z[:, None, :] - centers[None]) ** 2).sum(-1)).min(1)
@@ -238,8 +241,15 @@ def test_streamed_segment_stats_equal_direct_computation():
 
 def test_gender_is_normalised_from_any_case_and_spaces():
     codes = gender_codes([" Female", "MALE ", "female", "x", None, "", "Male"])
-    assert codes.tolist() == [GENDER_FEMALE, GENDER_MALE, GENDER_FEMALE, GENDER_UNKNOWN,
-                              GENDER_UNKNOWN, GENDER_UNKNOWN, GENDER_MALE]
+    assert codes.tolist() == [
+        GENDER_FEMALE,
+        GENDER_MALE,
+        GENDER_FEMALE,
+        GENDER_UNKNOWN,
+        GENDER_UNKNOWN,
+        GENDER_UNKNOWN,
+        GENDER_MALE,
+    ]
 
 
 def test_synthetic_customers_are_valid_and_reproducible():
@@ -253,6 +263,5 @@ def test_synthetic_customers_are_valid_and_reproducible():
     # Mall-like: five groups in income x spending, recovered by KMeans.
     X = np.column_stack([a["annual_income"], a["spending_score"]])
     Z = model.Scaler.fit(X).transform(X)
-    k, _, _ = model.select_k(Z, 2, 8, random_state=0, n_init=4, selection_sample_size=5000,
-                          silhouette_sample_size=3000)
+    k, _, _ = model.select_k(Z, 2, 8, random_state=0, n_init=4, selection_sample_size=5000, silhouette_sample_size=3000)
     assert k == 5

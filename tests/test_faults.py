@@ -3,15 +3,15 @@ backend terminated, the database unreachable. Afterwards the current views show 
 previous published run, the interrupted run is not published, and the next run succeeds."""
 
 import os
-from contextlib import contextmanager
 import signal
 import time
+from contextlib import contextmanager
 
 import psycopg
 import pytest
 
 from conftest import assert_current_run, start_flow_process, wait_for
-from flows.segmentation import customer_segmentation
+from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 
 FAST = {"n_clusters": 4, "n_init": 1}
@@ -53,11 +53,16 @@ def assert_recovers(conn, interrupted_status="running"):
     assert killed[1] == interrupted_status
     state = run(**FAST)
     assert state.is_completed(), state.message
-    status, error = conn.execute("SELECT status, error FROM segmentation.runs WHERE run_id = %s", (killed[0],)).fetchone()
+    status, error = conn.execute(
+        "SELECT status, error FROM segmentation.runs WHERE run_id = %s", (killed[0],)
+    ).fetchone()
     assert status == "failed"
     if interrupted_status == "running":
         assert error.startswith("abandoned")
-    assert conn.execute("SELECT to_regclass(%s)", (f"segmentation.customer_segments_run_{killed[0]}",)).fetchone()[0] is None
+    assert (
+        conn.execute("SELECT to_regclass(%s)", (f"segmentation.customer_segments_run_{killed[0]}",)).fetchone()[0]
+        is None
+    )
     assert_current_run(conn, state.result()["run_id"])
 
 
@@ -65,8 +70,10 @@ def test_sigkill_mid_copy_of_assignments(conn, database_url, baseline, prefect_h
     process = start_flow_process(prefect_harness, database_url, {"SEGMENTATION_CHUNK_ROWS": "5000"}, **FAST)
     try:
         wait_for(
-            lambda: any(q.startswith('COPY "segmentation"."customer_segments_run_') and s == "active"
-                        for _, s, _, q in run_backends(conn)),
+            lambda: any(
+                q.startswith('COPY "segmentation"."customer_segments_run_') and s == "active"
+                for _, s, _, q in run_backends(conn)
+            ),
             what="the assignments COPY",
         )
         kill(process)
@@ -102,7 +109,7 @@ def test_sigkill_mid_publish(conn, database_url, baseline, prefect_harness):
 def test_backend_terminated_mid_run(conn, database_url, baseline, prefect_harness):
     with run_parked_in_publish(conn, database_url, prefect_harness) as (process, pid):
         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        out, err = process.communicate(timeout=60)
+        out, _err = process.communicate(timeout=60)
     assert process.returncode == 3
     assert out.strip().startswith("lost the connection to PostgreSQL")
     status, error = conn.execute("SELECT status, error FROM segmentation.runs ORDER BY run_id DESC LIMIT 1").fetchone()

@@ -1,11 +1,13 @@
 """The flow through Prefect, against a real database."""
 
+import itertools
+
 import numpy as np
 import psycopg
 import pytest
 
 from conftest import insert_customers
-from flows.segmentation import customer_segmentation
+from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers, load_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -42,8 +44,7 @@ def current_centroids(conn):
 
 def assert_mall_segments(conn):
     found = {
-        (round(c["annual_income"], 1), round(c["spending_score"], 1)): n
-        for n, c in current_centroids(conn).items()
+        (round(c["annual_income"], 1), round(c["spending_score"], 1)): n for n, c in current_centroids(conn).items()
     }
     assert found == MALL_CENTROIDS
 
@@ -79,9 +80,36 @@ def test_mall_customers_k5_gives_the_five_well_known_segments(conn, mall_csv):
     assert silhouette == pytest.approx(0.5547, abs=1e-3)
     assert str(flow_run_id) == str(state.state_details.flow_run_id)
     # Every customer gets the segment whose centroid is nearest, with that distance.
-    shares = conn.execute("SELECT sum(share), sum(share_female + share_male + share_unknown_gender) FROM segmentation.current_segments").fetchone()
+    shares = conn.execute(
+        "SELECT sum(share), sum(share_female + share_male + share_unknown_gender) FROM segmentation.current_segments"
+    ).fetchone()
     assert shares[0] == pytest.approx(1.0) and shares[1] == pytest.approx(5.0)
-    assert conn.execute("SELECT min(distance) >= 0, max(distance) < 3 FROM segmentation.current_customer_segments").fetchone() == (True, True)
+    assert conn.execute(
+        "SELECT min(distance) >= 0, max(distance) < 3 FROM segmentation.current_customer_segments"
+    ).fetchone() == (True, True)
+    assert_nearest_centroid(conn, ["annual_income", "spending_score"])
+
+
+def assert_nearest_centroid(conn, features):
+    """Brute force: every customer's stored segment is the nearest centroid in the run's
+    standardised space (the population mean and standard deviation of the customers it was
+    trained on), and its stored distance is the distance to that centroid."""
+    rows = conn.execute(
+        "SELECT c.customer_id, c.annual_income::float8, c.spending_score::float8, cs.segment_id, cs.distance "
+        "FROM segmentation.current_customer_segments cs JOIN customers c USING (customer_id) ORDER BY 1"
+    ).fetchall()
+    X = np.array([r[1:3] for r in rows])
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    centroids = conn.execute(
+        "SELECT segment_id, array_agg(centroid ORDER BY array_position(%s::text[], feature)) "
+        "FROM segmentation.current_segment_centroids GROUP BY 1 ORDER BY 1",
+        (features,),
+    ).fetchall()
+    ids = np.array([c[0] for c in centroids])
+    C = (np.array([c[1] for c in centroids]) - mean) / scale
+    d = np.sqrt(((((X - mean) / scale)[:, None, :] - C[None, :, :]) ** 2).sum(axis=2))
+    assert [r[3] for r in rows] == ids[d.argmin(axis=1)].tolist()
+    assert np.abs(d.min(axis=1) - np.array([r[4] for r in rows])).max() < 1e-9
 
 
 def test_automatic_k_chooses_five_on_mall_data_and_stores_every_candidate(conn, mall_csv):
@@ -95,7 +123,7 @@ def test_automatic_k_chooses_five_on_mall_data_and_stores_every_candidate(conn, 
     ).fetchall()
     assert [r[0] for r in rows] == list(range(2, 11))
     assert max(rows, key=lambda r: r[2])[0] == 5
-    assert all(a[1] > b[1] for a, b in zip(rows, rows[1:]))
+    assert all(a[1] > b[1] for a, b in itertools.pairwise(rows))
 
 
 def test_invalid_rows_are_quarantined_with_reasons_and_never_segmented(conn):
@@ -129,8 +157,10 @@ def test_invalid_rows_are_quarantined_with_reasons_and_never_segmented(conn):
 def test_gender_feature_is_normalised_and_unknown_values_are_quarantined(conn):
     insert_customers(
         conn,
-        [(i, g, 30 + i % 20, 20 + 3 * i, 10 + (7 * i) % 80) for i, g in enumerate(
-            [" female", "MALE", "Female ", "male"] * 10 + ["other", None], start=1)],
+        [
+            (i, g, 30 + i % 20, 20 + 3 * i, 10 + (7 * i) % 80)
+            for i, g in enumerate([" female", "MALE", "Female ", "male"] * 10 + ["other", None], start=1)
+        ],
     )
     state = run(n_clusters=2, features=["gender", "annual_income"])
     result = state.result()
@@ -150,8 +180,12 @@ def test_custom_schema_table_and_columns(conn):
     conn.execute('CREATE SCHEMA "Retail"')
     conn.execute('CREATE TABLE "Retail".shoppers (shopper_no integer PRIMARY KEY, visits real, basket numeric)')
     rng = np.random.default_rng(0)
-    rows = [(i, float(v), float(b)) for i, (v, b) in enumerate(
-        np.concatenate([rng.normal((5, 20), 1, (30, 2)), rng.normal((20, 80), 1, (30, 2))]), start=1)]
+    rows = [
+        (i, float(v), float(b))
+        for i, (v, b) in enumerate(
+            np.concatenate([rng.normal((5, 20), 1, (30, 2)), rng.normal((20, 80), 1, (30, 2))]), start=1
+        )
+    ]
     with conn.cursor().copy('COPY "Retail".shoppers FROM STDIN') as copy:
         for row in rows:
             copy.write_row(row)
@@ -167,8 +201,14 @@ def test_custom_schema_table_and_columns(conn):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"source_table": "public.customerz"}, "source table public.customerz does not exist; tables in schema public: customers"),
-        ({"features": ["age", "incom"]}, "column incom does not exist in public.customers; its columns are: customer_id (bigint), gender (text), age (integer)"),
+        (
+            {"source_table": "public.customerz"},
+            "source table public.customerz does not exist; tables in schema public: customers",
+        ),
+        (
+            {"features": ["age", "incom"]},
+            "column incom does not exist in public.customers; its columns are: customer_id (bigint), gender (text), age (integer)",
+        ),
         ({"features": ["gender", "age"], "id_column": "age"}, "id column age cannot also be a feature"),
         ({"features": ["age", "age"]}, "features lists a column twice"),
     ],
@@ -204,7 +244,7 @@ def test_a_failure_mid_run_leaves_the_previous_run_current(conn, mall_csv, monke
     load_csv(conn, mall_csv)
     first = run(n_clusters=5, features=["annual_income", "spending_score"]).result()["run_id"]
 
-    import segmentation.runs as runs
+    import segmentation.store.runs as runs
 
     real_copy_frame = runs._copy_frame
 
@@ -234,10 +274,10 @@ def test_a_failure_mid_run_leaves_the_previous_run_current(conn, mall_csv, monke
 
 def test_a_second_run_while_one_holds_the_lock_exits_clearly(conn, database_url):
     generate_customers(conn, 100, seed=0)
-    from segmentation.runs import PUBLISH_LOCK_KEY
+    from segmentation.store.runs import RUN_LOCK_KEY
 
     with psycopg.connect(database_url, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", (PUBLISH_LOCK_KEY,))
+        other.execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_KEY,))
         assert "another segmentation run is in progress" in error_of(run(n_clusters=3))
     assert run(n_clusters=3).is_completed()
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from segmentation.db import TableName, parse_column_name, parse_table_name
 from segmentation.errors import SegmentationError
-from segmentation.source import resolve_source
+from segmentation.identifiers import TableName, parse_column_name, parse_table_name
+from segmentation.source.catalog import resolve_source
 
 
 @pytest.mark.parametrize(

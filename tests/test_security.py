@@ -7,9 +7,9 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from flows.segmentation import customer_segmentation
 from segmentation import migrations
 from segmentation.cli import main
+from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 
 PASSWORD = "TopSecret-Pw-913"
@@ -39,8 +39,8 @@ def test_the_database_password_never_leaks(conn, database_url, monkeypatch, caps
     assert unreachable.is_failed() and "postgres:***@127.0.0.1:1/x" in unreachable.message
     assert main(["show"]) == 1
 
-    ids = [s.state_details.flow_run_id for s in states + [unreachable]]
-    seen = [capsys.readouterr(), caplog.text] + [s.message or "" for s in states + [unreachable]]
+    ids = [s.state_details.flow_run_id for s in [*states, unreachable]]
+    seen = [capsys.readouterr(), caplog.text] + [s.message or "" for s in [*states, unreachable]]
     with get_client(sync_client=True) as client:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
@@ -79,10 +79,15 @@ def logins(conn, database_url):
     suffix = uuid.uuid4().hex[:8]
     names = {"writer": f"seg_writer_{suffix}", "reader": f"seg_reader_{suffix}"}
     for role, name in names.items():
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
-            sql.Identifier(name), sql.Identifier(f"segmentation_{role}")))
-    yield {role: make_url(database_url).set(username=name).render_as_string(hide_password=False)
-           for role, name in names.items()}
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                sql.Identifier(name), sql.Identifier(f"segmentation_{role}")
+            )
+        )
+    yield {
+        role: make_url(database_url).set(username=name).render_as_string(hide_password=False)
+        for role, name in names.items()
+    }
     for name in names.values():
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
@@ -103,7 +108,9 @@ def test_the_whole_flow_runs_as_the_writer(conn, logins, monkeypatch, prefect_ha
     out = []
     monkeypatch.setattr("builtins.print", lambda *a, **k: out.append(" ".join(map(str, a))))
     assert main(["db", "upgrade"]) == 0
-    assert any("ask a DBA to run: psql -f" in line and line.endswith("sql/roles/segmentation_roles.sql") for line in out)
+    assert any(
+        "ask a DBA to run: psql -f" in line and line.endswith("sql/roles/segmentation_roles.sql") for line in out
+    )
 
 
 def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, prefect_harness):

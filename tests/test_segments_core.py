@@ -6,7 +6,12 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.metrics.cluster import contingency_matrix
 
 from segmentation.core.segments import (
-    QualityGate, adjusted_rand_index, match_segments, segment_name, segment_names, quality_issues,
+    QualityGate,
+    adjusted_rand_index,
+    match_segments,
+    quality_issues,
+    segment_name,
+    segment_names,
 )
 
 PREVIOUS = np.array([[0.0, 0.0], [2.0, 2.0], [-2.0, 2.0], [2.0, -2.0]])
@@ -46,12 +51,18 @@ def test_fewer_centroids_keep_the_nearest_ids_and_first_run_numbers_from_next_id
 
 def test_names_read_the_centroid_relative_to_the_population():
     features = ["age", "annual_income", "spending_score"]
-    assert segment_name(features, np.array([0.1, 1.0, -1.0]), np.array([33.0, 88.0, 17.0])) == \
-        "High income · Low spending · Age 30-44"
-    assert segment_name(features, np.array([-1, -1.7, 0.2]), np.array([24.0, 20.0, 55.0])) == \
-        "Very low income · Average spending · Age under 30"
-    assert segment_name(["gender", "visits"], np.array([1.0, 2.0]), np.array([0.8, 40.0])) == \
-        "Mostly women · Very high visits"
+    assert (
+        segment_name(features, np.array([0.1, 1.0, -1.0]), np.array([33.0, 88.0, 17.0]))
+        == "High income · Low spending · Age 30-44"
+    )
+    assert (
+        segment_name(features, np.array([-1, -1.7, 0.2]), np.array([24.0, 20.0, 55.0]))
+        == "Very low income · Average spending · Age under 30"
+    )
+    assert (
+        segment_name(["gender", "visits"], np.array([1.0, 2.0]), np.array([0.8, 40.0]))
+        == "Mostly women · Very high visits"
+    )
     names = segment_names(["spending_score"], np.array([[1.0], [0.9]]), np.array([[80.0], [78.0]]))
     assert names == ["High spending (1)", "High spending (2)"]
 
@@ -69,9 +80,21 @@ GATE = QualityGate(min_silhouette=0.2, min_segment_share=0.05, max_customer_drop
 
 
 def test_quality_gate_passes_a_good_run_and_names_every_problem_of_a_bad_one():
-    good = dict(silhouette=0.5, shares={1: 0.5, 2: 0.5}, n_customers=1000, previous_n_customers=1000, n_quarantined=0)
+    good = {
+        "silhouette": 0.5,
+        "shares": {1: 0.5, 2: 0.5},
+        "n_customers": 1000,
+        "previous_n_customers": 1000,
+        "n_quarantined": 0,
+    }
     assert quality_issues(GATE, **good) == []
-    bad = dict(silhouette=0.1, shares={1: 0.98, 2: 0.02}, n_customers=100, previous_n_customers=1000, n_quarantined=50)
+    bad = {
+        "silhouette": 0.1,
+        "shares": {1: 0.98, 2: 0.02},
+        "n_customers": 100,
+        "previous_n_customers": 1000,
+        "n_quarantined": 50,
+    }
     assert quality_issues(GATE, **bad) == [
         "silhouette 0.100 is below the minimum 0.2",
         "segment 2 holds 2.00% of customers, below the minimum 5.00%",

@@ -4,6 +4,7 @@ and through the Prefect client."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,12 +21,12 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from test_artifacts import decode_png, png_size
 
+import conftest
 from segmentation import __version__
 from segmentation.loading import load_csv
-from tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
-import conftest
-from test_artifacts import decode_png, png_size
+from segmentation.tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
 
 BIN = Path(sys.executable).parent
 DEPLOYMENT = "customer-segmentation/nightly"
@@ -49,7 +50,7 @@ class Process:
 
     def __init__(self, argv: list[str], env: dict, log: Path):
         self.log = log
-        self._out = open(log, "wb")
+        self._out = open(log, "wb")  # noqa: SIM115 - open while the process runs, closed in stop()
         self.popen = subprocess.Popen(argv, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def running(self) -> bool:
@@ -63,10 +64,8 @@ class Process:
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
         if self.running() or _group_alive(self.popen.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.popen.wait(5)
         self._out.close()
 
@@ -99,8 +98,11 @@ def prefect_server(tmp_path):
     port = free_port()
     env = _base_env(tmp_path / "prefect-home")
     env["PREFECT_SERVER_UI_ENABLED"] = "false"
-    server = Process([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                     env, tmp_path / "server.log")
+    server = Process(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        tmp_path / "server.log",
+    )
     try:
         url = f"http://127.0.0.1:{port}/api"
 
@@ -147,7 +149,7 @@ def test_served_deployment_runs_ui_triggered_runs_one_at_a_time(prefect_server, 
             assert serve.running(), f"segmentation serve exited:\n{tail(serve.log)}"
             try:
                 return client.read_deployment_by_name(DEPLOYMENT)
-            except Exception:  # not registered yet
+            except Exception:  # noqa: BLE001 - not registered yet
                 return None
 
         found = wait_for("the deployment to be registered", deployment, 60, serve.log)
@@ -179,13 +181,18 @@ def test_served_deployment_runs_ui_triggered_runs_one_at_a_time(prefect_server, 
 
             second = run_deployment(DEPLOYMENT, parameters={"n_clusters": 3}, timeout=0)
             cancelled = wait_for(
-                "the second run to end", lambda: (s := flow_run_state(client, second.id)).is_final() and s, 30, serve.log
+                "the second run to end",
+                lambda: (s := flow_run_state(client, second.id)).is_final() and s,
+                30,
+                serve.log,
             )
             assert cancelled.is_cancelled(), cancelled
             assert cancelled.message == "Deployment concurrency limit reached."
             blocker.rollback()
 
-        done = wait_for("the first run to end", lambda: (s := flow_run_state(client, first.id)).is_final() and s, 60, serve.log)
+        done = wait_for(
+            "the first run to end", lambda: (s := flow_run_state(client, first.id)).is_final() and s, 60, serve.log
+        )
         assert done.is_completed(), f"{done}\n{tail(serve.log)}"
 
         # The override reached the flow; the cancelled run never started a run in the database.
@@ -198,7 +205,8 @@ def test_served_deployment_runs_ui_triggered_runs_one_at_a_time(prefect_server, 
         assert conn.execute("SELECT run_id, n_customers FROM segmentation.current_run").fetchone() == (run_id, 200)
 
         artifacts = {
-            a.key: a for a in client.read_artifacts(
+            a.key: a
+            for a in client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first.id]))
             )
         }
@@ -206,7 +214,12 @@ def test_served_deployment_runs_ui_triggered_runs_one_at_a_time(prefect_server, 
         assert f"# Segmentation run {run_id}: published" in artifacts[SUMMARY_KEY].data
         assert "| 81 | 40.5% |" in artifacts[SUMMARY_KEY].data  # the Mall data's middle segment
         assert json.loads(artifacts[K_SELECTION_KEY].data) == [
-            {"k": 5, "inertia": pytest.approx(stored_inertia(conn, run_id), abs=0.01), "silhouette": pytest.approx(0.5547, abs=1e-3), "chosen": True}
+            {
+                "k": 5,
+                "inertia": pytest.approx(stored_inertia(conn, run_id), abs=0.01),
+                "silhouette": pytest.approx(0.5547, abs=1e-3),
+                "chosen": True,
+            }
         ]
         assert png_size(decode_png(artifacts[PLOT_KEY].data)) == (1200, 480)
 

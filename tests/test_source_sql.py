@@ -6,9 +6,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from segmentation.copy_out import copy_out
 from segmentation.core.binary_copy import Decoder
-from segmentation.source import feature_fields, quarantine_copy_query, resolve_source, stream_valid, valid_copy_query
+from segmentation.source.catalog import resolve_source
+from segmentation.source.copy_out import copy_out
+from segmentation.source.queries import feature_fields, quarantine_copy_query, valid_copy_query
+from segmentation.source.stream import stream_valid
 
 FEATURES = ["gender", "age", "annual_income", "spending_score"]
 
@@ -40,7 +42,7 @@ EDGE_ROWS = [
 def _split(conn, source):
     valid = {int(i) for chunk in stream_valid(conn, source, 3) for i in chunk.ids}
     with conn.cursor() as cur, cur.copy(quarantine_copy_query(source, 1)) as copy:
-        quarantined = [row for row in copy.rows()]
+        quarantined = list(copy.rows())
     return valid, {None if r[1] is None else int(r[1]): r[2] for r in quarantined}
 
 
@@ -58,7 +60,14 @@ def test_valid_filter_and_quarantine_reasons_split_every_row_the_same_way(conn, 
     if income_type in ("bigint", "integer"):
         rows = [r for r in rows if r[3] is None or r[3].lstrip("-").isdigit()] + [
             (20, "Male", 30, "-9223372036854775808" if income_type == "bigint" else "-2147483648", 50, False),
-            (21, "Male", 30, "1000000000000001" if income_type == "bigint" else "2147483647", 50, income_type == "integer"),
+            (
+                21,
+                "Male",
+                30,
+                "1000000000000001" if income_type == "bigint" else "2147483647",
+                50,
+                income_type == "integer",
+            ),
         ]
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO edge VALUES (%s, %s, %s, %s, %s)", [r[:5] for r in rows])
@@ -70,8 +79,14 @@ def test_valid_filter_and_quarantine_reasons_split_every_row_the_same_way(conn, 
     assert quarantined[None] == "customer_id is NULL"
     if income_type == "numeric":
         assert quarantined[6] == "annual_income is NaN" and quarantined[10].endswith("is absurdly large")
-        assert quarantined[9].endswith("is absurdly large") and quarantined[11] == "annual_income -0.5 is outside at least 0"
-    assert quarantined[14] == "gender 'other' is not Female or Male" and quarantined[13] == "gender NULL is not Female or Male"
+        assert (
+            quarantined[9].endswith("is absurdly large")
+            and quarantined[11] == "annual_income -0.5 is outside at least 0"
+        )
+    assert (
+        quarantined[14] == "gender 'other' is not Female or Male"
+        and quarantined[13] == "gender NULL is not Female or Male"
+    )
 
 
 def test_copy_out_reads_in_pieces_and_leaves_the_connection_usable(conn):
@@ -116,18 +131,26 @@ def test_copy_out_refuses_a_query_that_is_not_a_copy_and_opens_the_callers_trans
             list(copy_out(conn, sql.SQL("SELECT 1"), 10))
         conn.rollback()
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        assert list(copy_out(conn, sql.SQL("COPY (SELECT txid_current_if_assigned() IS NULL) TO STDOUT"), 1)) == [b"t\n"]
+        assert list(copy_out(conn, sql.SQL("COPY (SELECT txid_current_if_assigned() IS NULL) TO STDOUT"), 1)) == [
+            b"t\n"
+        ]
         # The COPY ran inside psycopg's implicit transaction, which the caller ends.
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         conn.rollback()
 
 
 def test_valid_copy_query_orders_fields_like_the_decoder(conn):
-    conn.execute("CREATE TABLE few (customer_id bigint PRIMARY KEY, gender text, age int, annual_income numeric, spending_score int)")
+    conn.execute(
+        "CREATE TABLE few (customer_id bigint PRIMARY KEY, gender text, age int, annual_income numeric, spending_score int)"
+    )
     conn.execute("INSERT INTO few VALUES (7, 'Female', 30, 50.5, 60)")
     source = resolve_source(conn, "public.few", "customer_id", FEATURES)
     columns = Decoder(feature_fields(source)).feed(b"".join(copy_out(conn, valid_copy_query(source), 1)))
     assert {k: v.tolist() for k, v in columns.items()} == {
-        "customer_id": [7], "gender": [1.0], "age": [30.0], "annual_income": [50.5], "spending_score": [60.0],
+        "customer_id": [7],
+        "gender": [1.0],
+        "age": [30.0],
+        "annual_income": [50.5],
+        "spending_score": [60.0],
         "gender_code": [1],
     }

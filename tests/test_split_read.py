@@ -5,8 +5,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from segmentation import split_read
-from segmentation.source import resolve_source, stream_valid
+from segmentation.source import split_read
+from segmentation.source.catalog import resolve_source
+from segmentation.source.stream import stream_valid
 
 FEATURES = ["gender", "age", "annual_income", "spending_score"]
 
@@ -105,7 +106,9 @@ def test_sources_that_cannot_be_split_are_read_in_one_scan(conn, database_url):
     committed.close()
     # A table smaller than min_rows is not worth a second session either.
     source = resolve_source(snapshot, "public.many", "customer_id", FEATURES)
-    assert len(_read(split_read.stream_valid_split(snapshot, source, 97, no_second_session, min_rows=10_000, n_rows=6000))[0])
+    assert len(
+        _read(split_read.stream_valid_split(snapshot, source, 97, no_second_session, min_rows=10_000, n_rows=6000))[0]
+    )
     snapshot.close()
 
 

@@ -53,13 +53,13 @@ class Decoder:
             self._header_done = True
         size = self.dtype.itemsize
         body = len(buf) - start
-        if body == 2 and buf[start:start + 2] == TRAILER:
+        if body == 2 and buf[start : start + 2] == TRAILER:
             self._finished = True
             self._pending = b""
             return self._empty()
         n = body // size
         rows = np.frombuffer(buf, dtype=self.dtype, count=n, offset=start)
-        rest = buf[start + n * size:]
+        rest = buf[start + n * size :]
         if rest == TRAILER:
             self._finished = True
             rest = b""

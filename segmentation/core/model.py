@@ -56,8 +56,7 @@ def check_k(n_customers: int, n_clusters: int | None, k_min: int, k_max: int) ->
             raise SegmentationError(f"n_clusters must be at least 2 (got {n_clusters})")
         if n_customers < n_clusters:
             raise SegmentationError(
-                f"only {n_customers} valid customers for {n_clusters} clusters; "
-                "load more customers or lower n_clusters"
+                f"only {n_customers} valid customers for {n_clusters} clusters; load more customers or lower n_clusters"
             )
         return n_clusters, n_clusters
     if k_min < 2 or k_max < k_min:
@@ -96,7 +95,11 @@ def _threads_for(n_rows: int) -> contextlib.AbstractContextManager:
 
 
 def fit_kmeans(
-    Z: np.ndarray, k: int, random_state: int, n_init: int, init: np.ndarray | None = None,
+    Z: np.ndarray,
+    k: int,
+    random_state: int,
+    n_init: int,
+    init: np.ndarray | None = None,
     start_sample_size: int | None = None,
 ) -> KMeans:
     """KMeans on every row of Z. Without init, and when Z has more rows than
@@ -144,7 +147,7 @@ def silhouette_score(Z: np.ndarray, labels: np.ndarray, block_rows: int = 256) -
     members[np.arange(n), segment] = 1.0
     sums = np.empty((n, k))  # sums[i, j]: total distance from customer i to segment j
     for start in range(0, n, block_rows):
-        sums[start:start + block_rows] = cdist(Z[start:start + block_rows], Z) @ members
+        sums[start : start + block_rows] = cdist(Z[start : start + block_rows], Z) @ members
     rows = np.arange(n)
     own_size = sizes[segment]
     a = sums[rows, segment] / np.maximum(own_size - 1, 1)  # own distance is 0, so not counted
@@ -158,8 +161,14 @@ def silhouette_score(Z: np.ndarray, labels: np.ndarray, block_rows: int = 256) -
 
 
 def select_k(
-    Z: np.ndarray, k_min: int, k_max: int, *, random_state: int, n_init: int,
-    selection_sample_size: int, silhouette_sample_size: int,
+    Z: np.ndarray,
+    k_min: int,
+    k_max: int,
+    *,
+    random_state: int,
+    n_init: int,
+    selection_sample_size: int,
+    silhouette_sample_size: int,
 ) -> tuple[int, list[KCandidate], np.ndarray]:
     """Try every k in the range on a bounded sample; the best silhouette wins (ties: smaller k).
     Also returns the winner's centres on that sample: start_centers(Z, k, ...) for the same

@@ -5,15 +5,16 @@ bytes out; no database and no Prefect."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import matplotlib
 
 # Agg before pyplot: the flow runs on servers and in containers without a display.
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 FIGSIZE = (12.0, 4.8)
 DPI = 100
@@ -86,17 +87,18 @@ def render(
 
 def _scatter(ax, X, labels, features, centroids, segment_labels) -> None:
     chosen = most_separating(X, labels, features)
-    segment_ids = sorted(set(int(s) for s in centroids.index) | set(int(s) for s in np.unique(labels)))
+    segment_ids = sorted({int(s) for s in centroids.index} | {int(s) for s in np.unique(labels)})
     colours = _segment_colours(segment_ids)
     x_feature = features[chosen[0]]
+    y_of: Callable[[int], float]
     if len(chosen) == 1:
         # One feature: spread the customers out by segment so the groups are still visible.
         xs, ys = X[:, chosen[0]], labels.astype(float)
-        y_label, y_of = "segment", (lambda segment: float(segment))
+        y_label, y_of = "segment", float
     else:
         xs, ys = X[:, chosen[0]], X[:, chosen[1]]
         y_feature = features[chosen[1]]
-        y_label, y_of = y_feature, (lambda segment: centroids.loc[segment, y_feature])
+        y_label, y_of = y_feature, lambda segment: float(centroids.loc[segment, y_feature])
     for segment in segment_ids:
         mask = labels == segment
         label = segment_labels.get(segment) or f"segment {segment}"
@@ -105,8 +107,14 @@ def _scatter(ax, X, labels, features, centroids, segment_labels) -> None:
         ax.plot(xs[mask], ys[mask], "o", markersize=3, alpha=0.5, color=colours[segment], label=label, linestyle="none")
         if segment in centroids.index:
             ax.scatter(
-                [centroids.loc[segment, x_feature]], [y_of(segment)], marker="X", s=220,
-                color=colours[segment], edgecolors="black", linewidths=1.5, zorder=3,
+                [centroids.loc[segment, x_feature]],
+                [y_of(segment)],
+                marker="X",
+                s=220,
+                color=colours[segment],
+                edgecolors="black",
+                linewidths=1.5,
+                zorder=3,
             )
     ax.set_xlabel(x_feature)
     ax.set_ylabel(y_label)

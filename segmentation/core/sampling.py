@@ -62,7 +62,9 @@ class HashSample:
         names = self._pending[0][2].keys()
         ids = np.concatenate([self.ids] + [p[1] for p in self._pending])
         merged = {
-            name: np.concatenate(([self.columns[name]] if name in self.columns else []) + [p[2][name] for p in self._pending])
+            name: np.concatenate(
+                ([self.columns[name]] if name in self.columns else []) + [p[2][name] for p in self._pending]
+            )
             for name in names
         }
         if self.keys is not None:

@@ -22,8 +22,12 @@ class Matching:
 
 
 def match_segments(
-    new_centers: np.ndarray, previous_centers: np.ndarray | None, previous_ids: Sequence[int] | None,
-    *, max_shift: float, next_id: int,
+    new_centers: np.ndarray,
+    previous_centers: np.ndarray | None,
+    previous_ids: Sequence[int] | np.ndarray | None,
+    *,
+    max_shift: float,
+    next_id: int,
 ) -> Matching:
     """Ids for the new centroids. All centers in the same (standardised) space.
 
@@ -32,7 +36,7 @@ def match_segments(
     k = len(new_centers)
     ids = np.full(k, -1, dtype=np.int64)
     shifts = np.full(k, np.nan)
-    if previous_centers is not None and len(previous_centers):
+    if previous_centers is not None and previous_ids is not None and len(previous_centers):
         cost = np.sqrt(((new_centers[:, None, :] - previous_centers[None, :, :]) ** 2).sum(axis=2))
         rows, cols = linear_sum_assignment(cost)
         for r, c in zip(rows, cols):
@@ -120,8 +124,13 @@ class QualityGate:
 
 
 def quality_issues(
-    gate: QualityGate, *, silhouette: float | None, shares: dict[int, float], n_customers: int,
-    previous_n_customers: int | None, n_quarantined: int,
+    gate: QualityGate,
+    *,
+    silhouette: float | None,
+    shares: dict[int, float],
+    n_customers: int,
+    previous_n_customers: int | None,
+    n_quarantined: int,
 ) -> list[str]:
     """Why this run should not replace the current one; empty when it may."""
     issues = []
@@ -129,7 +138,9 @@ def quality_issues(
         issues.append(f"silhouette {silhouette:.3f} is below the minimum {gate.min_silhouette:g}")
     for segment_id, share in sorted(shares.items()):
         if share < gate.min_segment_share:
-            issues.append(f"segment {segment_id} holds {share:.2%} of customers, below the minimum {gate.min_segment_share:.2%}")
+            issues.append(
+                f"segment {segment_id} holds {share:.2%} of customers, below the minimum {gate.min_segment_share:.2%}"
+            )
     if previous_n_customers:
         drop = 1 - n_customers / previous_n_customers
         if drop > gate.max_customer_drop:

@@ -13,7 +13,7 @@ from segmentation.core.features import GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOW
 
 
 class SegmentStats:
-    def __init__(self, k: int, features: Sequence[str], segment_ids: Sequence[int] | None = None):
+    def __init__(self, k: int, features: Sequence[str], segment_ids: Sequence[int] | np.ndarray | None = None):
         self.k = k
         self.features = list(features)
         # The id each KMeans label is published under (stable across runs); 1..k by default.

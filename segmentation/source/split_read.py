@@ -20,7 +20,10 @@ from collections.abc import Callable, Iterator
 import psycopg
 from psycopg import sql
 
-from segmentation.source import Chunk, Source, stream_valid, valid_copy_query
+from segmentation.db import scalar
+from segmentation.source.catalog import Source
+from segmentation.source.queries import valid_copy_query
+from segmentation.source.stream import Chunk, stream_valid
 
 # The second half waits in memory while the first is read; this many chunks at most, so
 # memory stays bounded by the chunk size however large the table (beyond it the second
@@ -46,8 +49,12 @@ def split_point(conn: psycopg.Connection, source: Source) -> int | None:
 
 
 def stream_valid_split(
-    snapshot: psycopg.Connection, source: Source, chunk_rows: int, connect: Callable[[], psycopg.Connection],
-    min_rows: int, n_rows: int,
+    snapshot: psycopg.Connection,
+    source: Source,
+    chunk_rows: int,
+    connect: Callable[[], psycopg.Connection],
+    min_rows: int,
+    n_rows: int,
 ) -> Iterator[Chunk]:
     """stream_valid over two sessions when the source has at least min_rows rows and can be
     split; otherwise over the snapshot alone. connect opens the second session."""
@@ -55,7 +62,7 @@ def stream_valid_split(
     if middle is None:
         yield from stream_valid(snapshot, source, chunk_rows)
         return
-    exported = snapshot.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    exported = scalar(snapshot, "SELECT pg_export_snapshot()")
     helper = connect()
     chunks: queue.Queue = queue.Queue(maxsize=BUFFERED_CHUNKS)
     stop = threading.Event()
@@ -72,11 +79,12 @@ def stream_valid_split(
                 if stop.is_set():
                     return  # closing the generator cancels the COPY
             chunks.put(_DONE)
-        except BaseException as exc:  # handed to the reader of the chunks
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader of the chunks, which raises it
             chunks.put(exc)
 
     worker = None
     try:
+        helper.autocommit = False
         helper.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         helper.read_only = True
         helper.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))

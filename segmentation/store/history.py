@@ -1,5 +1,5 @@
-"""What a run compares itself with: the previous published run, drift against it, and
-retention of per-customer history."""
+"""What a run compares itself with: the previous published run and the drift against it.
+These functions run in their caller's transaction (see segmentation.db)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import psycopg
 from psycopg import sql
 
 from segmentation.core.segments import adjusted_rand_index
-from segmentation.runs import partition_name
+from segmentation.db import scalar
+from segmentation.store.partitions import exists, partition_name
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,11 @@ class PreviousRun:
 
 
 def previous_run(conn: psycopg.Connection) -> PreviousRun | None:
-    row = conn.execute(
-        "SELECT run_id, source_table, features, n_customers FROM segmentation.current_run"
-    ).fetchone()
+    row = conn.execute("SELECT run_id, source_table, features, n_customers FROM segmentation.current_run").fetchone()
     if row is None:
         return None
     run_id, source_table, features, n_customers = row
-    sizes = dict(
+    sizes: dict[int, int] = dict(
         conn.execute(
             "SELECT segment_id, n_customers FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id",
             (run_id,),
@@ -60,7 +59,7 @@ def previous_run(conn: psycopg.Connection) -> PreviousRun | None:
 
 def next_segment_id(conn: psycopg.Connection) -> int:
     """Segment ids are never reused: every run's segments are kept, so the maximum is stable."""
-    return conn.execute("SELECT coalesce(max(segment_id), 0) + 1 FROM segmentation.segments").fetchone()[0]
+    return int(scalar(conn, "SELECT coalesce(max(segment_id), 0) + 1 FROM segmentation.segments"))
 
 
 @dataclass(frozen=True)
@@ -76,10 +75,8 @@ class Drift:
 
 def measure_drift(conn: psycopg.Connection, run_id: int, previous: PreviousRun) -> Drift | None:
     """Compare assignments customer by customer with the previous published run. None when
-    that run's per-customer rows were pruned."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (partition_name(previous.run_id).as_string(conn),)).fetchone()[0]
-    conn.commit()
-    if not exists:
+    that run's per-customer rows were pruned. Run in a transaction: its settings are local."""
+    if not exists(conn, previous.run_id):
         return None
     # The new run's table has no statistics yet, so the planner guesses billions of rows and
     # turns on JIT (0.15 s of compiling) and a sort that spills to disk. With JIT off and the
@@ -93,7 +90,6 @@ def measure_drift(conn: psycopg.Connection, run_id: int, previous: PreviousRun) 
                GROUP BY 1, 2"""
         ).format(old=partition_name(previous.run_id), new=partition_name(run_id))
     ).fetchall()
-    conn.commit()
     added = sum(c for o, n, c in cells if o is None)
     removed = sum(c for o, n, c in cells if n is None)
     both = [(o, n, c) for o, n, c in cells if o is not None and n is not None]
@@ -107,56 +103,4 @@ def measure_drift(conn: psycopg.Connection, run_id: int, previous: PreviousRun) 
         for o, n, c in both:
             table[olds.index(o), news.index(n)] = c
         ari = adjusted_rand_index(table)
-    return Drift(
-        previous.run_id, compared, changed, changed / compared if compared else None, ari, added, removed
-    )
-
-
-def prune(conn: psycopg.Connection, keep: int) -> list[int]:
-    """Drop the per-customer rows of all but the newest `keep` published runs, a whole
-    partition at a time (never a DELETE of millions of rows), and the partitions of runs
-    that failed after attaching. Run-level rows stay. The current run is always kept."""
-    keep = max(1, keep)
-    old = [
-        r[0]
-        for r in conn.execute(
-            """(SELECT run_id FROM segmentation.runs
-                WHERE status = 'published' AND assignments_pruned_at IS NULL
-                ORDER BY published_at DESC, run_id DESC OFFSET %s)
-               UNION ALL
-               SELECT r.run_id FROM segmentation.runs r
-               JOIN pg_inherits i ON i.inhrelid = to_regclass(format('segmentation.customer_segments_run_%%s', r.run_id))
-               WHERE r.status IN ('failed', 'rejected')""",
-            (keep,),
-        )
-    ]
-    conn.commit()
-    autocommit = conn.autocommit
-    conn.autocommit = True  # DETACH ... CONCURRENTLY cannot run inside a transaction block
-    try:
-        # Never queue for long behind a BI session: a blocked DETACH would hold up every
-        # reader that arrives after it. What is not pruned now is pruned by a later run.
-        conn.execute("SET lock_timeout = '10s'")
-        for run_id in old:
-            table = partition_name(run_id)
-            state = conn.execute(
-                "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(%s)", (table.as_string(conn),)
-            ).fetchone()
-            if state is not None:
-                # CONCURRENTLY: BI readers of the parent are never blocked behind the detach. A
-                # detach interrupted half-way is left pending and must be finalised instead.
-                action = "FINALIZE" if state[0] else "CONCURRENTLY"
-                conn.execute(
-                    sql.SQL("ALTER TABLE segmentation.customer_segments DETACH PARTITION {} {}").format(
-                        table, sql.SQL(action)
-                    )
-                )
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-            conn.execute(
-                "UPDATE segmentation.runs SET assignments_pruned_at = now() WHERE run_id = %s AND status = 'published'",
-                (run_id,),
-            )
-    finally:
-        conn.execute("RESET lock_timeout")
-        conn.autocommit = autocommit
-    return old
+    return Drift(previous.run_id, compared, changed, changed / compared if compared else None, ari, added, removed)

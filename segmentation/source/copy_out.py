@@ -90,5 +90,7 @@ def _error(result: pq.abc.PGresult | None, conn: psycopg.Connection, what: str) 
     if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
         return psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
     if result is not None:
-        return psycopg.ProgrammingError(f"{what}: the query is not a COPY ... TO STDOUT (it gave {pq.ExecStatus(result.status).name})")
+        return psycopg.ProgrammingError(
+            f"{what}: the query is not a COPY ... TO STDOUT (it gave {pq.ExecStatus(result.status).name})"
+        )
     return psycopg.OperationalError(f"{what}: {_message(conn.pgconn) or 'no result from the server'}")

@@ -1,5 +1,6 @@
-"""Reading one run back from the database for its report: the run row, segments, centroids,
-k-selection curve and a bounded sample of customers with their feature values."""
+"""Reading one run back from the database, for its report artifacts and for `segmentation
+show`: the run row, segments, centroids, k-selection curve and a bounded sample of customers
+with their feature values. Both show what BI sees, since they read what was stored."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from segmentation.core import plots, run_summary
-from segmentation.core.features import GENDER
-from segmentation.db import parse_column_name, parse_table_name
-from segmentation.source import gender_code
+from segmentation.core import plots, run_text
+from segmentation.core.rules import GENDER
+from segmentation.identifiers import parse_column_name, parse_table_name
+from segmentation.source.validity import gender_code
 
 PLOT_SAMPLE_SIZE = 5_000
 
@@ -32,10 +33,15 @@ class RunReport:
         return list(self.run["features"])
 
     def markdown(self) -> str:
-        return run_summary.summary_markdown(self.run, self.segments, self.centroids)
+        return run_text.summary_markdown(self.run, self.segments, self.centroids)
+
+    def text(self) -> str:
+        """For the command line: the run line and the segment table."""
+        table = run_text.segment_table(self.segments, self.centroids, self.features).plain()
+        return f"{run_text.run_line(self.run)}\n{table}"
 
     def k_selection_rows(self) -> list[dict]:
-        return run_summary.k_selection_rows(self.k_selection, self.run.get("k"))
+        return run_text.k_selection_rows(self.k_selection, self.run.get("k"))
 
     def png(self) -> bytes:
         curve = plots.KCurve(
@@ -44,7 +50,9 @@ class RunReport:
             silhouette=self.k_selection["silhouette"].to_numpy(dtype=float),
             chosen=self.run.get("k"),
         )
-        return plots.render(self.sample, self.sample_labels, self.features, self.centroids, curve, self._title(), self._legend())
+        return plots.render(
+            self.sample, self.sample_labels, self.features, self.centroids, curve, self._title(), self._legend()
+        )
 
     def _legend(self) -> dict[int, str]:
         """Per segment: its id, its name when the segments table has one, and its share of
@@ -66,26 +74,31 @@ class RunReport:
 def _frame(conn: psycopg.Connection, query: str, run_id: int) -> pd.DataFrame:
     with conn.cursor() as cur:
         cur.execute(query, (run_id,))
-        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description or []])
 
 
 def load(conn: psycopg.Connection, run_id: int, sample_size: int = PLOT_SAMPLE_SIZE, seed: int = 0) -> RunReport | None:
+    """Run it in one transaction, so every part is read from one version of the run."""
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         run = cur.execute("SELECT * FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()
     if run is None:
         return None
     # SELECT *: columns added to segments later come along and are shown.
     segments = _frame(conn, "SELECT * FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id", run_id)
-    long = _frame(conn, "SELECT segment_id, feature, centroid FROM segmentation.segment_centroids WHERE run_id = %s", run_id)
+    long = _frame(
+        conn, "SELECT segment_id, feature, centroid FROM segmentation.segment_centroids WHERE run_id = %s", run_id
+    )
     centroids = (
         long.pivot(index="segment_id", columns="feature", values="centroid")
-        if len(long) else pd.DataFrame(index=pd.Index([], name="segment_id"))
+        if len(long)
+        else pd.DataFrame(index=pd.Index([], name="segment_id"))
     )
-    k_selection = _frame(conn, "SELECT k, inertia, silhouette FROM segmentation.k_selection WHERE run_id = %s ORDER BY k", run_id)
+    k_selection = _frame(
+        conn, "SELECT k, inertia, silhouette FROM segmentation.k_selection WHERE run_id = %s ORDER BY k", run_id
+    )
     features = [parse_column_name(f) for f in run["features"]]
     run["features"] = features
     sample, labels = _sample(conn, run, features, sample_size, seed) if len(segments) else _empty(features)
-    conn.commit()  # end the read transaction; do not sit idle in it
     return RunReport(run, segments, centroids, k_selection, sample, labels)
 
 
@@ -93,7 +106,9 @@ def _empty(features: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.empty((0, len(features))), np.empty(0, dtype=int)
 
 
-def _sample(conn: psycopg.Connection, run: dict, features: list[str], size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _sample(
+    conn: psycopg.Connection, run: dict, features: list[str], size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Up to `size` of the run's customers, uniformly at random, with their current values in
     the source table (a customer deleted since the run is left out)."""
     n = int(run["n_customers"] or 0)
@@ -106,7 +121,8 @@ def _sample(conn: psycopg.Connection, run: dict, features: list[str], size: int,
     id_column = parse_column_name((run.get("params") or {}).get("id_column") or "customer_id")
     values = [
         sql.SQL("({})::float8").format(gender_code(sql.SQL("src.{}").format(sql.Identifier(f)), sql.NULL))
-        if f == GENDER else sql.SQL("src.{}::float8").format(sql.Identifier(f))
+        if f == GENDER
+        else sql.SQL("src.{}::float8").format(sql.Identifier(f))
         for f in features
     ]
     query = sql.SQL(
@@ -115,10 +131,11 @@ def _sample(conn: psycopg.Connection, run: dict, features: list[str], size: int,
         "JOIN {table} AS src ON src.{id} = cs.customer_id WHERE cs.run_id = %s LIMIT %s"
     ).format(values=sql.SQL(", ").join(values), table=table.identifier(), id=sql.Identifier(id_column))
     try:
-        rows = conn.execute(query, (percent, seed, run["run_id"], 2 * size)).fetchall()
+        # A savepoint in the caller's transaction: this read may fail and the rest still stands.
+        with conn.transaction():
+            rows = conn.execute(query, (percent, seed, run["run_id"], 2 * size)).fetchall()
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
         # The source changed shape since the run: the picture shows no customers, the rest stands.
-        conn.rollback()
         return _empty(features)
     if len(rows) > size:
         rows = [rows[i] for i in np.sort(np.random.default_rng(seed).choice(len(rows), size, replace=False))]

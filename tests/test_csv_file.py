@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from segmentation.core.csv_rules import read_csv, validate
+from segmentation.core.csv_file import read_csv, validate
 from segmentation.errors import SegmentationError
 
 

@@ -1,0 +1,176 @@
+"""A run as text for people, from plain data: the run line and the segment table, the same
+for the command line (plain text) and the run report's summary artifact (Markdown), and the
+k-selection rows of the report's table artifact.
+
+`run` is a row of segmentation.runs as a dict; `segments` one row per segment (columns of
+segmentation.segments); `centroids` index segment_id, one column per feature, original units.
+Columns the segments table gains later show up without changes here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from segmentation.core.rules import GENDER
+
+# Columns of segmentation.segments shown with their own formatting (or on purpose not at
+# all); any other column with a value is shown as it is: text beside the segment id,
+# figures after the centroids.
+_KNOWN = {
+    "run_id",
+    "segment_id",
+    "n_customers",
+    "share",
+    "share_female",
+    "share_male",
+    "share_unknown_gender",
+    "previous_n_customers",  # shown as the change
+    "size_change",
+    "centroid_shift",
+}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _number(value: Any, digits: int = 1) -> str:
+    return "n/a" if _missing(value) else f"{value:,.{digits}f}"
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if _missing(value) else f"{100 * value:.1f}%"
+
+
+def _plain(value: Any) -> str:
+    if _missing(value):
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return " ".join(str(value).split())
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 1):
+        return f"{int(value):,}"
+    return f"{value:.3f}"
+
+
+def _has_values(segments: pd.DataFrame, column: str) -> bool:
+    return column in segments.columns and bool(segments[column].notna().any())
+
+
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    left: set[int]  # columns aligned left (text); the rest are figures, aligned right
+
+    def plain(self) -> str:
+        widths = [max(len(c) for c in column) for column in zip(self.header, *self.rows, strict=True)]
+
+        def line(cells: Sequence[str]) -> str:
+            return " ".join(
+                c.ljust(w) if i in self.left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+
+        return "\n".join([line(self.header), *(line(r) for r in self.rows)])
+
+    def markdown(self) -> str:
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        return "\n".join([line(self.header), "|" + "---|" * len(self.header), *(line(r) for r in self.rows)])
+
+
+def segment_table(segments: pd.DataFrame, centroids: pd.DataFrame, features: Sequence[str]) -> Table:
+    """One row per segment: id, name, size, share, change since the previous run, share of
+    women, each feature's centroid, and how far the centroid moved."""
+    extra = [c for c in segments.columns if c not in _KNOWN and _has_values(segments, c)]
+    text = [c for c in extra if any(isinstance(v, str) for v in segments[c].dropna())]
+    figures = [c for c in extra if c not in text]
+    show_change = _has_values(segments, "size_change")
+    show_female = _has_values(segments, "share_female")
+    show_shift = _has_values(segments, "centroid_shift")
+    header = ["segment", *(c.replace("_", " ") for c in text), "customers", "share"]
+    header += ["change"] if show_change else []
+    header += ["female"] if show_female else []
+    header += [f"{f} (share female)" if f == GENDER else f for f in features]
+    header += ["centroid shift"] if show_shift else []
+    header += [c.replace("_", " ") for c in figures]
+    rows = []
+    for row in segments.sort_values("segment_id").to_dict("records"):
+        segment = int(row["segment_id"])
+        cells = [str(segment), *(_plain(row[c]) for c in text), f"{int(row['n_customers']):,}", _percent(row["share"])]
+        if show_change:
+            cells.append("new" if _missing(row["size_change"]) else f"{int(row['size_change']):+,d}")
+        if show_female:
+            cells.append(_percent(row["share_female"]))
+        for feature in features:
+            value = centroids.loc[segment, feature] if segment in centroids.index and feature in centroids else None
+            cells.append(_number(value, 2 if feature == GENDER else 1))
+        if show_shift:
+            cells.append("" if _missing(row["centroid_shift"]) else f"{row['centroid_shift']:.2f}")
+        cells += [_plain(row[c]) for c in figures]
+        rows.append(cells)
+    return Table(header, rows, left={1 + i for i in range(len(text))})
+
+
+def run_line(run: dict) -> str:
+    """What the run did, in a sentence, and since when, with drift against the previous
+    run, a forced publish and an error on lines of their own when there are any."""
+    when = run.get("published_at") or run.get("finished_at") or run.get("started_at")
+    at = f" {when:%Y-%m-%d %H:%M:%S %Z}" if when is not None else ""
+    silhouette = _number(run.get("silhouette"), 3)
+    lines = [
+        f"run {run['run_id']} {run['status']}{at}: {int(run.get('n_customers') or 0)} customers in "
+        f"{run.get('k') if run.get('k') is not None else 'n/a'} segments from {run['source_table']} "
+        f"(features {', '.join(run['features'])}; {int(run.get('n_quarantined') or 0)} quarantined; "
+        f"silhouette {silhouette})"
+    ]
+    if run.get("churn") is not None and run.get("previous_run_id") is not None:
+        ari = run.get("adjusted_rand_index")
+        lines.append(
+            f"since run {run['previous_run_id']}: {run['churn']:.1%} of {run['customers_compared']} customers "
+            f"changed segment (adjusted Rand index {_number(ari, 3)}), "
+            f"{run['customers_added']} added, {run['customers_removed']} removed"
+        )
+    if run.get("forced"):
+        lines.append(f"published with force_publish despite: {'; '.join(run.get('quality_issues') or [])}")
+    if run.get("error") and run.get("status") != "published":
+        lines.append(f"error: {run['error']}")
+    return "\n".join(lines)
+
+
+def summary_markdown(run: dict, segments: pd.DataFrame, centroids: pd.DataFrame) -> str:
+    """The run report's summary: the run line, the figures, and the segment table."""
+    features = list(run["features"])
+    lines = [f"# Segmentation run {run['run_id']}: {run['status']}", ""]
+    lines += [f"{line}  " for line in run_line(run).splitlines()]  # two spaces: a Markdown line break
+    lines += [
+        "",
+        f"- **k**: {run['k'] if run.get('k') is not None else 'n/a'}",
+        f"- **customers segmented**: {int(run.get('n_customers') or 0):,}",
+        f"- **quarantined**: {int(run.get('n_quarantined') or 0):,} "
+        f"(rows in `segmentation.quarantine`, run_id {run['run_id']})",
+        f"- **silhouette**: {_number(run.get('silhouette'), 3)}",
+        f"- **source**: `{run['source_table']}`, features {', '.join(f'`{f}`' for f in features)}",
+    ]
+    if len(segments):
+        table = segment_table(segments, centroids, features).markdown()
+        lines += ["", "## Segments", "", "Centroids in original units.", "", table]
+    return "\n".join(lines) + "\n"
+
+
+def k_selection_rows(k_selection: pd.DataFrame, chosen: int | None) -> list[dict]:
+    """One row per candidate k for a table artifact; NaN becomes None (JSON null)."""
+    records: list[dict[Any, Any]] = k_selection.sort_values("k").to_dict("records")
+    return [
+        {
+            "k": int(row["k"]),
+            "inertia": round(float(row["inertia"]), 2),
+            "silhouette": None if _missing(row["silhouette"]) else round(float(row["silhouette"]), 4),
+            "chosen": int(row["k"]) == chosen,
+        }
+        for row in records
+    ]

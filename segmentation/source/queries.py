@@ -1,0 +1,87 @@
+"""The COPY queries a run reads its source with: the valid rows in binary, for the extract
+and the scoring pass, and the invalid rows with their reasons, for the quarantine."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from segmentation.core.rules import GENDER, GENDER_UNKNOWN
+from segmentation.db import scalar
+from segmentation.source import validity
+from segmentation.source.catalog import Source
+
+Blocks = tuple[int, int | None]  # table blocks [first, end); end None: to the end
+
+
+def source_rows(source: Source, blocks: Blocks | None = None) -> sql.Composable:
+    """Every source row (in the given blocks of the table), with how often its id occurs
+    when the id is not known unique."""
+    where: sql.Composable = sql.SQL("")
+    if blocks is not None:
+        first, end = blocks
+        where = sql.SQL(" WHERE s.ctid >= {}::tid").format(sql.Literal(f"({int(first)},0)"))
+        if end is not None:
+            where += sql.SQL(" AND s.ctid < {}::tid").format(sql.Literal(f"({int(end)},0)"))
+    return sql.SQL("SELECT s.*{} FROM {} AS s{}").format(
+        sql.SQL("")
+        if source.id_unique
+        else sql.SQL(", count(*) OVER (PARTITION BY s.{}) AS {}").format(
+            sql.Identifier(source.id_column), sql.Identifier(validity.ID_COUNT)
+        ),
+        source.table.identifier(),
+        where,
+    )
+
+
+def quarantine_copy_query(source: Source, run_id: int) -> sql.Composed:
+    """Text-format COPY of the invalid rows, shaped like segmentation.quarantine."""
+    added = [sql.Literal(validity.REASON)] + ([] if source.id_unique else [sql.Literal(validity.ID_COUNT)])
+    checked = sql.SQL("SELECT q.*, {} AS {} FROM ({}) AS q").format(
+        validity.reason(source), sql.Identifier(validity.REASON), source_rows(source)
+    )
+    return sql.SQL(
+        "COPY (SELECT {run_id}::bigint, c.{id}::bigint, c.{reason}, to_jsonb(c) - {added} FROM ({rows}) AS c "
+        "WHERE c.{reason} IS NOT NULL) TO STDOUT"
+    ).format(
+        run_id=sql.Literal(run_id),
+        id=sql.Identifier(source.id_column),
+        reason=sql.Identifier(validity.REASON),
+        added=sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(added)),
+        rows=checked,
+    )
+
+
+def count_rows(conn: psycopg.Connection, source: Source) -> int:
+    return int(scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(source.table.identifier())))
+
+
+def feature_fields(source: Source) -> list[tuple[str, str]]:
+    """The fields of valid_copy_query, in order, as (name, PostgreSQL type)."""
+    return [("customer_id", "int8"), *[(f, "float8") for f in source.features], ("gender_code", "int2")]
+
+
+def valid_copy_query(source: Source, blocks: Blocks | None = None) -> sql.Composed:
+    """Binary COPY of the valid rows (in the given blocks of the table): id, features as
+    float8, gender code; never NULL."""
+    code = (
+        validity.gender_code(sql.SQL("c.{}").format(sql.Identifier(GENDER)), sql.Literal(GENDER_UNKNOWN))
+        if source.has_gender
+        else sql.Literal(GENDER_UNKNOWN)
+    )
+    values = []
+    for name in source.features:
+        if name == GENDER:  # a valid row's gender is Female or Male, so the code is 1 or 0
+            values.append(sql.SQL("({})::float8").format(code))
+        else:
+            values.append(sql.SQL("c.{}::float8").format(sql.Identifier(name)))
+    return sql.SQL(
+        "COPY (SELECT c.{id}::bigint, {values}, ({gender})::smallint FROM ({rows}) AS c WHERE NOT ({invalid})) "
+        "TO STDOUT (FORMAT BINARY)"
+    ).format(
+        id=sql.Identifier(source.id_column),
+        values=sql.SQL(", ").join(values),
+        gender=code,
+        rows=source_rows(source, blocks),
+        invalid=validity.invalid(source),
+    )

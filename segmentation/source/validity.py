@@ -1,0 +1,172 @@
+"""The rules of segmentation.core.rules compiled to SQL for one source: the cheap filter that
+keeps a run's valid rows, and the CASE expression that names why a row is quarantined.
+
+Both are built from the same rule objects, check by check, so they agree by construction;
+the run still checks that valid plus quarantined rows add up to the snapshot's row count.
+Every condition is TRUE or FALSE, never NULL: a column is tested for NULL before it is
+compared."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from segmentation.core.rules import (
+    ABSURD,
+    GENDER_CODES,
+    GENDER_EXACT,
+    GENDER_TRIMMED,
+    Check,
+    GenderRule,
+    IdRule,
+    NumericRule,
+    rule_for,
+)
+from segmentation.source.catalog import INTEGER_TYPES, Column, Source
+
+# Columns the validity SQL adds to a source row.
+REASON = "_segmentation_reason"
+ID_COUNT = "_segmentation_id_count"
+# These cannot hold a value beyond +-ABSURD, so the check is left out for them.
+_SMALL_INTEGER_TYPES = {"int2", "int4"}
+_MISSING = "NULL"
+
+
+def _text(value: str) -> sql.Literal:
+    return sql.Literal(value)
+
+
+def _pct(name: str) -> str:
+    """A name inside a format() template: its % signs are data, not placeholders."""
+    return name.replace("%", "%%")
+
+
+# A value's place in a message: no identifier can contain NUL, so it cannot clash with a name.
+_SLOT = "\0"
+
+
+def _format(message: str, *values: sql.Composable) -> sql.Composable:
+    """format() on the server: the message with the row's values in its _SLOTs."""
+    return sql.SQL("format({}, {})").format(_text(_pct(message).replace(_SLOT, "%s")), sql.SQL(", ").join(values))
+
+
+def _reason_with_value(rule: NumericRule | GenderRule, check: Check, value: sql.Composable) -> sql.Composable:
+    """The rule's own message for the check, with the row's value put in."""
+    return _format(rule.message(check, _SLOT, missing=_MISSING), value)
+
+
+def gender_code(col: sql.Composable, otherwise: sql.Composable) -> sql.Composable:
+    """The gender code of GenderRule.code in SQL: the exact spellings first, then lower(btrim())."""
+    exact = sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}").format(_text(spelling), sql.Literal(code)) for spelling, code in GENDER_EXACT.items()
+    )
+    folded = sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}").format(_text(spelling), sql.Literal(code)) for spelling, code in GENDER_CODES.items()
+    )
+    return sql.SQL("CASE {c} {exact} ELSE CASE lower(btrim({c}, {trimmed})) {folded} ELSE {otherwise} END END").format(
+        c=col, exact=exact, trimmed=_text(GENDER_TRIMMED), folded=folded, otherwise=otherwise
+    )
+
+
+def _gender_invalid(col: sql.Composable) -> sql.Composable:
+    exact = sql.SQL(", ").join(_text(s) for s in GENDER_EXACT)
+    folded = sql.SQL(", ").join(_text(s) for s in GENDER_CODES)
+    return sql.SQL("({c} IS NULL OR ({c} NOT IN ({exact}) AND lower(btrim({c}, {trimmed})) NOT IN ({folded})))").format(
+        c=col, exact=exact, trimmed=_text(GENDER_TRIMMED), folded=folded
+    )
+
+
+def _bound(column: Column, value: float) -> sql.Literal:
+    """A literal of the column's own kind, so the comparison stays in its type (an integer
+    compared with a numeric literal would be cast row by row)."""
+    return sql.Literal(int(value) if column.typname in INTEGER_TYPES and float(value).is_integer() else value)
+
+
+def _numeric_checks(rule: NumericRule, column: Column) -> list[tuple[sql.Composable, sql.Composable]]:
+    col = sql.Identifier(rule.column)
+    checks: list[tuple[sql.Composable, sql.Composable]] = [
+        (sql.SQL("{} IS NULL").format(col), _text(rule.message(Check.MISSING, "", missing=_MISSING)))
+    ]
+    if column.typname not in INTEGER_TYPES:
+        # Compared in the column's own type: a cast to float8 first would fail on a numeric
+        # too large for it.
+        checks.append(
+            (
+                sql.SQL("{} IN ('NaN', 'Infinity', '-Infinity')").format(col),
+                _reason_with_value(rule, Check.NOT_FINITE, col),
+            )
+        )
+    if column.typname not in _SMALL_INTEGER_TYPES:
+        # No abs(): abs() of the smallest bigint overflows.
+        checks.append(
+            (
+                sql.SQL("{c} < {low} OR {c} > {high}").format(
+                    c=col, low=_bound(column, -ABSURD), high=_bound(column, ABSURD)
+                ),
+                _reason_with_value(rule, Check.ABSURD, col),
+            )
+        )
+    outside = _reason_with_value(rule, Check.OUTSIDE, col)
+    if rule.low is not None:
+        checks.append((sql.SQL("{} < {}").format(col, sql.Literal(rule.low)), outside))
+    if rule.high is not None:
+        checks.append((sql.SQL("{} > {}").format(col, sql.Literal(rule.high)), outside))
+    return checks
+
+
+def _checks(source: Source) -> list[tuple[sql.Composable, sql.Composable]]:
+    """(condition, reason) pairs in the rules' order: a row is invalid when any condition
+    holds, and the first that holds is its reason."""
+    id_rule = IdRule(source.id_column)
+    cid = sql.Identifier(source.id_column)
+    checks: list[tuple[sql.Composable, sql.Composable]] = [
+        (sql.SQL("{} IS NULL").format(cid), _text(id_rule.message(Check.MISSING, "", missing=_MISSING)))
+    ]
+    if not source.id_unique:
+        checks.append(
+            (
+                sql.SQL("{} > 1").format(sql.Identifier(ID_COUNT)),
+                _format(
+                    id_rule.message(Check.REPEATED, _SLOT, missing=_MISSING, times=_SLOT), cid, sql.Identifier(ID_COUNT)
+                ),
+            )
+        )
+    for name in source.features:
+        rule = rule_for(name)
+        if isinstance(rule, GenderRule):
+            col = sql.Identifier(name)
+            shown = sql.SQL("coalesce(quote_literal({}), {})").format(col, _text(_MISSING))
+            checks.append((_gender_invalid(col), _reason_with_value(rule, Check.NOT_A_GENDER, shown)))
+        else:
+            checks.extend(_numeric_checks(rule, source.columns[name]))
+    return [(sql.SQL("({})").format(condition), reason) for condition, reason in checks]
+
+
+def reason(source: Source) -> sql.Composable:
+    """One CASE expression: why a row cannot be segmented, or NULL when it can."""
+    cases = [sql.SQL("WHEN {} THEN {}").format(condition, why) for condition, why in _checks(source)]
+    return sql.SQL("CASE {} END").format(sql.SQL(" ").join(cases))
+
+
+def invalid(source: Source) -> sql.Composable:
+    """The same rules as one cheap boolean, TRUE exactly when `reason` is not NULL: each
+    numeric feature is one test of its accepted interval (NumericRule.accepted), since
+    PostgreSQL orders NaN above every number and +-Infinity beyond every finite one, so the
+    interval also rejects them. A third of the cost of the CASE, which tests each check
+    separately to name it."""
+    parts: list[sql.Composable] = [sql.SQL("{} IS NULL").format(sql.Identifier(source.id_column))]
+    if not source.id_unique:
+        parts.append(sql.SQL("{} > 1").format(sql.Identifier(ID_COUNT)))
+    for name in source.features:
+        rule = rule_for(name)
+        col = sql.Identifier(name)
+        if isinstance(rule, GenderRule):
+            parts.append(_gender_invalid(col))
+            continue
+        column = source.columns[name]
+        low, high = (rule.low, rule.high) if column.typname in _SMALL_INTEGER_TYPES else rule.accepted()
+        tests = [sql.SQL("{} >= {}").format(col, _bound(column, low))] if low is not None else []
+        if high is not None:
+            tests.append(sql.SQL("{} <= {}").format(col, _bound(column, high)))
+        within = sql.SQL(" AND ").join(tests) if tests else sql.SQL("true")
+        parts.append(sql.SQL("({} IS NULL OR NOT ({}))").format(col, within))
+    return sql.SQL(" OR ").join(parts)

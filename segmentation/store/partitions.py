@@ -1,0 +1,153 @@
+"""The life of a run's per-customer table, segmentation.customer_segments_run_<run_id>:
+created and loaded with binary COPY while the run scores, attached as a partition of
+customer_segments when the run publishes, and detached and dropped by retention (or dropped
+unattached when the run fails or is rejected). These functions run in their caller's
+transaction (see segmentation.db), except `prune`, whose DETACH ... CONCURRENTLY cannot run
+inside one."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
+
+from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
+from segmentation.db import scalar
+
+ASSIGNMENT_FIELDS = [("run_id", "int8"), ("customer_id", "int8"), ("segment_id", "int4"), ("distance", "float8")]
+
+
+def partition_name(run_id: int) -> sql.Identifier:
+    return sql.Identifier("segmentation", f"customer_segments_run_{int(run_id)}")
+
+
+class AssignmentWriter:
+    """Binary COPY of (run_id, customer_id, segment_id, distance) into the run's own table,
+    created here. Keys and the partition bound are added after the load, which is faster
+    than maintaining an index row by row. Used inside one transaction: the table is created,
+    loaded and keyed in it (COPY FREEZE needs that), and nothing remains if it rolls back."""
+
+    def __init__(self, conn: psycopg.Connection, run_id: int):
+        self.conn, self.run_id, self.rows = conn, run_id, 0
+        table = partition_name(run_id)
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE segmentation.customer_segments INCLUDING DEFAULTS)").format(table))
+        # The bound as a CHECK, checked row by row during the load, lets ATTACH skip its
+        # validation scan.
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT run_bound CHECK (run_id IS NOT NULL AND run_id = {})").format(
+                table, sql.Literal(run_id)
+            )
+        )
+        self._cursor = conn.cursor()
+        # FREEZE: the table was created in this transaction, so its rows can be written
+        # frozen, sparing the first readers (and autovacuum) a pass over 10 million rows.
+        # Queued: a worker thread feeds PostgreSQL while this thread scores the next chunk.
+        self._copy_cm = self._cursor.copy(
+            sql.SQL("COPY {} FROM STDIN (FORMAT BINARY, FREEZE)").format(table),
+            writer=QueuedLibpqWriter(self._cursor),
+        )
+        self._copy = self._copy_cm.__enter__()
+        self._copy.write(HEADER)
+
+    def write(self, customer_ids: np.ndarray, segment_ids: np.ndarray, distances: np.ndarray) -> None:
+        columns = {
+            "run_id": np.full(len(customer_ids), self.run_id, dtype=np.int64),
+            "customer_id": customer_ids,
+            "segment_id": segment_ids,
+            "distance": distances,
+        }
+        self._copy.write(encode_rows(ASSIGNMENT_FIELDS, columns))
+        self.rows += len(customer_ids)
+
+    def finish(self) -> None:
+        self._copy.write(TRAILER)
+        self._copy_cm.__exit__(None, None, None)
+        self._cursor.close()
+        # The key's sort fits in memory up to about 5 million customers instead of spilling
+        # to disk beyond about 1 million (the default is 64MB); for this transaction only.
+        self.conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        self.conn.execute(
+            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (run_id, customer_id)").format(partition_name(self.run_id))
+        )
+
+    def abort(self) -> None:
+        """End the COPY with an error, so the transaction around it can roll back."""
+        # The error that made us abort is the one to report, not one from ending the COPY.
+        with contextlib.suppress(Exception):
+            self._copy_cm.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        self._cursor.close()
+
+
+def is_attached(conn: psycopg.Connection, run_id: int) -> bool:
+    return bool(
+        scalar(
+            conn,
+            "SELECT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = to_regclass(%s))",
+            (partition_name(run_id).as_string(conn),),
+        )
+    )
+
+
+def exists(conn: psycopg.Connection, run_id: int) -> bool:
+    return bool(scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (partition_name(run_id).as_string(conn),)))
+
+
+def drop_unattached(conn: psycopg.Connection, run_id: int) -> None:
+    """Drop a failed or rejected run's table unless it is attached: dropping a partition
+    would lock customer_segments against BI readers. An attached one (a run that failed
+    between attach and publish) is detached concurrently and dropped by the next `prune`."""
+    if not is_attached(conn, run_id):
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition_name(run_id)))
+
+
+def attach(conn: psycopg.Connection, run_id: int) -> None:
+    """Attach the run's table to customer_segments. The caller commits this before the
+    publish transaction: a query plans against the partitions it sees when planning but
+    reads rows with a snapshot taken just after; were attach and publish one commit, a query
+    planned just before it could read the new current run from a plan without its partition.
+    ATTACH takes SHARE UPDATE EXCLUSIVE, which readers' ACCESS SHARE does not conflict with;
+    the CHECK constraint spares it a validation scan."""
+    conn.execute(
+        sql.SQL("ALTER TABLE segmentation.customer_segments ATTACH PARTITION {} FOR VALUES IN ({})").format(
+            partition_name(run_id), sql.Literal(run_id)
+        )
+    )
+
+
+def to_prune(conn: psycopg.Connection, keep: int) -> list[int]:
+    """Runs whose per-customer rows retention drops: all but the newest `keep` published
+    runs (the current run is always kept), and failed or rejected runs whose table is still
+    attached."""
+    return [
+        r[0]
+        for r in conn.execute(
+            """(SELECT run_id FROM segmentation.runs
+                WHERE status = 'published' AND assignments_pruned_at IS NULL
+                ORDER BY published_at DESC, run_id DESC OFFSET %s)
+               UNION ALL
+               SELECT r.run_id FROM segmentation.runs r
+               JOIN pg_inherits i ON i.inhrelid = to_regclass(format('segmentation.customer_segments_run_%%s', r.run_id))
+               WHERE r.status IN ('failed', 'rejected')""",
+            (max(1, keep),),
+        )
+    ]
+
+
+def detach_and_drop(conn: psycopg.Connection, run_id: int) -> None:
+    """Detach the run's table concurrently (BI readers of customer_segments are never blocked
+    behind it) and drop it: a whole partition at a time, never a DELETE of millions of rows.
+    conn must be in autocommit, outside any transaction block."""
+    table = partition_name(run_id)
+    state = conn.execute(
+        "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(%s)", (table.as_string(conn),)
+    ).fetchone()
+    if state is not None:
+        # A detach interrupted half-way is left pending and must be finalised instead.
+        action = "FINALIZE" if state[0] else "CONCURRENTLY"
+        conn.execute(
+            sql.SQL("ALTER TABLE segmentation.customer_segments DETACH PARTITION {} {}").format(table, sql.SQL(action))
+        )
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))

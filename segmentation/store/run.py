@@ -1,0 +1,249 @@
+"""A flow run's hold on the database: the one owner of a run's connections and transactions.
+
+The flow gets a Run from the start-run task and closes it when it ends; the tasks call its
+methods and never see a connection. Each public method is one transaction (or, for `prune`,
+a series of single statements), opened and committed here and nowhere else; the helpers in
+segmentation.store and segmentation.source run inside them (see segmentation.db).
+
+A Run holds two connections:
+- the run connection (autocommit) holds the run lock, a session-level advisory lock, from
+  start to close, and does every write;
+- the snapshot connection reads the source. Its transaction is REPEATABLE READ READ ONLY,
+  set through psycopg's attributes, and begins with the run's first read of the source: the
+  catalog lookup, the extract, the quarantine and the scoring pass all read that one version
+  of the table. `end_snapshot` ends it as soon as the source is no longer needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+
+import pandas as pd
+import psycopg
+
+from segmentation import db
+from segmentation.core.model import KCandidate
+from segmentation.errors import SegmentationError
+from segmentation.settings import Settings
+from segmentation.source import catalog, queries, split_read
+from segmentation.source.stream import Chunk, stream_valid
+from segmentation.store import history, partitions, runs
+
+log = logging.getLogger(__name__)
+
+
+class Run:
+    def __init__(
+        self, run_id: int, settings: Settings, url: str, conn: psycopg.Connection, snapshot: psycopg.Connection
+    ):
+        self.run_id = run_id
+        self.settings = settings
+        self._url = url  # holds the password: never shown (see __repr__)
+        self._conn = conn
+        self._snapshot = snapshot
+
+    def __repr__(self) -> str:
+        return f"Run(run_id={self.run_id})"
+
+    @classmethod
+    def start(
+        cls, settings: Settings, *, flow_run_id: str | None, source_table: str, features: Sequence[str], params: dict
+    ) -> tuple[Run, list[int]]:
+        """Take the run lock, mark runs abandoned by dead processes failed, and record the new
+        run. Returns the run and the abandoned run ids."""
+        url = db.database_url(settings)
+        conn = db.connect(url, application_name="segmentation-run")
+        try:
+            runs.acquire_run_lock(conn)
+            with conn.transaction():
+                abandoned = runs.mark_abandoned(conn)
+                for run_id in abandoned:
+                    partitions.drop_unattached(conn, run_id)
+            with conn.transaction():
+                run_id = runs.insert_run(
+                    conn, flow_run_id=flow_run_id, source_table=source_table, features=features, params=params
+                )
+            snapshot = db.connect_snapshot(url, application_name="segmentation-snapshot")
+        except BaseException:
+            conn.close()  # also releases the run lock
+            raise
+        return cls(run_id, settings, url, conn, snapshot), abandoned
+
+    # The source, read in the run's snapshot.
+
+    def resolve_source(self, source_table: str, id_column: str, features: Sequence[str]) -> catalog.Source:
+        """Look the source up in the snapshot's catalog, and record its names as the catalog
+        spells them, so runs compare equal however they were typed."""
+        source = catalog.resolve_source(self._snapshot, source_table, id_column, features)
+        with self._conn.transaction():
+            runs.record_source(self._conn, self.run_id, str(source.table), source.features)
+        return source
+
+    def count_rows(self, source: catalog.Source) -> int:
+        return queries.count_rows(self._snapshot, source)
+
+    def read_valid(self, source: catalog.Source, *, n_rows: int | None = None) -> Iterator[Chunk]:
+        """The valid rows, chunk by chunk. Given the table's row count, a table of more than
+        two chunks is read over two sessions sharing the snapshot (segmentation.source.split_read)."""
+        chunk_rows = self.settings.chunk_rows
+        if n_rows is None:
+            return stream_valid(self._snapshot, source, chunk_rows)
+        return split_read.stream_valid_split(
+            self._snapshot,
+            source,
+            chunk_rows,
+            connect=self._second_session,
+            min_rows=2 * chunk_rows,
+            n_rows=n_rows,
+        )
+
+    def _second_session(self) -> psycopg.Connection:
+        return db.connect_snapshot(self._url, application_name="segmentation-snapshot")
+
+    def quarantine(self, source: catalog.Source) -> int:
+        """Copy the snapshot's invalid rows, with their reasons, into segmentation.quarantine."""
+        with self._conn.transaction():
+            return runs.copy_quarantine(self._snapshot, self._conn, queries.quarantine_copy_query(source, self.run_id))
+
+    def end_snapshot(self) -> None:
+        """The source is no longer needed: end the snapshot rather than hold its lock on the
+        source table (and vacuum's horizon) any longer."""
+        self._snapshot.rollback()
+
+    # What the run compares itself with.
+
+    def previous(self) -> history.PreviousRun | None:
+        with self._conn.transaction():
+            return history.previous_run(self._conn)
+
+    def next_segment_id(self) -> int:
+        return history.next_segment_id(self._conn)
+
+    def drift(self, previous: history.PreviousRun) -> history.Drift | None:
+        with self._conn.transaction():
+            return history.measure_drift(self._conn, self.run_id, previous)
+
+    # Writing the run.
+
+    @contextmanager
+    def assignments(self) -> Iterator[partitions.AssignmentWriter]:
+        """One transaction: the run's table is created, loaded and keyed; if the block fails,
+        nothing of it remains."""
+        with self._conn.transaction():
+            writer = partitions.AssignmentWriter(self._conn, self.run_id)
+            try:
+                yield writer
+            except BaseException:
+                writer.abort()
+                raise
+            writer.finish()
+
+    def publish(
+        self,
+        *,
+        k: int,
+        n_customers: int,
+        n_quarantined: int,
+        inertia: float,
+        silhouette: float | None,
+        segments: pd.DataFrame,
+        centroids: pd.DataFrame,
+        candidates: Sequence[KCandidate],
+        drift: dict | None,
+        quality_issues: Sequence[str],
+        forced: bool,
+    ) -> None:
+        """Attach the run's table (committed on its own, see partitions.attach), then write the
+        summaries and make the run current in one transaction."""
+        with self._conn.transaction():
+            partitions.attach(self._conn, self.run_id)
+        with self._conn.transaction():
+            runs.mark_published(
+                self._conn,
+                self.run_id,
+                k=k,
+                n_customers=n_customers,
+                n_quarantined=n_quarantined,
+                inertia=inertia,
+                silhouette=silhouette,
+                segments=segments,
+                centroids=centroids,
+                candidates=candidates,
+                drift=drift,
+                quality_issues=quality_issues,
+                forced=forced,
+            )
+
+    def reject(
+        self,
+        *,
+        error: str,
+        quality_issues: Sequence[str],
+        k: int,
+        n_customers: int,
+        n_quarantined: int,
+        silhouette: float | None,
+    ) -> None:
+        """Record the quality gate's refusal and drop the run's per-customer rows."""
+        with self._conn.transaction():
+            if runs.mark_rejected(
+                self._conn,
+                self.run_id,
+                error=error,
+                quality_issues=quality_issues,
+                k=k,
+                n_customers=n_customers,
+                n_quarantined=n_quarantined,
+                silhouette=silhouette,
+            ):
+                partitions.drop_unattached(self._conn, self.run_id)
+
+    def fail(self, error: str) -> bool:
+        """Mark the run failed and drop its rows (a run that already published stays
+        published). The run connection itself may be what failed: then on a fresh one.
+        False when the failure could not be recorded; the next run marks it abandoned."""
+        for attempt in (self._record_failure_on_run_connection, self._record_failure_on_new_connection):
+            try:
+                attempt(error)
+                return True
+            except (psycopg.Error, SegmentationError) as exc:
+                last = exc
+        log.error("could not record the failure of run %d: %s", self.run_id, last)
+        return False
+
+    def _record_failure_on_run_connection(self, error: str) -> None:
+        _record_failure(self._conn, self.run_id, error)
+
+    def _record_failure_on_new_connection(self, error: str) -> None:
+        with db.connect(self._url, application_name="segmentation-run") as conn:
+            _record_failure(conn, self.run_id, error)
+
+    def prune(self, keep: int) -> list[int]:
+        """Retention: drop the per-customer rows of all but the newest `keep` published runs,
+        a whole partition at a time. Each step is its own statement: DETACH ... CONCURRENTLY
+        cannot run inside a transaction block. What is not pruned now, a later run prunes."""
+        old = partitions.to_prune(self._conn, keep)
+        # Never queue for long behind a BI session: a blocked DETACH would hold up every
+        # reader that arrives after it.
+        self._conn.execute("SET lock_timeout = '10s'")
+        try:
+            for run_id in old:
+                partitions.detach_and_drop(self._conn, run_id)
+                runs.mark_pruned(self._conn, run_id)
+        finally:
+            self._conn.execute("RESET lock_timeout")
+        return old
+
+    def close(self) -> None:
+        """Close both connections; closing the run connection releases the run lock."""
+        for conn in (self._snapshot, self._conn):
+            with suppress(psycopg.Error):
+                conn.close()
+
+
+def _record_failure(conn: psycopg.Connection, run_id: int, error: str) -> None:
+    with conn.transaction():
+        if runs.mark_failed(conn, run_id, error):
+            partitions.drop_unattached(conn, run_id)

@@ -1,0 +1,202 @@
+"""Run bookkeeping: the run lock and the life of a row of segmentation.runs, from `running`
+to `published`, `rejected` or `failed`, and the run's quarantined rows.
+
+A run holds a session-level advisory lock on its connection from start to finish, so only
+one run works at a time; if its process dies, PostgreSQL drops the connection and the lock.
+Publishing is one UPDATE of the run's status, so BI readers switch from the old run to the
+new one in a single commit. These functions run in their caller's transaction (see
+segmentation.db); segmentation.store.run.Run is the caller."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from segmentation.core.model import KCandidate
+from segmentation.db import scalar
+from segmentation.errors import SegmentationError
+
+RUN_LOCK_KEY = 0x5E6_0002  # any fixed 64-bit number; it only has to differ from the migration lock
+ABANDONED = "abandoned: the process running it stopped before it finished"
+
+
+def acquire_run_lock(conn: psycopg.Connection) -> None:
+    """Take the run lock, or say which run holds it. conn must be in autocommit: the lock
+    is the session's, held until the connection closes."""
+    locked = scalar(conn, "SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,))
+    if not locked:
+        row = conn.execute(
+            "SELECT run_id, started_at FROM segmentation.runs WHERE status = 'running' ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        which = f" (run {row[0]}, started {row[1]:%Y-%m-%d %H:%M:%S %Z})" if row else ""
+        raise SegmentationError(
+            f"another segmentation run is in progress{which}; wait for it to finish, then start this one again"
+        )
+
+
+def mark_abandoned(conn: psycopg.Connection) -> list[int]:
+    """Mark runs left 'running' by a dead process failed. Only called while holding the run
+    lock, so no live run can be among them."""
+    return [
+        r[0]
+        for r in conn.execute(
+            """UPDATE segmentation.runs SET status = 'failed', finished_at = now(), error = %s
+               WHERE status = 'running' RETURNING run_id""",
+            (ABANDONED,),
+        )
+    ]
+
+
+def insert_run(
+    conn: psycopg.Connection, *, flow_run_id: str | None, source_table: str, features: Sequence[str], params: dict
+) -> int:
+    return int(
+        scalar(
+            conn,
+            """INSERT INTO segmentation.runs (flow_run_id, source_table, features, params)
+               VALUES (%s, %s, %s, %s) RETURNING run_id""",
+            (flow_run_id, source_table, list(features), json.dumps(params)),
+        )
+    )
+
+
+def record_source(conn: psycopg.Connection, run_id: int, source_table: str, features: Sequence[str]) -> None:
+    conn.execute(
+        "UPDATE segmentation.runs SET source_table = %s, features = %s WHERE run_id = %s",
+        (source_table, list(features), run_id),
+    )
+
+
+def mark_failed(conn: psycopg.Connection, run_id: int, error: str) -> bool:
+    """Mark a running run failed; False when it is no longer running (a run that already
+    published, say, stays published)."""
+    return bool(
+        conn.execute(
+            """UPDATE segmentation.runs SET status = 'failed', finished_at = now(), error = %s
+               WHERE run_id = %s AND status = 'running'""",
+            (error, run_id),
+        ).rowcount
+    )
+
+
+def copy_quarantine(snapshot: psycopg.Connection, conn: psycopg.Connection, copy_query: sql.Composed) -> int:
+    """Stream the invalid rows from the snapshot straight into segmentation.quarantine."""
+    n = 0
+    with (
+        conn.cursor() as wcur,
+        wcur.copy("COPY segmentation.quarantine (run_id, customer_id, reason, record) FROM STDIN") as sink,
+        snapshot.cursor() as rcur,
+        rcur.copy(copy_query) as source,
+    ):
+        for block in source:  # one row per block in PostgreSQL's COPY protocol
+            sink.write(block)
+            n += 1
+    return n
+
+
+def _copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> None:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
+    with (
+        conn.cursor() as cur,
+        cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier("segmentation", table), columns)) as copy,
+    ):
+        for row in frame.itertuples(index=False):
+            copy.write_row([None if (isinstance(v, float) and np.isnan(v)) else v for v in row])
+
+
+def mark_published(
+    conn: psycopg.Connection,
+    run_id: int,
+    *,
+    k: int,
+    n_customers: int,
+    n_quarantined: int,
+    inertia: float,
+    silhouette: float | None,
+    segments: pd.DataFrame,
+    centroids: pd.DataFrame,
+    candidates: Sequence[KCandidate],
+    drift: dict | None,
+    quality_issues: Sequence[str],
+    forced: bool,
+) -> None:
+    """Write the run's summaries and make it the current run. The caller runs this in one
+    transaction, after the run's partition was attached (partitions.attach)."""
+    drift = drift or {}
+    _copy_frame(conn, "segments", segments.assign(run_id=run_id))
+    _copy_frame(conn, "segment_centroids", centroids.assign(run_id=run_id))
+    _copy_frame(
+        conn,
+        "k_selection",
+        pd.DataFrame(
+            [{"run_id": run_id, "k": c.k, "inertia": c.inertia, "silhouette": c.silhouette} for c in candidates]
+        ),
+    )
+    updated = conn.execute(
+        """UPDATE segmentation.runs
+           SET status = 'published', published_at = now(), finished_at = now(), k = %s,
+               n_customers = %s, n_quarantined = %s, inertia = %s, silhouette = %s,
+               previous_run_id = %s, customers_compared = %s, customers_changed = %s, churn = %s,
+               adjusted_rand_index = %s, customers_added = %s, customers_removed = %s,
+               quality_issues = %s, forced = %s
+           WHERE run_id = %s AND status = 'running'""",
+        (
+            k,
+            n_customers,
+            n_quarantined,
+            inertia,
+            silhouette,
+            drift.get("previous_run_id"),
+            drift.get("customers_compared"),
+            drift.get("customers_changed"),
+            drift.get("churn"),
+            drift.get("adjusted_rand_index"),
+            drift.get("customers_added"),
+            drift.get("customers_removed"),
+            list(quality_issues) or None,
+            forced,
+            run_id,
+        ),
+    ).rowcount
+    if updated != 1:
+        raise SegmentationError(f"run {run_id} is no longer running (marked failed by another process?)")
+
+
+def mark_rejected(
+    conn: psycopg.Connection,
+    run_id: int,
+    *,
+    error: str,
+    quality_issues: Sequence[str],
+    k: int,
+    n_customers: int,
+    n_quarantined: int,
+    silhouette: float | None,
+) -> bool:
+    """The quality gate said no: record why. False when the run is no longer running."""
+    return bool(
+        conn.execute(
+            """UPDATE segmentation.runs
+               SET status = 'rejected', finished_at = now(), error = %s, quality_issues = %s,
+                   k = %s, n_customers = %s, n_quarantined = %s, silhouette = %s
+               WHERE run_id = %s AND status = 'running'""",
+            (error, list(quality_issues), k, n_customers, n_quarantined, silhouette, run_id),
+        ).rowcount
+    )
+
+
+def mark_pruned(conn: psycopg.Connection, run_id: int) -> None:
+    conn.execute(
+        "UPDATE segmentation.runs SET assignments_pruned_at = now() WHERE run_id = %s AND status = 'published'",
+        (run_id,),
+    )
+
+
+def current_run_id(conn: psycopg.Connection) -> int | None:
+    row = conn.execute("SELECT run_id FROM segmentation.current_run").fetchone()
+    return None if row is None else int(row[0])
