@@ -14,6 +14,7 @@ from segmentation.errors import RunRejected
 from segmentation.source.catalog import Source
 from segmentation.store import history
 from segmentation.store.run import Run
+from segmentation.store.runs import Publication
 from segmentation.tasks.model import TrainedModel
 from segmentation.tasks.stability import SegmentIdentity
 
@@ -48,21 +49,7 @@ def publish(
 ) -> dict:
     logger = get_run_logger()
     run.end_snapshot()  # do not hold the snapshot through the publish
-    if quality_issues and not force_publish:
-        error = (
-            f"quality gate rejected run {run.run_id}: {'; '.join(quality_issues)}. The previous run stays "
-            "current; if you have checked this run, start it again with force_publish=true"
-        )
-        run.reject(
-            error=error,
-            quality_issues=quality_issues,
-            k=model.k,
-            n_customers=stats.n_customers,
-            n_quarantined=n_quarantined,
-            silhouette=model.silhouette,
-        )
-        raise RunRejected(error)
-    run.publish(
+    found = Publication(
         k=model.k,
         n_customers=stats.n_customers,
         n_quarantined=n_quarantined,
@@ -73,8 +60,15 @@ def publish(
         candidates=model.candidates,
         drift=drift,
         quality_issues=quality_issues,
-        forced=bool(quality_issues),
     )
+    if quality_issues and not force_publish:
+        error = (
+            f"quality gate rejected run {run.run_id}: {'; '.join(quality_issues)}. The previous run stays "
+            "current; if you have checked this run, start it again with force_publish=true"
+        )
+        run.reject(found, error=error)
+        raise RunRejected(error)
+    run.publish(found, forced=bool(quality_issues))
     if quality_issues:
         logger.warning("run %d published despite the quality gate (force_publish)", run.run_id)
     logger.info("run %d published: %d customers in %d segments", run.run_id, stats.n_customers, model.k)

@@ -19,7 +19,7 @@ def prepare_database() -> Settings:
         applied = migrations.upgrade(conn)
         # Only after new migrations: re-owning objects takes locks BI readers would queue behind.
         if applied and migrations.apply_roles(conn):
-            get_run_logger().info("applied %s", migrations.ROLES_SQL)
+            get_run_logger().info("applied %s", migrations.ROLES_SQL.name)
     if applied:
         get_run_logger().info("applied migrations: %s", ", ".join(m.filename for m in applied))
     return settings

@@ -95,6 +95,17 @@ def test_the_installed_commands_work_from_another_directory(venv, server_url, pr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
+    def python(code: str) -> str:
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", code],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout
+
     def segmentation(*args: str) -> str:
         done = subprocess.run(
             [str(venv / "bin" / "segmentation"), *args],
@@ -108,28 +119,10 @@ def test_the_installed_commands_work_from_another_directory(venv, server_url, pr
         return done.stdout
 
     try:
-        where = subprocess.run(
-            [str(venv / "bin" / "python"), "-c", "import segmentation; print(segmentation.__file__)"],
-            cwd=elsewhere,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        where = python("import segmentation; print(segmentation.__file__)")
         assert where.startswith(str(venv)) and "site-packages" in where
         for bare in ("flows", "tasks", "sql"):
-            found = subprocess.run(
-                [
-                    str(venv / "bin" / "python"),
-                    "-c",
-                    f"import importlib.util; print(importlib.util.find_spec({bare!r}))",
-                ],
-                cwd=elsewhere,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+            found = python(f"import importlib.util; print(importlib.util.find_spec({bare!r}))")
             assert found.strip() == "None", f"the wheel installs a top-level {bare}"
 
         upgraded = segmentation("db", "upgrade")

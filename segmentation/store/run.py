@@ -16,22 +16,17 @@ A Run holds two connections:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 
-import pandas as pd
 import psycopg
 
 from segmentation import db
-from segmentation.core.model import KCandidate
 from segmentation.errors import SegmentationError
 from segmentation.settings import Settings
 from segmentation.source import catalog, queries, split_read
 from segmentation.source.stream import Chunk, stream_valid
 from segmentation.store import history, partitions, runs
-
-log = logging.getLogger(__name__)
 
 
 class Run:
@@ -140,64 +135,18 @@ class Run:
                 raise
             writer.finish()
 
-    def publish(
-        self,
-        *,
-        k: int,
-        n_customers: int,
-        n_quarantined: int,
-        inertia: float,
-        silhouette: float | None,
-        segments: pd.DataFrame,
-        centroids: pd.DataFrame,
-        candidates: Sequence[KCandidate],
-        drift: dict | None,
-        quality_issues: Sequence[str],
-        forced: bool,
-    ) -> None:
+    def publish(self, found: runs.Publication, *, forced: bool) -> None:
         """Attach the run's table (committed on its own, see partitions.attach), then write the
         summaries and make the run current in one transaction."""
         with self._conn.transaction():
             partitions.attach(self._conn, self.run_id)
         with self._conn.transaction():
-            runs.mark_published(
-                self._conn,
-                self.run_id,
-                k=k,
-                n_customers=n_customers,
-                n_quarantined=n_quarantined,
-                inertia=inertia,
-                silhouette=silhouette,
-                segments=segments,
-                centroids=centroids,
-                candidates=candidates,
-                drift=drift,
-                quality_issues=quality_issues,
-                forced=forced,
-            )
+            runs.mark_published(self._conn, self.run_id, found, forced=forced)
 
-    def reject(
-        self,
-        *,
-        error: str,
-        quality_issues: Sequence[str],
-        k: int,
-        n_customers: int,
-        n_quarantined: int,
-        silhouette: float | None,
-    ) -> None:
+    def reject(self, found: runs.Publication, *, error: str) -> None:
         """Record the quality gate's refusal and drop the run's per-customer rows."""
         with self._conn.transaction():
-            if runs.mark_rejected(
-                self._conn,
-                self.run_id,
-                error=error,
-                quality_issues=quality_issues,
-                k=k,
-                n_customers=n_customers,
-                n_quarantined=n_quarantined,
-                silhouette=silhouette,
-            ):
+            if runs.mark_rejected(self._conn, self.run_id, found, error=error):
                 partitions.drop_unattached(self._conn, self.run_id)
 
     def fail(self, error: str) -> bool:
@@ -208,9 +157,8 @@ class Run:
             try:
                 attempt(error)
                 return True
-            except (psycopg.Error, SegmentationError) as exc:
-                last = exc
-        log.error("could not record the failure of run %d: %s", self.run_id, last)
+            except (psycopg.Error, SegmentationError):
+                continue
         return False
 
     def _record_failure_on_run_connection(self, error: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -109,32 +110,34 @@ def _copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> No
             copy.write_row([None if (isinstance(v, float) and np.isnan(v)) else v for v in row])
 
 
-def mark_published(
-    conn: psycopg.Connection,
-    run_id: int,
-    *,
-    k: int,
-    n_customers: int,
-    n_quarantined: int,
-    inertia: float,
-    silhouette: float | None,
-    segments: pd.DataFrame,
-    centroids: pd.DataFrame,
-    candidates: Sequence[KCandidate],
-    drift: dict | None,
-    quality_issues: Sequence[str],
-    forced: bool,
-) -> None:
+@dataclass(frozen=True)
+class Publication:
+    """What a run found: published as it is, or, when the quality gate says no, the
+    figures of the rejected run."""
+
+    k: int
+    n_customers: int
+    n_quarantined: int
+    inertia: float
+    silhouette: float | None
+    segments: pd.DataFrame
+    centroids: pd.DataFrame
+    candidates: Sequence[KCandidate]
+    drift: dict | None
+    quality_issues: Sequence[str]
+
+
+def mark_published(conn: psycopg.Connection, run_id: int, found: Publication, *, forced: bool) -> None:
     """Write the run's summaries and make it the current run. The caller runs this in one
     transaction, after the run's partition was attached (partitions.attach)."""
-    drift = drift or {}
-    _copy_frame(conn, "segments", segments.assign(run_id=run_id))
-    _copy_frame(conn, "segment_centroids", centroids.assign(run_id=run_id))
+    drift = found.drift or {}
+    _copy_frame(conn, "segments", found.segments.assign(run_id=run_id))
+    _copy_frame(conn, "segment_centroids", found.centroids.assign(run_id=run_id))
     _copy_frame(
         conn,
         "k_selection",
         pd.DataFrame(
-            [{"run_id": run_id, "k": c.k, "inertia": c.inertia, "silhouette": c.silhouette} for c in candidates]
+            [{"run_id": run_id, "k": c.k, "inertia": c.inertia, "silhouette": c.silhouette} for c in found.candidates]
         ),
     )
     updated = conn.execute(
@@ -146,11 +149,11 @@ def mark_published(
                quality_issues = %s, forced = %s
            WHERE run_id = %s AND status = 'running'""",
         (
-            k,
-            n_customers,
-            n_quarantined,
-            inertia,
-            silhouette,
+            found.k,
+            found.n_customers,
+            found.n_quarantined,
+            found.inertia,
+            found.silhouette,
             drift.get("previous_run_id"),
             drift.get("customers_compared"),
             drift.get("customers_changed"),
@@ -158,7 +161,7 @@ def mark_published(
             drift.get("adjusted_rand_index"),
             drift.get("customers_added"),
             drift.get("customers_removed"),
-            list(quality_issues) or None,
+            list(found.quality_issues) or None,
             forced,
             run_id,
         ),
@@ -167,17 +170,7 @@ def mark_published(
         raise SegmentationError(f"run {run_id} is no longer running (marked failed by another process?)")
 
 
-def mark_rejected(
-    conn: psycopg.Connection,
-    run_id: int,
-    *,
-    error: str,
-    quality_issues: Sequence[str],
-    k: int,
-    n_customers: int,
-    n_quarantined: int,
-    silhouette: float | None,
-) -> bool:
+def mark_rejected(conn: psycopg.Connection, run_id: int, found: Publication, *, error: str) -> bool:
     """The quality gate said no: record why. False when the run is no longer running."""
     return bool(
         conn.execute(
@@ -185,7 +178,15 @@ def mark_rejected(
                SET status = 'rejected', finished_at = now(), error = %s, quality_issues = %s,
                    k = %s, n_customers = %s, n_quarantined = %s, silhouette = %s
                WHERE run_id = %s AND status = 'running'""",
-            (error, list(quality_issues), k, n_customers, n_quarantined, silhouette, run_id),
+            (
+                error,
+                list(found.quality_issues),
+                found.k,
+                found.n_customers,
+                found.n_quarantined,
+                found.silhouette,
+                run_id,
+            ),
         ).rowcount
     )
 
