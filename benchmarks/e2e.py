@@ -53,7 +53,7 @@ def _kmeans(X: np.ndarray, k: int, n_init: int, random_state: int):
     from segmentation.core.model import Scaler, fit_kmeans
 
     scaler = Scaler.fit(X)
-    return scaler, fit_kmeans(scaler.transform(X), k, random_state, n_init)
+    return scaler, fit_kmeans(scaler.transform(X), k, random_state, n_init, to_fixed_point=False)
 
 
 def _flow_fit(X: np.ndarray, k: int, n_init: int, random_state: int):
