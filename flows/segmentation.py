@@ -14,7 +14,7 @@ from segmentation.core.segments import QualityGate
 from segmentation.errors import RunRejected, describe
 from segmentation.tasks.extract import check_source, extract, quarantine_invalid
 from segmentation.tasks.model import choose_k, train
-from segmentation.tasks.publish import prune_history, publish
+from segmentation.tasks.publish import keep_run, prune_history
 from segmentation.tasks.report import report
 from segmentation.tasks.run import fail_run, prepare_database, start_run
 from segmentation.tasks.score import score
@@ -39,6 +39,7 @@ def customer_segmentation(
     max_customer_drop: float = 0.5,
     max_quarantined_share: float = 0.1,
     force_publish: bool = False,
+    publish: bool = True,
 ) -> dict[str, Any] | State:
     """Retrain KMeans on the source table and publish segments for BI.
 
@@ -57,6 +58,7 @@ def customer_segmentation(
         max_customer_drop: Quality gate: reject the run when valid customers fell by more than this share since the previous published run (a broken upstream load).
         max_quarantined_share: Quality gate: reject the run when more than this share of rows was quarantined.
         force_publish: Publish even when the quality gate fails; the run records that it was forced.
+        publish: Make the run current when it passes the quality gate. False: the run does everything else and ends staged, kept but not current, to be made current later (segmentation promote RUN_ID).
     """
     # The parameters as called, recorded with the run: first, before any other local exists.
     params = {**locals(), "features": list(features)}
@@ -83,7 +85,9 @@ def customer_segmentation(
         stats = score(run, source, training, model, identity.ids)
         drift = measure_drift(run, source, previous)
         issues = quality_gate(source, stats, model, previous, n_quarantined, gate)
-        result = publish(run, source, model, stats, identity, previous, drift, n_quarantined, issues, force_publish)
+        result = keep_run(
+            run, source, model, stats, identity, previous, drift, n_quarantined, issues, force_publish, publish
+        )
         report(result["run_id"])
         prune_history(run)
         return result

@@ -192,6 +192,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_flow({})
 
 
+def _make_current(run_id: int | None, reason: str, force: bool) -> int:
+    from segmentation.rollback import make_current
+
+    with _connect() as conn:
+        _upgrade(conn)
+        switch = make_current(conn, run_id=run_id, reason=reason, force=force)
+    was = f" (run {switch.from_run_id} was)" if switch.from_run_id is not None else ""
+    print(f"run {switch.run_id} is current{was}: {switch.action}")
+    return _show(switch.run_id)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _make_current(args.to, args.reason, args.force)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    return _make_current(args.run_id, args.reason, args.force)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from segmentation.core.run_text import runs_table
+    from segmentation.store import readback
+
+    with _connect() as conn:
+        _upgrade(conn)
+        with conn.transaction():
+            listed = readback.recent_runs(conn, args.limit)
+    print(runs_table(listed).plain() if listed else "no runs yet; start one with: segmentation run")
+    return 0
+
+
 def _embedded_settings() -> Settings:
     from segmentation.settings import DATABASE_URL_ENV, Settings
 
@@ -260,6 +291,27 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     if flow_options:
         _flow_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "rollback",
+        help="make an earlier run current again, without retraining (default: the run current before this one)",
+    )
+    p.add_argument("--to", type=int, metavar="RUN_ID", help="the run to make current (see: segmentation runs)")
+    p.add_argument("--reason", required=True, help="why, recorded with the switch")
+    p.add_argument("--force", action="store_true", help="also a run the quality gate rejected")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("promote", help="make a staged run (segmentation run --no-publish) current")
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.add_argument("--reason", required=True, help="why, recorded with the switch")
+    p.add_argument("--force", action="store_true", help="also a run the quality gate rejected")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser(
+        "runs", help="list the newest runs: status, figures, which is current, which can be made current"
+    )
+    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", help="print the current segments")
     p.add_argument("--plot", metavar="FILE", help="also write the run's picture (PNG) to FILE")

@@ -1,4 +1,4 @@
-"""Publishing a run (or recording why it was rejected), then pruning old history."""
+"""Keeping a run (published, staged or rejected), then pruning old history."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _segments_frame(
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish(
+def keep_run(
     run: Run,
     source: Source,
     model: TrainedModel,
@@ -46,7 +46,10 @@ def publish(
     n_quarantined: int,
     quality_issues: list[str],
     force_publish: bool,
+    publish_run: bool = True,
 ) -> dict:
+    """Keep the run: published (current), staged (kept, not current: publish_run=False), or
+    rejected by the quality gate (kept, not current, and the run fails)."""
     logger = get_run_logger()
     run.end_snapshot()  # do not hold the snapshot through the publish
     found = Publication(
@@ -64,23 +67,41 @@ def publish(
     if quality_issues and not force_publish:
         error = (
             f"quality gate rejected run {run.run_id}: {'; '.join(quality_issues)}. The previous run stays "
-            "current; if you have checked this run, start it again with force_publish=true"
+            f"current; if you have checked this run, make it current with: segmentation promote {run.run_id} "
+            "--force --reason '...' (or start it again with force_publish=true)"
         )
-        run.reject(found, error=error)
+        run.complete(found, status="rejected", error=error)
         raise RunRejected(error)
-    run.publish(found, forced=bool(quality_issues))
+    if not publish_run:
+        run.complete(found, status="staged", forced=bool(quality_issues))
+        logger.info(
+            "run %d staged, not published: %d customers in %d segments; make it current with: "
+            "segmentation promote %d --reason '...'",
+            run.run_id,
+            stats.n_customers,
+            model.k,
+            run.run_id,
+        )
+        return _result(run, found, status="staged")
+    run.complete(found, status="published", forced=bool(quality_issues))
     if quality_issues:
         logger.warning("run %d published despite the quality gate (force_publish)", run.run_id)
     logger.info("run %d published: %d customers in %d segments", run.run_id, stats.n_customers, model.k)
+    return _result(run, found, status="published")
+
+
+def _result(run: Run, found: Publication, *, status: str) -> dict:
+    """The flow run's result: what the run did, in figures."""
     return {
         "run_id": run.run_id,
-        "k": model.k,
-        "n_customers": stats.n_customers,
-        "n_quarantined": n_quarantined,
-        "inertia": model.inertia,
-        "silhouette": model.silhouette,
-        "forced": bool(quality_issues),
-        "churn": (drift or {}).get("churn"),
+        "status": status,
+        "k": found.k,
+        "n_customers": found.n_customers,
+        "n_quarantined": found.n_quarantined,
+        "inertia": found.inertia,
+        "silhouette": found.silhouette,
+        "forced": bool(found.quality_issues),
+        "churn": (found.drift or {}).get("churn"),
     }
 
 

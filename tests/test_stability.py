@@ -133,12 +133,13 @@ def test_gate_rejects_a_truncated_source_and_force_publish_overrides(conn):
         "SELECT status, error, quality_issues FROM segmentation.runs ORDER BY run_id DESC LIMIT 1"
     ).fetchone()
     assert status == "rejected" and error == state.message and len(issues) == 1
-    # The rejected run reports why, in the flow run's summary; it has no segments to draw.
+    # The rejected run is complete and kept (it can be promoted with --force): its report says
+    # why it was rejected, and shows the segments it found.
     reported = artifacts_of(state.state_details.flow_run_id)
-    assert set(reported) == {"segmentation-summary"}
+    assert set(reported) == {"segmentation-summary", "segmentation-k-selection", "segmentation-plot"}
     summary = reported["segmentation-summary"].data
     assert summary.startswith(f"# Segmentation run {good['run_id'] + 1}: rejected")
-    assert "valid customers fell from 2000 to 200" in summary and "## Segments" not in summary
+    assert "valid customers fell from 2000 to 200" in summary and "## Segments" in summary
     current = conn.execute("SELECT run_id, n_customers FROM segmentation.current_run").fetchone()
     assert current == (good["run_id"], 2000)
     assert conn.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 2000

@@ -116,6 +116,26 @@ def segment_table(segments: pd.DataFrame, centroids: pd.DataFrame, features: Seq
     return Table(header, rows, left={1 + i for i in range(len(text))})
 
 
+def runs_table(runs: Sequence[dict]) -> Table:
+    """One row per run (segmentation.store.readback.recent_runs): the current one marked, and
+    whether its assignments are kept, so that it can be made current."""
+    header = ["run", "status", "at", "k", "customers", "churn", "current", "can be made current"]
+    rows = [
+        [
+            str(r["run_id"]),
+            r["status"] + (" (forced)" if r["forced"] else ""),
+            f"{r['at']:%Y-%m-%d %H:%M:%S %Z}" if r["at"] is not None else "",
+            "" if r["k"] is None else str(r["k"]),
+            "" if r["n_customers"] is None else f"{r['n_customers']:,}",
+            _percent(r["churn"]) if r["churn"] is not None else "",
+            "current" if r["is_current"] else "",
+            ("yes" + (" (--force)" if r["status"] == "rejected" else "")) if r["kept"] and not r["is_current"] else "",
+        ]
+        for r in runs
+    ]
+    return Table(header, rows, left={1, 2, 6, 7})
+
+
 def run_line(run: dict) -> str:
     """What the run did, in a sentence, and since when, with drift against the previous
     run, a forced publish and an error on lines of their own when there are any."""
@@ -137,6 +157,17 @@ def run_line(run: dict) -> str:
         )
     if run.get("forced"):
         lines.append(f"published with force_publish despite: {'; '.join(run.get('quality_issues') or [])}")
+    if run["status"] == "staged":
+        lines.append(
+            f"not published: staged, kept but not current; make it current with: "
+            f"segmentation promote {run['run_id']} --reason '...'"
+        )
+    switch = run.get("made_current")
+    if switch and switch["action"] != "publish" and switch["still"]:
+        lines.append(
+            f"current since {switch['switched_at']:%Y-%m-%d %H:%M:%S %Z}, by {switch['action']} "
+            f"from run {switch['from_run_id']}: {switch['reason']}"
+        )
     if run.get("error") and run.get("status") != "published":
         lines.append(f"error: {run['error']}")
     return "\n".join(lines)

@@ -118,19 +118,21 @@ def attach(conn: psycopg.Connection, run_id: int) -> None:
 
 
 def to_prune(conn: psycopg.Connection, keep: int) -> list[int]:
-    """Runs whose per-customer rows retention drops: all but the newest `keep` published
-    runs (the current run is always kept), and failed or rejected runs whose table is still
-    attached."""
+    """Runs whose per-customer rows retention drops: all but the newest `keep` complete runs
+    (published, staged or rejected: each can still be made current), never the current run,
+    and failed runs whose table is still attached."""
     return [
         r[0]
         for r in conn.execute(
             """(SELECT run_id FROM segmentation.runs
-                WHERE status = 'published' AND assignments_pruned_at IS NULL
-                ORDER BY published_at DESC, run_id DESC OFFSET %s)
+                WHERE status IN ('published', 'staged', 'rejected') AND assignments_pruned_at IS NULL
+                ORDER BY finished_at DESC, run_id DESC OFFSET %s)
+               EXCEPT
+               SELECT run_id FROM (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1) AS c
                UNION ALL
                SELECT r.run_id FROM segmentation.runs r
                JOIN pg_inherits i ON i.inhrelid = to_regclass(format('segmentation.customer_segments_run_%%s', r.run_id))
-               WHERE r.status IN ('failed', 'rejected')""",
+               WHERE r.status = 'failed'""",
             (max(1, keep),),
         )
     ]

@@ -81,8 +81,15 @@ def load(conn: psycopg.Connection, run_id: int, sample_size: int = PLOT_SAMPLE_S
     """Run it in one transaction, so every part is read from one version of the run."""
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         run = cur.execute("SELECT * FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()
-    if run is None:
-        return None
+        if run is None:
+            return None
+        # How the run last became current, and whether it still is.
+        run["made_current"] = cur.execute(
+            """SELECT switched_at, from_run_id, action, reason,
+                      switch_id = (SELECT max(switch_id) FROM segmentation.current_run_log) AS still
+               FROM segmentation.current_run_log WHERE run_id = %s ORDER BY switch_id DESC LIMIT 1""",
+            (run_id,),
+        ).fetchone()
     # SELECT *: columns added to segments later come along and are shown.
     segments = _frame(conn, "SELECT * FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id", run_id)
     long = _frame(
@@ -142,3 +149,18 @@ def _sample(
     data = np.array(rows, dtype=float).reshape(-1, len(features) + 1)
     data = data[~np.isnan(data).any(axis=1)]  # a value made NULL in the source since the run
     return data[:, 1:], data[:, 0].astype(int)
+
+
+def recent_runs(conn: psycopg.Connection, limit: int) -> list[dict]:
+    """The newest runs, with whether each is current and whether it can be made current."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            """SELECT r.run_id, r.status, coalesce(r.published_at, r.finished_at, r.started_at) AS at,
+                      r.k, r.n_customers, r.churn, r.forced,
+                      r.run_id = c.run_id AS is_current,
+                      r.status IN ('published', 'staged', 'rejected') AND r.assignments_pruned_at IS NULL AS kept
+               FROM segmentation.runs r
+               LEFT JOIN (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1) c ON true
+               ORDER BY r.run_id DESC LIMIT %s""",
+            (limit,),
+        ).fetchall()

@@ -135,19 +135,17 @@ class Run:
                 raise
             writer.finish()
 
-    def publish(self, found: runs.Publication, *, forced: bool) -> None:
-        """Attach the run's table (committed on its own, see partitions.attach), then write the
-        summaries and make the run current in one transaction."""
+    def complete(self, found: runs.Publication, *, status: str, forced: bool = False, error: str | None = None) -> None:
+        """Keep the run: attach its table (committed on its own, see partitions.attach), then
+        write its summaries and end it as `status` in one transaction. A published run becomes
+        the current run in that same transaction; a staged or rejected run is kept, complete,
+        to be made current later (segmentation.current.make_current)."""
         with self._conn.transaction():
             partitions.attach(self._conn, self.run_id)
         with self._conn.transaction():
-            runs.mark_published(self._conn, self.run_id, found, forced=forced)
-
-    def reject(self, found: runs.Publication, *, error: str) -> None:
-        """Record the quality gate's refusal and drop the run's per-customer rows."""
-        with self._conn.transaction():
-            if runs.mark_rejected(self._conn, self.run_id, found, error=error):
-                partitions.drop_unattached(self._conn, self.run_id)
+            runs.mark_complete(self._conn, self.run_id, found, status=status, forced=forced, error=error)
+            if status == "published":
+                runs.record_switch(self._conn, self.run_id, action="publish")
 
     def fail(self, error: str) -> bool:
         """Mark the run failed and drop its rows (a run that already published stays

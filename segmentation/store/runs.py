@@ -112,8 +112,7 @@ def _copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> No
 
 @dataclass(frozen=True)
 class Publication:
-    """What a run found: published as it is, or, when the quality gate says no, the
-    figures of the rejected run."""
+    """What a complete run found, kept whether it is published, staged or rejected."""
 
     k: int
     n_customers: int
@@ -127,9 +126,25 @@ class Publication:
     quality_issues: Sequence[str]
 
 
-def mark_published(conn: psycopg.Connection, run_id: int, found: Publication, *, forced: bool) -> None:
-    """Write the run's summaries and make it the current run. The caller runs this in one
-    transaction, after the run's partition was attached (partitions.attach)."""
+# A complete run is kept, with its assignments and summaries, as one of these. Only a
+# published run is ever current; a staged or rejected one can be made current later.
+COMPLETE = ("published", "staged", "rejected")
+
+
+def mark_complete(
+    conn: psycopg.Connection,
+    run_id: int,
+    found: Publication,
+    *,
+    status: str,
+    forced: bool = False,
+    error: str | None = None,
+) -> None:
+    """Write the run's summaries and its figures, and end it as `status`. The caller runs this
+    in one transaction, after the run's partition was attached (partitions.attach), and for a
+    published run records the switch (record_switch) in the same transaction."""
+    if status not in COMPLETE:
+        raise ValueError(f"{status} is not a status of a complete run")
     drift = found.drift or {}
     _copy_frame(conn, "segments", found.segments.assign(run_id=run_id))
     _copy_frame(conn, "segment_centroids", found.centroids.assign(run_id=run_id))
@@ -142,13 +157,15 @@ def mark_published(conn: psycopg.Connection, run_id: int, found: Publication, *,
     )
     updated = conn.execute(
         """UPDATE segmentation.runs
-           SET status = 'published', published_at = now(), finished_at = now(), k = %s,
-               n_customers = %s, n_quarantined = %s, inertia = %s, silhouette = %s,
+           SET status = %s, published_at = CASE WHEN %s = 'published' THEN now() END, finished_at = now(),
+               k = %s, n_customers = %s, n_quarantined = %s, inertia = %s, silhouette = %s,
                previous_run_id = %s, customers_compared = %s, customers_changed = %s, churn = %s,
                adjusted_rand_index = %s, customers_added = %s, customers_removed = %s,
-               quality_issues = %s, forced = %s
+               quality_issues = %s, forced = %s, error = %s
            WHERE run_id = %s AND status = 'running'""",
         (
+            status,
+            status,
             found.k,
             found.n_customers,
             found.n_quarantined,
@@ -163,6 +180,7 @@ def mark_published(conn: psycopg.Connection, run_id: int, found: Publication, *,
             drift.get("customers_removed"),
             list(found.quality_issues) or None,
             forced,
+            error,
             run_id,
         ),
     ).rowcount
@@ -170,30 +188,27 @@ def mark_published(conn: psycopg.Connection, run_id: int, found: Publication, *,
         raise SegmentationError(f"run {run_id} is no longer running (marked failed by another process?)")
 
 
-def mark_rejected(conn: psycopg.Connection, run_id: int, found: Publication, *, error: str) -> bool:
-    """The quality gate said no: record why. False when the run is no longer running."""
-    return bool(
-        conn.execute(
-            """UPDATE segmentation.runs
-               SET status = 'rejected', finished_at = now(), error = %s, quality_issues = %s,
-                   k = %s, n_customers = %s, n_quarantined = %s, silhouette = %s
-               WHERE run_id = %s AND status = 'running'""",
-            (
-                error,
-                list(found.quality_issues),
-                found.k,
-                found.n_customers,
-                found.n_quarantined,
-                found.silhouette,
-                run_id,
-            ),
-        ).rowcount
+def current_switch(conn: psycopg.Connection) -> dict | None:
+    """The newest row of segmentation.current_run_log: the current run, and how it became current."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            "SELECT switch_id, switched_at, run_id, from_run_id, action, reason "
+            "FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1"
+        ).fetchone()
+
+
+def record_switch(conn: psycopg.Connection, run_id: int, *, action: str, reason: str | None = None) -> None:
+    """Make run_id the current run: one row in segmentation.current_run_log."""
+    conn.execute(
+        """INSERT INTO segmentation.current_run_log (run_id, from_run_id, action, reason)
+           VALUES (%s, (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1), %s, %s)""",
+        (run_id, action, reason),
     )
 
 
 def mark_pruned(conn: psycopg.Connection, run_id: int) -> None:
     conn.execute(
-        "UPDATE segmentation.runs SET assignments_pruned_at = now() WHERE run_id = %s AND status = 'published'",
+        "UPDATE segmentation.runs SET assignments_pruned_at = now() WHERE run_id = %s AND status <> 'failed'",
         (run_id,),
     )
 

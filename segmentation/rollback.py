@@ -1,0 +1,104 @@
+"""Making a kept run current again: a rollback to an earlier published run, or the promotion
+of a staged run (or, with force, of one the quality gate rejected).
+
+No retraining: a complete run keeps its assignments and summaries (until retention prunes
+them), so making it current is one row in segmentation.current_run_log, committed in one
+transaction under the run lock. BI readers see the switch all at once, as they see a publish:
+every current_ view reads that log and its rows in one statement. The next run's id matching
+and drift compare against whatever run is current then.
+
+Who commits: make_current, in one transaction of its own (see segmentation.db)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from segmentation.db import scalar
+from segmentation.errors import SegmentationError
+from segmentation.store import partitions, runs
+
+
+@dataclass(frozen=True)
+class Switch:
+    run_id: int  # current now
+    from_run_id: int | None  # current before
+    action: str  # rollback or promote
+
+
+def make_current(conn: psycopg.Connection, *, run_id: int | None, reason: str, force: bool = False) -> Switch:
+    """Make run_id current (default: the run that was current before the current one).
+    Refused, in one line, for an unknown run, a run that is not complete, a run whose
+    assignments are gone, a rejected run without force, and the current run itself."""
+    if not reason.strip():
+        raise SegmentationError("say why with --reason, e.g. --reason 'run 12 published a broken load'")
+    with conn.transaction():
+        # The run lock, for this transaction: no run publishes meanwhile, and none starts.
+        if not scalar(conn, "SELECT pg_try_advisory_xact_lock(%s)", (runs.RUN_LOCK_KEY,)):
+            raise SegmentationError(
+                "a segmentation run is in progress; wait for it to finish, then make the run current again"
+            )
+        current = runs.current_switch(conn)
+        current_id = current["run_id"] if current else None
+        if run_id is None:
+            run_id = _before(conn, current)
+        target = _run(conn, run_id)
+        _check(conn, target, current_id, force)
+        action = "rollback" if target["status"] == "published" else "promote"
+        if action == "promote":
+            conn.execute(
+                """UPDATE segmentation.runs SET status = 'published', published_at = now(),
+                       forced = forced OR status = 'rejected'
+                   WHERE run_id = %s""",
+                (run_id,),
+            )
+        runs.record_switch(conn, run_id, action=action, reason=reason.strip())
+    return Switch(run_id, current_id, action)
+
+
+def _before(conn: psycopg.Connection, current: dict | None) -> int:
+    if current is None:
+        raise SegmentationError("no run has been published yet, so there is nothing to roll back to")
+    row = conn.execute(
+        "SELECT run_id FROM segmentation.current_run_log WHERE switch_id < %s AND run_id <> %s "
+        "ORDER BY switch_id DESC LIMIT 1",
+        (current["switch_id"], current["run_id"]),
+    ).fetchone()
+    if row is None:
+        raise SegmentationError(
+            f"run {current['run_id']} is the only run that has been current; name another with --to RUN_ID"
+        )
+    return int(row[0])
+
+
+def _run(conn: psycopg.Connection, run_id: int) -> dict:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        found = cur.execute(
+            "SELECT run_id, status, error, quality_issues, assignments_pruned_at FROM segmentation.runs WHERE run_id = %s",
+            (run_id,),
+        ).fetchone()
+    if found is None:
+        raise SegmentationError(
+            f"there is no run {run_id}; `segmentation runs` lists the runs that can be made current"
+        )
+    return found
+
+
+def _check(conn: psycopg.Connection, run: dict, current_id: int | None, force: bool) -> None:
+    run_id, status = run["run_id"], run["status"]
+    if run_id == current_id:
+        raise SegmentationError(f"run {run_id} is already current")
+    if status not in runs.COMPLETE:
+        why = f": {run['error']}" if run["error"] else ""
+        raise SegmentationError(f"run {run_id} is {status}{why}; only a complete run can be made current")
+    if run["assignments_pruned_at"] is not None or not partitions.is_attached(conn, run_id):
+        raise SegmentationError(
+            f"run {run_id}'s per-customer assignments are no longer kept (retention keeps the newest "
+            "SEGMENTATION_KEEP_PUBLISHED_RUNS runs); choose a newer run, or start a new run"
+        )
+    if status == "rejected" and not force:
+        raise SegmentationError(
+            f"run {run_id} was rejected by the quality gate ({'; '.join(run['quality_issues'] or [])}); if you have checked it, "
+            "pass --force to make it current anyway"
+        )

@@ -1,0 +1,205 @@
+"""Rollback and staged runs: a kept run made current again, without retraining, in one switch
+that BI readers see all at once; every switch recorded; clear refusals; a staged run kept but
+never current until it is promoted."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from conftest import artifacts_of, assert_current_run, wait_for
+from segmentation.cli import main
+from segmentation.errors import SegmentationError
+from segmentation.flows.segmentation import customer_segmentation
+from segmentation.loading import generate_customers
+from segmentation.rollback import make_current
+from segmentation.store.runs import RUN_LOCK_KEY
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+FAST = {"n_clusters": 4, "n_init": 1, "max_customer_drop": 0.95}
+
+
+def run(**params):
+    return customer_segmentation(**FAST, **params, return_state=True)
+
+
+def published(**params) -> int:
+    state = run(**params)
+    assert state.is_completed(), state.message
+    return state.result()["run_id"]
+
+
+def log(conn) -> list[tuple]:
+    return conn.execute(
+        "SELECT run_id, from_run_id, action, reason FROM segmentation.current_run_log ORDER BY switch_id"
+    ).fetchall()
+
+
+def test_rollback_makes_the_previous_run_current_and_the_next_run_compares_with_it(conn, capsys):
+    generate_customers(conn, 3000, seed=41)
+    first = published()
+    conn.execute("CREATE TABLE first_night AS TABLE customers")
+    conn.execute("DELETE FROM customers WHERE customer_id > 2000")  # the next night loads a third less
+    second = published()
+    assert main(["rollback", "--reason", "the load of run 2 was cut short"]) == 0
+    out = capsys.readouterr().out
+    assert f"run {first} is current (run {second} was): rollback" in out
+    assert f"by rollback from run {second}: the load of run 2 was cut short" in out
+    assert "3000 customers in 4 segments" in out
+    assert_current_run(conn, first)
+    assert log(conn)[-1] == (first, second, "rollback", "the load of run 2 was cut short")
+    assert conn.execute("SELECT array_agg(DISTINCT status) FROM segmentation.runs").fetchone()[0] == ["published"]
+    # `show` says how the run became current.
+    assert main(["show"]) == 0
+    assert f"by rollback from run {second}: the load of run 2 was cut short" in capsys.readouterr().out
+
+    # The next run compares with the run that is current after the rollback: on the same data
+    # as that run, it is an exact rerun.
+    conn.execute("INSERT INTO customers SELECT * FROM first_night WHERE customer_id > 2000")
+    third = run().result()
+    assert conn.execute(
+        "SELECT previous_run_id FROM segmentation.runs WHERE run_id = %s", (third["run_id"],)
+    ).fetchone() == (first,)
+    assert third["churn"] == 0.0
+    # A rollback without --to goes back to the run current before the current one.
+    assert main(["rollback", "--reason", "back again"]) == 0
+    capsys.readouterr()
+    assert_current_run(conn, first)
+
+
+def test_bi_readers_see_one_complete_run_during_rollbacks(conn, database_url):
+    generate_customers(conn, 20_000, seed=42)
+    big = published()
+    conn.execute("DELETE FROM customers WHERE customer_id % 4 = 0")
+    small = published()
+    observations, errors = [], []
+    stop = threading.Event()
+
+    def read_in_a_loop():
+        with psycopg.connect(database_url, autocommit=True) as reader:
+            while not stop.is_set():
+                try:
+                    observations.append(
+                        reader.execute(
+                            """SELECT (SELECT run_id FROM segmentation.current_run),
+                                      (SELECT n_customers FROM segmentation.current_run),
+                                      (SELECT sum(n_customers) FROM segmentation.current_segments),
+                                      count(*), count(DISTINCT run_id), min(run_id)
+                               FROM segmentation.current_customer_segments"""
+                        ).fetchone()
+                    )
+                except psycopg.Error as exc:
+                    errors.append(exc)
+
+    thread = threading.Thread(target=read_in_a_loop)
+    thread.start()
+    try:
+        with psycopg.connect(database_url, autocommit=True) as writer:
+            for i in range(12):
+                make_current(writer, run_id=big if i % 2 == 0 else small, reason=f"switch {i}")
+                seen = len(observations)
+                wait_for(lambda seen=seen: len(observations) > seen + 1, what="the reader to read the views again")
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert {o[0] for o in observations} == {big, small} and len(observations) > 12
+    for run_id, n, segment_total, count, distinct, first in observations:
+        assert (count, distinct, first, segment_total) == (n, 1, run_id, n)
+
+
+def test_refusals_are_one_line_each(conn, database_url, monkeypatch):
+    generate_customers(conn, 2000, seed=43)
+    first = published()
+    failed = run(source_table="public.nosuch")
+    failed_id = conn.execute("SELECT max(run_id) FROM segmentation.runs").fetchone()[0]
+    assert failed.is_failed()
+    rejected = run(min_silhouette=0.99)
+    assert rejected.is_failed() and "quality gate rejected" in rejected.message
+    rejected_id = conn.execute("SELECT max(run_id) FROM segmentation.runs").fetchone()[0]
+
+    def refused(run_id, message, **options):
+        with pytest.raises(SegmentationError, match=message):
+            make_current(conn, run_id=run_id, reason="checking", **options)
+
+    refused(None, f"run {first} is the only run that has been current")
+    refused(999, "there is no run 999")
+    refused(failed_id, f"run {failed_id} is failed: source table public.nosuch does not exist")
+    refused(first, f"run {first} is already current")
+    refused(
+        rejected_id,
+        f"run {rejected_id} was rejected by the quality gate \\(silhouette .* below the minimum 0.99\\); .*--force",
+    )
+    with pytest.raises(SegmentationError, match="say why with --reason"):
+        make_current(conn, run_id=rejected_id, reason="  ", force=True)
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_KEY,))  # a run in progress
+        refused(rejected_id, "a segmentation run is in progress", force=True)
+    # With --force, a rejected run is promoted: current, published and marked forced.
+    make_current(conn, run_id=rejected_id, reason="checked by hand", force=True)
+    assert_current_run(conn, rejected_id)
+    assert conn.execute(
+        "SELECT status, forced FROM segmentation.runs WHERE run_id = %s", (rejected_id,)
+    ).fetchone() == (
+        "published",
+        True,
+    )
+    assert log(conn)[-1] == (rejected_id, first, "promote", "checked by hand")
+    # Retention prunes the oldest run's assignments: it cannot be made current any more.
+    monkeypatch.setenv("SEGMENTATION_KEEP_PUBLISHED_RUNS", "1")
+    latest = published()
+    assert conn.execute(
+        "SELECT assignments_pruned_at IS NOT NULL FROM segmentation.runs WHERE run_id = %s", (first,)
+    ).fetchone()[0]
+    refused(first, f"run {first}'s per-customer assignments are no longer kept")
+    assert_current_run(conn, latest)
+
+
+def test_a_staged_run_is_kept_but_not_current_until_promoted(conn, capsys):
+    generate_customers(conn, 3000, seed=44)
+    first = published()
+    conn.execute("DELETE FROM customers WHERE customer_id % 5 = 0")
+    state = run(publish=False)
+    assert state.is_completed()
+    staged = state.result()
+    assert staged["status"] == "staged" and staged["n_customers"] == 2400
+    assert conn.execute(
+        "SELECT status, published_at FROM segmentation.runs WHERE run_id = %s", (staged["run_id"],)
+    ).fetchone() == (
+        "staged",
+        None,
+    )
+    assert_current_run(conn, first)  # nothing BI reads has changed
+    summary = artifacts_of(state.state_details.flow_run_id)["segmentation-summary"].data
+    assert f"# Segmentation run {staged['run_id']}: staged" in summary
+    assert (
+        f"not published: staged, kept but not current; make it current with: segmentation promote {staged['run_id']}"
+        in summary
+    )
+    assert "## Segments" in summary
+    assert main(["runs"]) == 0
+    listing = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "staged" in listing[str(staged["run_id"])] and listing[str(staged["run_id"])].rstrip().endswith("yes")
+    assert "current" in listing[str(first)]
+    # The next run still compares with the current run, not the staged one.
+    assert main(["promote", str(staged["run_id"]), "--reason", "reviewed the k=4 segments"]) == 0
+    assert f"run {staged['run_id']} is current (run {first} was): promote" in capsys.readouterr().out
+    assert_current_run(conn, staged["run_id"])
+    status, published_at = conn.execute(
+        "SELECT status, published_at IS NOT NULL FROM segmentation.runs WHERE run_id = %s", (staged["run_id"],)
+    ).fetchone()
+    assert (status, published_at) == ("published", True)
+    assert log(conn)[-1] == (staged["run_id"], first, "promote", "reviewed the k=4 segments")
+
+
+def test_run_no_publish_from_the_command_line(conn, capsys):
+    generate_customers(conn, 1500, seed=45)
+    assert main(["run", "--k", "3", "--no-publish"]) == 0
+    out = capsys.readouterr().out
+    assert "staged" in out and "not published" in out
+    assert conn.execute("SELECT count(*) FROM segmentation.current_run").fetchone()[0] == 0
+    assert main(["show"]) == 1
+    assert "no published run yet" in capsys.readouterr().out
