@@ -12,7 +12,7 @@ from prefect.logging import get_run_logger
 from segmentation.core.segment_stats import SegmentStats
 from segmentation.errors import RunRejected
 from segmentation.source.catalog import Source
-from segmentation.store import history
+from segmentation.store import history, scoring
 from segmentation.store.run import Run
 from segmentation.store.runs import Publication
 from segmentation.tasks.model import TrainedModel
@@ -63,6 +63,14 @@ def keep_run(
         candidates=model.candidates,
         drift=drift,
         quality_issues=quality_issues,
+        model=scoring.Model(
+            features=tuple(source.features),
+            mean=model.scaler.mean,
+            scale=model.scaler.scale,
+            centers=model.centers,
+            segment_ids=identity.ids,
+            names=identity.names,
+        ),
     )
     if quality_issues and not force_publish:
         error = (

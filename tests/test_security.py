@@ -123,7 +123,17 @@ def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, p
         assert reader.execute("SELECT count(*) FROM segmentation.current_segment_centroids").fetchone()[0] == 9
         assert reader.execute("SELECT n_customers FROM segmentation.current_run").fetchone()[0] == 1000
         assert reader.execute("SELECT count(*) FROM segmentation.customer_segment_history").fetchone()[0] == 1000
+        # Scoring in SQL, with the current run and with a run named by id.
+        run_id = reader.execute("SELECT run_id FROM segmentation.current_run").fetchone()[0]
+        customer = '{"age": 30, "annual_income": 60, "spending_score": 50}'
+        scored = reader.execute("SELECT * FROM segmentation.predict(%s::jsonb)", (customer,)).fetchone()
+        assert scored[0] == run_id and scored[1] is not None
+        assert (
+            reader.execute("SELECT * FROM segmentation.predict(%s::jsonb, %s)", (customer, run_id)).fetchone() == scored
+        )
         denied = [
+            "SELECT * FROM segmentation.run_models",
+            "SELECT * FROM segmentation.model_centers",
             "SELECT * FROM public.customers",
             "SELECT * FROM segmentation.customer_segments",
             "SELECT * FROM segmentation.quarantine",

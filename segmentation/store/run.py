@@ -26,7 +26,7 @@ from segmentation.errors import SegmentationError
 from segmentation.settings import Settings
 from segmentation.source import catalog, queries, split_read
 from segmentation.source.stream import Chunk, stream_valid
-from segmentation.store import history, partitions, runs
+from segmentation.store import history, partitions, runs, scoring
 
 
 class Run:
@@ -177,7 +177,9 @@ class Run:
         try:
             for run_id in old:
                 partitions.detach_and_drop(self._conn, run_id)
-                runs.mark_pruned(self._conn, run_id)
+                with self._conn.transaction():
+                    scoring.drop(self._conn, run_id)
+                    runs.mark_pruned(self._conn, run_id)
         finally:
             self._conn.execute("RESET lock_timeout")
         return old

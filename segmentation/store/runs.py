@@ -21,6 +21,7 @@ from psycopg import sql
 from segmentation.core.model import KCandidate
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
+from segmentation.store import scoring
 
 RUN_LOCK_KEY = 0x5E6_0002  # any fixed 64-bit number; it only has to differ from the migration lock
 ABANDONED = "abandoned: the process running it stopped before it finished"
@@ -124,6 +125,7 @@ class Publication:
     candidates: Sequence[KCandidate]
     drift: dict | None
     quality_issues: Sequence[str]
+    model: scoring.Model
 
 
 # A complete run is kept, with its assignments and summaries, as one of these. Only a
@@ -186,6 +188,7 @@ def mark_complete(
     ).rowcount
     if updated != 1:
         raise SegmentationError(f"run {run_id} is no longer running (marked failed by another process?)")
+    scoring.save(conn, run_id, found.model)
 
 
 def current_switch(conn: psycopg.Connection) -> dict | None:
@@ -198,7 +201,9 @@ def current_switch(conn: psycopg.Connection) -> dict | None:
 
 
 def record_switch(conn: psycopg.Connection, run_id: int, *, action: str, reason: str | None = None) -> None:
-    """Make run_id the current run: one row in segmentation.current_run_log."""
+    """Make run_id the current run: one row in segmentation.current_run_log, and
+    segmentation.predict(customer) scoring with it."""
+    scoring.make_current(conn, run_id)
     conn.execute(
         """INSERT INTO segmentation.current_run_log (run_id, from_run_id, action, reason)
            VALUES (%s, (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1), %s, %s)""",

@@ -5,8 +5,9 @@
 -- segmentation_writer: what the nightly flow needs. Owns the segmentation schema and all in
 --   it, reads the source table. Grant it to the flow's login role:
 --   CREATE ROLE segmentation_flow LOGIN PASSWORD '...' IN ROLE segmentation_writer;
--- segmentation_reader: BI. SELECT on the current_ views and the history view only; no access
---   to the source table's personal data, nor to the segmentation tables themselves.
+-- segmentation_reader: BI. SELECT on the current_ views and the history view, and EXECUTE on
+--   segmentation.predict, only; no access to the source table's personal data, nor to the
+--   segmentation tables themselves.
 --   CREATE ROLE metabase LOGIN PASSWORD '...' IN ROLE segmentation_reader;
 
 DO $roles$
@@ -54,3 +55,22 @@ GRANT SELECT ON segmentation.current_run,
                 segmentation.current_segment_centroids,
                 segmentation.customer_segment_history
     TO segmentation_reader;
+
+-- Scoring in SQL (sql/006_scoring.sql): the reader may call predict, nobody else by default.
+-- The per-run functions it calls are the writer's, created by runs; predict(customer, run_id)
+-- runs as the writer (SECURITY DEFINER), so the reader needs EXECUTE on the entry points only.
+DO $functions$
+DECLARE
+    fn regprocedure;
+BEGIN
+    FOR fn IN
+        SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'segmentation' AND pg_get_userbyid(p.proowner) <> 'segmentation_writer'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO segmentation_writer', fn);
+    END LOOP;
+END
+$functions$;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA segmentation FROM PUBLIC;
+ALTER DEFAULT PRIVILEGES FOR ROLE segmentation_writer IN SCHEMA segmentation REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION segmentation.predict(jsonb), segmentation.predict(jsonb, bigint) TO segmentation_reader;

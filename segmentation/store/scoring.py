@@ -1,0 +1,186 @@
+"""Scoring in SQL: a run's model, compiled with the rules of a valid row into a SQL function
+that assigns one customer, given as a jsonb row, to the run's nearest segment.
+
+It computes what the flow computes, in the same order of operations on float8: each feature
+as the flow reads it from the source (a number through numeric, gender coded 1/0 as in
+training), standardised with the run's own scaler, the squared distance to each centre summed
+feature by feature, the nearest centre (a tie goes to the lowest KMeans label, as numpy's
+argmin does) and the square root. So it gives every valid customer of the run the run's own
+segment id, and the distance to within rounding of the last digit. A missing, NULL, non-numeric
+or out-of-range feature gives a row with NULL segment, not an error. The run's constants are
+written into the function, and each step is fenced (OFFSET 0) so that PostgreSQL computes it
+once per customer instead of once per use.
+
+`segmentation.predict_run_<run_id>(customer jsonb)` is created when the run completes, and
+`segmentation.predict(customer jsonb)` is replaced by the same body whenever the current run
+changes, in the transaction that changes it. These functions run in their caller's
+transaction (see segmentation.db)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from segmentation.core.rules import GenderRule, rule_for
+from segmentation.source.validity import gender_code
+
+_RETURNS = sql.SQL("RETURNS SETOF segmentation.prediction")
+
+
+@dataclass(frozen=True)
+class Model:
+    features: tuple[str, ...]
+    mean: np.ndarray  # (features,)
+    scale: np.ndarray  # (features,)
+    centers: np.ndarray  # (k, features), standardised units, by KMeans label
+    segment_ids: np.ndarray  # (k,), by KMeans label
+    names: Sequence[str]  # (k,), by KMeans label
+
+
+def run_function(run_id: int) -> sql.Identifier:
+    return sql.Identifier("segmentation", f"predict_run_{int(run_id)}")
+
+
+def save(conn: psycopg.Connection, run_id: int, model: Model) -> None:
+    """Keep the run's model and create its scoring function."""
+    conn.execute(
+        "INSERT INTO segmentation.run_models (run_id, features, feature_mean, feature_scale) VALUES (%s, %s, %s, %s)",
+        (run_id, list(model.features), model.mean.tolist(), model.scale.tolist()),
+    )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO segmentation.model_centers (run_id, label, segment_id, center) VALUES (%s, %s, %s, %s)",
+            [
+                (run_id, label, int(model.segment_ids[label]), center.tolist())
+                for label, center in enumerate(model.centers)
+            ],
+        )
+    conn.execute(
+        sql.SQL("CREATE OR REPLACE FUNCTION {} (customer jsonb) {} LANGUAGE sql STABLE PARALLEL SAFE AS {}").format(
+            run_function(run_id), _RETURNS, sql.Literal(_body(conn, run_id, model))
+        )
+    )
+
+
+def load(conn: psycopg.Connection, run_id: int) -> Model | None:
+    row = conn.execute(
+        "SELECT features, feature_mean, feature_scale FROM segmentation.run_models WHERE run_id = %s", (run_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    centers = conn.execute(
+        """SELECT c.segment_id, c.center, coalesce(s.segment_name, '')
+           FROM segmentation.model_centers c
+           LEFT JOIN segmentation.segments s ON s.run_id = c.run_id AND s.segment_id = c.segment_id
+           WHERE c.run_id = %s ORDER BY c.label""",
+        (run_id,),
+    ).fetchall()
+    return Model(
+        tuple(row[0]),
+        np.array(row[1], dtype=np.float64),
+        np.array(row[2], dtype=np.float64),
+        np.array([c[1] for c in centers], dtype=np.float64),
+        np.array([c[0] for c in centers], dtype=np.int64),
+        [c[2] for c in centers],
+    )
+
+
+def make_current(conn: psycopg.Connection, run_id: int) -> None:
+    """Point segmentation.predict(customer) at the run, with the run's constants in it. A run
+    completed before models were kept scores nothing: one row with NULL segment."""
+    model = load(conn, run_id)
+    body = _body(conn, run_id, model) if model is not None else _no_model(run_id)
+    conn.execute(
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION segmentation.predict(customer jsonb) {} LANGUAGE sql STABLE PARALLEL SAFE AS {}"
+        ).format(_RETURNS, sql.Literal(body))
+    )
+
+
+def drop(conn: psycopg.Connection, run_id: int) -> None:
+    """The run's model goes with its assignments (retention): it can no longer score."""
+    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {} (jsonb)").format(run_function(run_id)))
+    conn.execute("DELETE FROM segmentation.model_centers WHERE run_id = %s", (run_id,))
+    conn.execute("DELETE FROM segmentation.run_models WHERE run_id = %s", (run_id,))
+
+
+def _no_model(run_id: int) -> str:
+    return f"SELECT {int(run_id)}::bigint, NULL::integer, NULL::text, NULL::double precision"
+
+
+def _float(value: float) -> sql.Composable:
+    """A float8 constant, exactly: its shortest round-trip text, which float8 input reads back
+    to the same double."""
+    return sql.SQL("{}::float8").format(sql.Literal(repr(float(value))))
+
+
+def _body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
+    features = range(len(model.features))
+    labels = range(len(model.centers))
+    j = sql.Identifier
+    # 1. Each feature's value as the customer's jsonb holds it.
+    extract = [
+        sql.SQL("customer ->> {} AS {}" if isinstance(rule_for(f), GenderRule) else "customer -> {} AS {}").format(
+            sql.Literal(f), j(f"j{i}")
+        )
+        for i, f in zip(features, model.features)
+    ]
+    # 2. Standardised, or NULL when the value is missing or not valid by the rules.
+    standardised = []
+    for i, name in zip(features, model.features):
+        rule = rule_for(name)
+        col = sql.SQL("j.{}").format(j(f"j{i}"))
+        if isinstance(rule, GenderRule):
+            value = sql.SQL("({})::float8").format(gender_code(col, sql.NULL))
+        else:
+            low, high = rule.accepted()
+            value = sql.SQL(
+                "CASE WHEN jsonb_typeof({c}) = 'number' AND {c}::numeric BETWEEN {low} AND {high} "
+                "THEN {c}::numeric::float8 END"
+            ).format(c=col, low=sql.Literal(low), high=sql.Literal(high))
+        standardised.append(
+            sql.SQL("({} - {}) / {} AS {}").format(value, _float(model.mean[i]), _float(model.scale[i]), j(f"z{i}"))
+        )
+    # 3. The squared distance to each centre, summed feature by feature as the flow sums it.
+    squared = [
+        sql.SQL("{} AS {}").format(
+            sql.SQL(" + ").join(
+                sql.SQL("(z.{z} - {c}) * (z.{z} - {c})").format(z=j(f"z{i}"), c=_float(model.centers[label, i]))
+                for i in features
+            ),
+            j(f"d{label}"),
+        )
+        for label in labels
+    ]
+    nearest = sql.SQL("least({})").format(
+        sql.SQL(", ").join(sql.SQL("d.{}").format(j(f"d{label}")) for label in labels)
+    )
+
+    def by_label(values: Sequence[object]) -> sql.Composable:
+        # The first label whose distance is the least: the lowest on a tie, as argmin.
+        return sql.SQL("CASE {} {} END").format(
+            nearest,
+            sql.SQL(" ").join(
+                sql.SQL("WHEN d.{} THEN {}").format(j(f"d{label}"), sql.Literal(values[label])) for label in labels
+            ),
+        )
+
+    body = sql.SQL(
+        "SELECT {run_id}::bigint, ({segment_id})::integer, ({name})::text, sqrt({nearest}) "
+        "FROM (SELECT {extract} OFFSET 0) AS j "
+        "CROSS JOIN LATERAL (SELECT {standardised} OFFSET 0) AS z "
+        "CROSS JOIN LATERAL (SELECT {squared} OFFSET 0) AS d"
+    ).format(
+        run_id=sql.Literal(int(run_id)),
+        segment_id=by_label([int(s) for s in model.segment_ids]),
+        name=by_label(list(model.names)),
+        nearest=nearest,
+        extract=sql.SQL(", ").join(extract),
+        standardised=sql.SQL(", ").join(standardised),
+        squared=sql.SQL(", ").join(squared),
+    )
+    return body.as_string(conn)

@@ -1,0 +1,49 @@
+-- Scoring in SQL: each complete run keeps its model (the scaler and the centres KMeans works
+-- in), and gets a function segmentation.predict_run_<run_id>(customer jsonb) compiled from it
+-- and from the rules of a valid row (segmentation.store.scoring writes both). The BI entry
+-- points are segmentation.predict(customer jsonb), for the current run, and
+-- segmentation.predict(customer jsonb, run_id bigint), for any run whose model is kept.
+
+CREATE TABLE segmentation.run_models (
+    run_id        bigint PRIMARY KEY REFERENCES segmentation.runs ON DELETE CASCADE,
+    features      text[] NOT NULL,              -- the order the model reads them in
+    feature_mean  double precision[] NOT NULL,  -- the run's scaler: z = (x - mean) / scale
+    feature_scale double precision[] NOT NULL
+);
+
+CREATE TABLE segmentation.model_centers (
+    run_id      bigint NOT NULL REFERENCES segmentation.runs ON DELETE CASCADE,
+    label       integer NOT NULL,                -- KMeans' label: a tie goes to the lowest, as in the flow
+    segment_id  integer NOT NULL,
+    center      double precision[] NOT NULL,     -- standardised units, in run_models.features order
+    PRIMARY KEY (run_id, label)
+);
+
+-- What predict returns: one row per customer, with NULL segment when it cannot be scored.
+CREATE TYPE segmentation.prediction AS (
+    run_id       bigint,
+    segment_id   integer,
+    segment_name text,
+    distance     double precision   -- to the segment's centre, in the run's standardised units
+);
+
+-- Until a run is current: one row, no segment. Each change of the current run replaces it
+-- with one that scores with that run (in the same transaction as the change).
+CREATE FUNCTION segmentation.predict(customer jsonb)
+RETURNS SETOF segmentation.prediction
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT NULL::bigint, NULL::integer, NULL::text, NULL::double precision $$;
+
+-- Any run whose model is kept. One dynamic call per customer, so slower than predict(customer).
+CREATE FUNCTION segmentation.predict(customer jsonb, run_id bigint)
+RETURNS SETOF segmentation.prediction
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_regprocedure(format('segmentation.predict_run_%s(jsonb)', predict.run_id)) IS NULL THEN
+        RAISE EXCEPTION 'run % has no model kept; segmentation.run_models lists the runs that can score', predict.run_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN QUERY EXECUTE format('SELECT * FROM segmentation.%I($1)', 'predict_run_' || predict.run_id) USING customer;
+END
+$$;

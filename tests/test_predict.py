@@ -1,0 +1,129 @@
+"""Scoring in SQL: segmentation.predict gives every valid customer of a run the run's own
+segment id and distance, for the current run and for any run by id, with and without gender
+as a feature; invalid input gives a row with NULL segment, not an error."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from segmentation.flows.segmentation import customer_segmentation
+from segmentation.loading import generate_customers
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def published(**params) -> int:
+    state = customer_segmentation(n_init=2, **params, return_state=True)
+    assert state.is_completed(), state.message
+    return state.result()["run_id"]
+
+
+def disagreements(conn, run_id: int, call: str) -> tuple:
+    """(customers of the run scored, with another segment, largest distance difference,
+    scored by another run)."""
+    return conn.execute(
+        f"""SELECT count(*), count(*) FILTER (WHERE p.segment_id IS DISTINCT FROM cs.segment_id),
+                   max(abs(p.distance - cs.distance)), count(*) FILTER (WHERE p.run_id IS DISTINCT FROM cs.run_id)
+            FROM customers c
+            JOIN segmentation.customer_segments cs ON cs.run_id = %s AND cs.customer_id = c.customer_id
+            CROSS JOIN LATERAL {call} AS p""",
+        (run_id,),
+    ).fetchone()
+
+
+def test_predict_agrees_with_the_run_on_every_customer(conn):
+    generate_customers(conn, 100_000, seed=51)
+    conn.execute("UPDATE customers SET gender = ' female ' WHERE customer_id % 7 = 0 AND gender = 'Female'")
+    conn.execute("UPDATE customers SET gender = 'MALE' WHERE customer_id % 11 = 0 AND gender = 'Male'")
+    conn.execute("UPDATE customers SET annual_income = annual_income + 0.125 WHERE customer_id % 3 = 0")
+    conn.execute("UPDATE customers SET age = NULL WHERE customer_id % 997 = 0")  # quarantined by the runs
+    plain = published(n_clusters=5)
+    with_gender = published(n_clusters=6, features=["gender", "age", "annual_income", "spending_score"])
+    valid = conn.execute("SELECT count(*) FROM customers WHERE age IS NOT NULL").fetchone()[0]
+    assert disagreements(conn, with_gender, "segmentation.predict(to_jsonb(c))") == (
+        valid,
+        0,
+        pytest.approx(0, abs=1e-9),
+        0,
+    )
+    assert disagreements(conn, plain, f"segmentation.predict(to_jsonb(c), {plain})") == (
+        valid,
+        0,
+        pytest.approx(0, abs=1e-9),
+        0,
+    )
+    # A customer the run quarantined (NULL age) is scored as one row with NULL segment.
+    assert conn.execute(
+        "SELECT p.run_id, p.segment_id, p.segment_name, p.distance FROM customers c "
+        "CROSS JOIN LATERAL segmentation.predict(to_jsonb(c)) p WHERE c.customer_id = 997"
+    ).fetchone() == (with_gender, None, None, None)
+    names = dict(
+        conn.execute("SELECT segment_id, segment_name FROM segmentation.segments WHERE run_id = %s", (with_gender,))
+    )
+    name, segment = conn.execute(
+        "SELECT p.segment_name, p.segment_id FROM customers c CROSS JOIN LATERAL segmentation.predict(to_jsonb(c)) p "
+        "WHERE c.customer_id = 1"
+    ).fetchone()
+    assert name == names[segment]
+
+
+@pytest.mark.parametrize(
+    "customer",
+    [
+        '{"age": 30, "annual_income": 60}',  # a feature missing
+        '{"age": 30, "annual_income": null, "spending_score": 50}',
+        '{"age": 121, "annual_income": 60, "spending_score": 50}',  # outside the contract's range
+        '{"age": 30, "annual_income": 1e400, "spending_score": 50}',  # beyond any float8
+        '{"age": 30, "annual_income": -1, "spending_score": 50}',
+        '{"age": "30", "annual_income": 60, "spending_score": 50}',  # text, not a number
+        "{}",
+    ],
+)
+def test_invalid_input_gives_a_row_with_null_segment(conn, customer):
+    generate_customers(conn, 500, seed=52)
+    run_id = published(n_clusters=3)
+    assert conn.execute("SELECT * FROM segmentation.predict(%s::jsonb)", (customer,)).fetchall() == [
+        (run_id, None, None, None)
+    ]
+    assert conn.execute("SELECT * FROM segmentation.predict(%s::jsonb, %s)", (customer, run_id)).fetchall() == [
+        (run_id, None, None, None)
+    ]
+
+
+def test_predict_follows_the_current_run_and_refuses_an_unknown_one(conn):
+    assert conn.execute("SELECT * FROM segmentation.predict('{}'::jsonb)").fetchall() == [(None, None, None, None)]
+    generate_customers(conn, 1000, seed=53)
+    first = published(n_clusters=3)
+    second = published(n_clusters=4)
+    customer = '{"age": 30, "annual_income": 60, "spending_score": 50}'
+    assert conn.execute("SELECT run_id FROM segmentation.predict(%s::jsonb)", (customer,)).fetchone() == (second,)
+    from segmentation.rollback import make_current
+
+    make_current(conn, run_id=first, reason="test")
+    assert conn.execute("SELECT run_id FROM segmentation.predict(%s::jsonb)", (customer,)).fetchone() == (first,)
+    with pytest.raises(psycopg.errors.NoDataFound, match="run 999 has no model kept"):
+        conn.execute("SELECT * FROM segmentation.predict(%s::jsonb, 999)", (customer,))
+    function = conn.execute(
+        "SELECT p.provolatile, p.proparallel FROM pg_proc p WHERE p.oid = 'segmentation.predict(jsonb)'::regprocedure"
+    ).fetchone()
+    assert function == ("s", "s")  # STABLE PARALLEL SAFE
+
+
+def test_a_tie_goes_to_the_lowest_label_as_in_the_flow(conn):
+    import numpy as np
+
+    from segmentation.core.model import assign
+    from segmentation.store import scoring
+
+    conn.execute(
+        "INSERT INTO segmentation.runs (run_id, source_table, features, status, finished_at) VALUES (7, 'x', '{age}', 'staged', now())"
+    )
+    model = scoring.Model(
+        ("age",), np.array([40.0]), np.array([10.0]), np.array([[1.0], [-1.0]]), np.array([12, 11]), ["b", "a"]
+    )
+    with conn.transaction():
+        scoring.save(conn, 7, model)
+    labels, _ = assign(model.centers, np.array([[0.0]]))  # age 40: halfway between the two centres
+    row = conn.execute("SELECT segment_id FROM segmentation.predict_run_7('{\"age\": 40}'::jsonb)").fetchone()
+    assert row == (int(model.segment_ids[labels[0]]),) == (12,)
