@@ -2,8 +2,9 @@
 
 Who commits: every connection opened here is in autocommit mode, and a transaction is always
 an explicit `with conn.transaction():` block, opened by the function that owns that unit of
-work: a method of segmentation.store.run.Run for a flow run, and for the command line
-loading.load_csv, loading.generate_customers, migrations.upgrade and migrations.apply_roles.
+work: a method of segmentation.store.run.Run for a flow run; for the command line
+loading.load_csv, loading.generate_customers, migrations.upgrade, migrations.apply_roles,
+rollback.make_current, and the reads of cli (show, runs); and the report task's read.
 The SQL helpers those call (segmentation.store.runs, .partitions, .history, .readback,
 segmentation.source) take a connection and never begin, commit or roll back: they run in
 their caller's transaction, or as single autocommitted statements. The one exception is a

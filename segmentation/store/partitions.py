@@ -1,9 +1,9 @@
 """The life of a run's per-customer table, segmentation.customer_segments_run_<run_id>:
 created and loaded with binary COPY while the run scores, attached as a partition of
 customer_segments when the run publishes, and detached and dropped by retention (or dropped
-unattached when the run fails or is rejected). These functions run in their caller's
-transaction (see segmentation.db), except `prune`, whose DETACH ... CONCURRENTLY cannot run
-inside one."""
+unattached when the run fails). These functions run in their caller's transaction (see
+segmentation.db), except `detach_and_drop`, whose DETACH ... CONCURRENTLY cannot run inside
+one."""
 
 from __future__ import annotations
 

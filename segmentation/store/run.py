@@ -1,9 +1,11 @@
 """A flow run's hold on the database: the one owner of a run's connections and transactions.
 
 The flow gets a Run from the start-run task and closes it when it ends; the tasks call its
-methods and never see a connection. Each public method is one transaction (or, for `prune`,
-a series of single statements), opened and committed here and nowhere else; the helpers in
-segmentation.store and segmentation.source run inside them (see segmentation.db).
+methods and never see a connection. Every transaction on the run connection is opened and
+committed here and nowhere else (a method that writes is one transaction, or two where the
+second must see the first committed: `complete` attaches the partition before the publish;
+`prune` is a series of single statements); the helpers in segmentation.store and
+segmentation.source run inside them (see segmentation.db).
 
 A Run holds two connections:
 - the run connection (autocommit) holds the run lock, a session-level advisory lock, from
@@ -38,9 +40,25 @@ class Run:
         self._url = url  # holds the password: never shown (see __repr__)
         self._conn = conn
         self._snapshot = snapshot
+        self._snapshot_ended = False
 
     def __repr__(self) -> str:
         return f"Run(run_id={self.run_id})"
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Transaction]:
+        """A transaction of this Run's own, never a savepoint inside someone else's."""
+        if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise RuntimeError(f"run {self.run_id}: a transaction is already open on the run connection")
+        with self._conn.transaction() as transaction:
+            yield transaction
+
+    def _source(self) -> psycopg.Connection:
+        """The snapshot connection, while the snapshot lasts: a read after end_snapshot would
+        silently start a second snapshot."""
+        if self._snapshot_ended:
+            raise RuntimeError(f"run {self.run_id}: the source was read after the snapshot ended")
+        return self._snapshot
 
     @classmethod
     def start(
@@ -71,22 +89,22 @@ class Run:
     def resolve_source(self, source_table: str, id_column: str, features: Sequence[str]) -> catalog.Source:
         """Look the source up in the snapshot's catalog, and record its names as the catalog
         spells them, so runs compare equal however they were typed."""
-        source = catalog.resolve_source(self._snapshot, source_table, id_column, features)
-        with self._conn.transaction():
+        source = catalog.resolve_source(self._source(), source_table, id_column, features)
+        with self._transaction():
             runs.record_source(self._conn, self.run_id, str(source.table), source.features)
         return source
 
     def count_rows(self, source: catalog.Source) -> int:
-        return queries.count_rows(self._snapshot, source)
+        return queries.count_rows(self._source(), source)
 
     def read_valid(self, source: catalog.Source, *, n_rows: int | None = None) -> Iterator[Chunk]:
         """The valid rows, chunk by chunk. Given the table's row count, a table of more than
         two chunks is read over two sessions sharing the snapshot (segmentation.source.split_read)."""
         chunk_rows = self.settings.chunk_rows
         if n_rows is None:
-            return stream_valid(self._snapshot, source, chunk_rows)
+            return stream_valid(self._source(), source, chunk_rows)
         return split_read.stream_valid_split(
-            self._snapshot,
+            self._source(),
             source,
             chunk_rows,
             connect=self._second_session,
@@ -99,25 +117,28 @@ class Run:
 
     def quarantine(self, source: catalog.Source) -> int:
         """Copy the snapshot's invalid rows, with their reasons, into segmentation.quarantine."""
-        with self._conn.transaction():
-            return runs.copy_quarantine(self._snapshot, self._conn, queries.quarantine_copy_query(source, self.run_id))
+        with self._transaction():
+            return runs.copy_quarantine(self._source(), self._conn, queries.quarantine_copy_query(source, self.run_id))
 
     def end_snapshot(self) -> None:
         """The source is no longer needed: end the snapshot rather than hold its lock on the
-        source table (and vacuum's horizon) any longer."""
-        self._snapshot.rollback()
+        source table (and vacuum's horizon) any longer. Its connection may be what broke; the
+        error that broke it is the one reported."""
+        self._snapshot_ended = True
+        with suppress(psycopg.Error):
+            self._snapshot.rollback()
 
     # What the run compares itself with.
 
     def previous(self) -> history.PreviousRun | None:
-        with self._conn.transaction():
+        with self._transaction():
             return history.previous_run(self._conn)
 
     def next_segment_id(self) -> int:
         return history.next_segment_id(self._conn)
 
     def drift(self, previous: history.PreviousRun) -> history.Drift | None:
-        with self._conn.transaction():
+        with self._transaction():
             return history.measure_drift(self._conn, self.run_id, previous)
 
     # Writing the run.
@@ -126,23 +147,23 @@ class Run:
     def assignments(self) -> Iterator[partitions.AssignmentWriter]:
         """One transaction: the run's table is created, loaded and keyed; if the block fails,
         nothing of it remains."""
-        with self._conn.transaction():
+        with self._transaction():
             writer = partitions.AssignmentWriter(self._conn, self.run_id)
             try:
                 yield writer
+                writer.finish()
             except BaseException:
                 writer.abort()
                 raise
-            writer.finish()
 
     def complete(self, found: runs.Publication, *, status: str, forced: bool = False, error: str | None = None) -> None:
         """Keep the run: attach its table (committed on its own, see partitions.attach), then
         write its summaries and end it as `status` in one transaction. A published run becomes
         the current run in that same transaction; a staged or rejected run is kept, complete,
         to be made current later (segmentation.current.make_current)."""
-        with self._conn.transaction():
+        with self._transaction():
             partitions.attach(self._conn, self.run_id)
-        with self._conn.transaction():
+        with self._transaction():
             runs.mark_complete(self._conn, self.run_id, found, status=status, forced=forced, error=error)
             if status == "published":
                 runs.record_switch(self._conn, self.run_id, action="publish")
@@ -177,7 +198,7 @@ class Run:
         try:
             for run_id in old:
                 partitions.detach_and_drop(self._conn, run_id)
-                with self._conn.transaction():
+                with self._transaction():
                     scoring.drop(self._conn, run_id)
                     runs.mark_pruned(self._conn, run_id)
         finally:

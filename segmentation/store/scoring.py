@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from segmentation.core.rules import GenderRule, rule_for
-from segmentation.source.validity import gender_code
+from segmentation.source.validity import gender_code, within
 
 _RETURNS = sql.SQL("RETURNS SETOF segmentation.prediction")
 
@@ -137,11 +137,10 @@ def _body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
         if isinstance(rule, GenderRule):
             value = sql.SQL("({})::float8").format(gender_code(col, sql.NULL))
         else:
-            low, high = rule.accepted()
-            value = sql.SQL(
-                "CASE WHEN jsonb_typeof({c}) = 'number' AND {c}::numeric BETWEEN {low} AND {high} "
-                "THEN {c}::numeric::float8 END"
-            ).format(c=col, low=sql.Literal(low), high=sql.Literal(high))
+            number = sql.SQL("{}::numeric").format(col)
+            value = sql.SQL("CASE WHEN jsonb_typeof({c}) = 'number' AND {within} THEN {n}::float8 END").format(
+                c=col, within=within(number, rule, "numeric"), n=number
+            )
         standardised.append(
             sql.SQL("({} - {}) / {} AS {}").format(value, _float(model.mean[i]), _float(model.scale[i]), j(f"z{i}"))
         )
