@@ -279,6 +279,7 @@ def test_a_second_run_while_one_holds_the_lock_exits_clearly(conn, database_url)
     with psycopg.connect(database_url, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_KEY,))
         assert "another segmentation run is in progress" in error_of(run(n_clusters=3))
+        other.execute("SELECT pg_advisory_unlock(%s)", (RUN_LOCK_KEY,))  # a closed session's lock goes later
     assert run(n_clusters=3).is_completed()
 
 

@@ -138,6 +138,8 @@ def test_refusals_are_one_line_each(conn, database_url, monkeypatch):
     with psycopg.connect(database_url, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_KEY,))  # a run in progress
         refused(rejected_id, "a segmentation run is in progress", force=True)
+        # Released now: a closed session's locks go only when its backend has exited.
+        other.execute("SELECT pg_advisory_unlock(%s)", (RUN_LOCK_KEY,))
     # With --force, a rejected run is promoted: current, published and marked forced.
     make_current(conn, run_id=rejected_id, reason="checked by hand", force=True)
     assert_current_run(conn, rejected_id)

@@ -13,7 +13,8 @@ once per customer instead of once per use.
 
 `segmentation.predict_run_<run_id>(customer jsonb)` is created when the run completes, and
 `segmentation.predict(customer jsonb)` is replaced by the same body whenever the current run
-changes, in the transaction that changes it. These functions run in their caller's
+changes, in the transaction that changes it; `segmentation.predict(customer jsonb, run_id
+bigint)` routes to the run's own function, and is rewritten whenever a model is kept or dropped. These functions run in their caller's
 transaction (see segmentation.db)."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import psycopg
 from psycopg import sql
 
 from segmentation.core.rules import GenderRule, rule_for
+from segmentation.db import scalar
 from segmentation.source.validity import gender_code, within
 
 _RETURNS = sql.SQL("RETURNS SETOF segmentation.prediction")
@@ -64,6 +66,12 @@ def save(conn: psycopg.Connection, run_id: int, model: Model) -> None:
             run_function(run_id), _RETURNS, sql.Literal(_body(conn, run_id, model))
         )
     )
+    # predict(customer, run_id) calls it with the caller's rights (so that PostgreSQL can inline it).
+    if scalar(conn, "SELECT to_regrole('segmentation_reader') IS NOT NULL"):
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON FUNCTION {} (jsonb) TO segmentation_reader").format(run_function(run_id))
+        )
+    _route_by_run(conn)
 
 
 def load(conn: psycopg.Connection, run_id: int) -> Model | None:
@@ -90,10 +98,14 @@ def load(conn: psycopg.Connection, run_id: int) -> Model | None:
 
 
 def make_current(conn: psycopg.Connection, run_id: int) -> None:
-    """Point segmentation.predict(customer) at the run, with the run's constants in it. A run
-    completed before models were kept scores nothing: one row with NULL segment."""
-    model = load(conn, run_id)
-    body = _body(conn, run_id, model) if model is not None else _no_model(run_id)
+    """Point segmentation.predict(customer) at the run's own function. A run completed before
+    models were kept scores nothing: one row with NULL segment."""
+    has_model = scalar(conn, "SELECT EXISTS (SELECT FROM segmentation.run_models WHERE run_id = %s)", (run_id,))
+    body = (
+        sql.SQL("SELECT * FROM {}(customer)").format(run_function(run_id)).as_string(conn)
+        if has_model
+        else _no_model(run_id)
+    )
     conn.execute(
         sql.SQL(
             "CREATE OR REPLACE FUNCTION segmentation.predict(customer jsonb) {} LANGUAGE sql STABLE PARALLEL SAFE AS {}"
@@ -103,9 +115,34 @@ def make_current(conn: psycopg.Connection, run_id: int) -> None:
 
 def drop(conn: psycopg.Connection, run_id: int) -> None:
     """The run's model goes with its assignments (retention): it can no longer score."""
-    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {} (jsonb)").format(run_function(run_id)))
     conn.execute("DELETE FROM segmentation.model_centers WHERE run_id = %s", (run_id,))
     conn.execute("DELETE FROM segmentation.run_models WHERE run_id = %s", (run_id,))
+    _route_by_run(conn)
+    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {} (jsonb)").format(run_function(run_id)))
+
+
+def _route_by_run(conn: psycopg.Connection) -> None:
+    """Replace segmentation.predict(customer, run_id) with one branch per kept model. Called
+    with a constant run_id (the usual case), PostgreSQL folds the other branches away at
+    planning and inlines the run's own function: as fast as predict(customer). An unknown
+    run_id goes to no_model(), which says so."""
+    kept = [r[0] for r in conn.execute("SELECT run_id FROM segmentation.run_models ORDER BY run_id")]
+    branches = [
+        sql.SQL("SELECT * FROM {}(customer) WHERE predict.run_id = {}").format(run_function(r), sql.Literal(r))
+        for r in kept
+    ]
+    known = sql.SQL(", ").join(sql.Literal(r) for r in kept) if kept else sql.SQL("NULL")
+    branches.append(
+        sql.SQL(
+            "SELECT * FROM segmentation.no_model(predict.run_id) WHERE predict.run_id IS NULL OR predict.run_id NOT IN ({})"
+        ).format(known)
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION segmentation.predict(customer jsonb, run_id bigint) {} "
+            "LANGUAGE sql STABLE PARALLEL SAFE AS {}"
+        ).format(_RETURNS, sql.Literal(sql.SQL(" UNION ALL ").join(branches).as_string(conn)))
+    )
 
 
 def _no_model(run_id: int) -> str:
@@ -124,7 +161,7 @@ def _body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
     j = sql.Identifier
     # 1. Each feature's value as the customer's jsonb holds it.
     extract = [
-        sql.SQL("customer ->> {} AS {}" if isinstance(rule_for(f), GenderRule) else "customer -> {} AS {}").format(
+        sql.SQL("a.customer ->> {} AS {}" if isinstance(rule_for(f), GenderRule) else "a.customer -> {} AS {}").format(
             sql.Literal(f), j(f"j{i}")
         )
         for i, f in zip(features, model.features)
@@ -169,10 +206,15 @@ def _body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
         )
 
     body = sql.SQL(
-        "SELECT {run_id}::bigint, ({segment_id})::integer, ({name})::text, sqrt({nearest}) "
-        "FROM (SELECT {extract} OFFSET 0) AS j "
+        # The outer OFFSET 0 keeps the body one subquery when PostgreSQL inlines it into the
+        # caller's query, so it is evaluated per customer as written (flattened, the planner
+        # wraps each step in a Memoize node, which costs more than it saves); `a` reads the
+        # argument once (inlined, to_jsonb(c) would stand in each use of customer).
+        "SELECT * FROM (SELECT {run_id}::bigint, ({segment_id})::integer, ({name})::text, sqrt({nearest}) "
+        "FROM (SELECT customer OFFSET 0) AS a "
+        "CROSS JOIN LATERAL (SELECT {extract} OFFSET 0) AS j "
         "CROSS JOIN LATERAL (SELECT {standardised} OFFSET 0) AS z "
-        "CROSS JOIN LATERAL (SELECT {squared} OFFSET 0) AS d"
+        "CROSS JOIN LATERAL (SELECT {squared} OFFSET 0) AS d) AS p OFFSET 0"
     ).format(
         run_id=sql.Literal(int(run_id)),
         segment_id=by_label([int(s) for s in model.segment_ids]),

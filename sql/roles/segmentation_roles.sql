@@ -57,8 +57,8 @@ GRANT SELECT ON segmentation.current_run,
     TO segmentation_reader;
 
 -- Scoring in SQL (sql/006_scoring.sql): the reader may call predict, nobody else by default.
--- The per-run functions it calls are the writer's, created by runs; predict(customer, run_id)
--- runs as the writer (SECURITY DEFINER), so the reader needs EXECUTE on the entry points only.
+-- predict(customer, run_id) calls the per-run functions with the caller's rights (so that
+-- PostgreSQL can inline them): each run grants the reader EXECUTE on its own as it creates it.
 DO $functions$
 DECLARE
     fn regprocedure;
@@ -73,4 +73,17 @@ END
 $functions$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA segmentation FROM PUBLIC;
 ALTER DEFAULT PRIVILEGES FOR ROLE segmentation_writer IN SCHEMA segmentation REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION segmentation.predict(jsonb), segmentation.predict(jsonb, bigint) TO segmentation_reader;
+GRANT EXECUTE ON FUNCTION segmentation.predict(jsonb), segmentation.predict(jsonb, bigint),
+                          segmentation.no_model(bigint) TO segmentation_reader;
+DO $per_run$
+DECLARE
+    fn regprocedure;
+BEGIN
+    FOR fn IN
+        SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'segmentation' AND p.proname LIKE 'predict\_run\_%'
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO segmentation_reader', fn);
+    END LOOP;
+END
+$per_run$;
