@@ -49,7 +49,7 @@ def make_current(conn: psycopg.Connection, *, run_id: int | None, reason: str, f
         if action == "promote":
             conn.execute(
                 """UPDATE segmentation.runs SET status = 'published', published_at = now(),
-                       forced = forced OR status = 'rejected'
+                       forced = forced OR status = 'rejected', error = NULL
                    WHERE run_id = %s""",
                 (run_id,),
             )
@@ -96,6 +96,14 @@ def _check(conn: psycopg.Connection, run: dict, current_id: int | None, force: b
         raise SegmentationError(
             f"run {run_id}'s per-customer assignments are no longer kept (retention keeps the newest "
             "SEGMENTATION_KEEP_PUBLISHED_RUNS runs); choose a newer run, or start a new run"
+        )
+    if (
+        not scalar(conn, "SELECT EXISTS (SELECT FROM segmentation.run_models WHERE run_id = %s)", (run_id,))
+        and not force
+    ):
+        raise SegmentationError(
+            f"run {run_id} completed before models were kept, so segmentation.predict could not score with it; "
+            "pass --force to make it current anyway"
         )
     if status == "rejected" and not force:
         raise SegmentationError(

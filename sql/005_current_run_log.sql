@@ -31,3 +31,8 @@ SELECT run_id, flow_run_id, published_at, source_table, features, k,
        customers_added, customers_removed, forced, quality_issues
 FROM segmentation.runs
 WHERE run_id = (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1);
+
+-- Runs rejected before this migration had their assignments dropped at once: say so.
+UPDATE segmentation.runs SET assignments_pruned_at = coalesce(finished_at, now())
+WHERE status IN ('published', 'rejected') AND assignments_pruned_at IS NULL
+  AND to_regclass(format('segmentation.customer_segments_run_%s', run_id)) IS NULL;

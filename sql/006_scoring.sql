@@ -27,13 +27,6 @@ CREATE TYPE segmentation.prediction AS (
     distance     double precision   -- to the segment's centre, in the run's standardised units
 );
 
--- Until a run is current: one row, no segment. Each change of the current run replaces it
--- with one that scores with that run (in the same transaction as the change).
-CREATE FUNCTION segmentation.predict(customer jsonb)
-RETURNS SETOF segmentation.prediction
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT NULL::bigint, NULL::integer, NULL::text, NULL::double precision $$;
-
 -- A run_id with no model kept: the error predict(customer, run_id) gives.
 CREATE FUNCTION segmentation.no_model(run_id bigint)
 RETURNS SETOF segmentation.prediction
@@ -51,3 +44,16 @@ CREATE FUNCTION segmentation.predict(customer jsonb, run_id bigint)
 RETURNS SETOF segmentation.prediction
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT * FROM segmentation.no_model(predict.run_id) $$;
+
+-- The current run, read from segmentation.current_run in the query's own snapshot, as the
+-- views read it: a query never scores with one run while its views show another. No current
+-- run yet: one row, no segment.
+CREATE FUNCTION segmentation.predict(customer jsonb)
+RETURNS SETOF segmentation.prediction
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT p.* FROM segmentation.current_run AS c CROSS JOIN LATERAL segmentation.predict(customer, c.run_id) AS p
+    UNION ALL
+    SELECT NULL::bigint, NULL::integer, NULL::text, NULL::double precision
+    WHERE NOT EXISTS (SELECT FROM segmentation.current_run)
+$$;

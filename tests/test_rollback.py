@@ -140,6 +140,11 @@ def test_refusals_are_one_line_each(conn, database_url, monkeypatch):
         refused(rejected_id, "a segmentation run is in progress", force=True)
         # Released now: a closed session's locks go only when its backend has exited.
         other.execute("SELECT pg_advisory_unlock(%s)", (RUN_LOCK_KEY,))
+    # A run from before models were kept (its model rows gone here) cannot score: only with --force.
+    conn.execute("CREATE TABLE kept_model AS SELECT * FROM segmentation.run_models WHERE run_id = %s", (rejected_id,))
+    conn.execute("DELETE FROM segmentation.run_models WHERE run_id = %s", (rejected_id,))
+    refused(rejected_id, f"run {rejected_id} completed before models were kept", force=False)
+    conn.execute("INSERT INTO segmentation.run_models SELECT * FROM kept_model")
     # With --force, a rejected run is promoted: current, published and marked forced.
     make_current(conn, run_id=rejected_id, reason="checked by hand", force=True)
     assert_current_run(conn, rejected_id)

@@ -85,7 +85,9 @@ def is_attached(conn: psycopg.Connection, run_id: int) -> bool:
     return bool(
         scalar(
             conn,
-            "SELECT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = to_regclass(%s))",
+            # A detach left pending (DETACH ... CONCURRENTLY interrupted) is on its way out:
+            # new queries no longer read the partition.
+            "SELECT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = to_regclass(%s) AND NOT inhdetachpending)",
             (partition_name(run_id).as_string(conn),),
         )
     )
@@ -119,8 +121,9 @@ def attach(conn: psycopg.Connection, run_id: int) -> None:
 
 def to_prune(conn: psycopg.Connection, keep: int) -> list[int]:
     """Runs whose per-customer rows retention drops: all but the newest `keep` complete runs
-    (published, staged or rejected: each can still be made current), never the current run,
-    and failed runs whose table is still attached."""
+    (published, staged or rejected: each can still be made current), never the current run nor
+    the one current before it (where a plain `segmentation rollback` goes), and failed runs
+    whose table is still attached."""
     return [
         r[0]
         for r in conn.execute(
@@ -128,7 +131,7 @@ def to_prune(conn: psycopg.Connection, keep: int) -> list[int]:
                 WHERE status IN ('published', 'staged', 'rejected') AND assignments_pruned_at IS NULL
                 ORDER BY finished_at DESC, run_id DESC OFFSET %s)
                EXCEPT
-               SELECT run_id FROM (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1) AS c
+               SELECT run_id FROM (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 2) AS c
                UNION ALL
                SELECT r.run_id FROM segmentation.runs r
                JOIN pg_inherits i ON i.inhrelid = to_regclass(format('segmentation.customer_segments_run_%%s', r.run_id))

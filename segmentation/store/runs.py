@@ -201,9 +201,7 @@ def current_switch(conn: psycopg.Connection) -> dict | None:
 
 
 def record_switch(conn: psycopg.Connection, run_id: int, *, action: str, reason: str | None = None) -> None:
-    """Make run_id the current run: one row in segmentation.current_run_log, and
-    segmentation.predict(customer) scoring with it."""
-    scoring.make_current(conn, run_id)
+    """Make run_id the current run: one row in segmentation.current_run_log."""
     conn.execute(
         """INSERT INTO segmentation.current_run_log (run_id, from_run_id, action, reason)
            VALUES (%s, (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1), %s, %s)""",

@@ -11,10 +11,11 @@ or out-of-range feature gives a row with NULL segment, not an error. The run's c
 written into the function, and each step is fenced (OFFSET 0) so that PostgreSQL computes it
 once per customer instead of once per use.
 
-`segmentation.predict_run_<run_id>(customer jsonb)` is created when the run completes, and
-`segmentation.predict(customer jsonb)` is replaced by the same body whenever the current run
-changes, in the transaction that changes it; `segmentation.predict(customer jsonb, run_id
-bigint)` routes to the run's own function, and is rewritten whenever a model is kept or dropped. These functions run in their caller's
+`segmentation.predict_run_<run_id>(customer jsonb)` is created when the run completes;
+`segmentation.predict(customer jsonb, run_id bigint)` routes to the run's own function, and is
+rewritten whenever a model is kept or dropped; `segmentation.predict(customer jsonb)` (sql/
+006_scoring.sql) reads the current run from segmentation.current_run in the query's own
+snapshot, like the views, so a query never scores with one run while its views show another. These functions run in their caller's
 transaction (see segmentation.db)."""
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def save(conn: psycopg.Connection, run_id: int, model: Model) -> None:
             run_function(run_id), _RETURNS, sql.Literal(_body(conn, run_id, model))
         )
     )
-    # predict(customer, run_id) calls it with the caller's rights (so that PostgreSQL can inline it).
+    # predict(customer, run_id) calls it with the caller's rights (so that PostgreSQL can inline
+    # it): the reader may execute it, nobody else, whoever created it.
+    conn.execute(sql.SQL("REVOKE EXECUTE ON FUNCTION {} (jsonb) FROM PUBLIC").format(run_function(run_id)))
     if scalar(conn, "SELECT to_regrole('segmentation_reader') IS NOT NULL"):
         conn.execute(
             sql.SQL("GRANT EXECUTE ON FUNCTION {} (jsonb) TO segmentation_reader").format(run_function(run_id))
@@ -94,22 +97,6 @@ def load(conn: psycopg.Connection, run_id: int) -> Model | None:
         np.array([c[1] for c in centers], dtype=np.float64),
         np.array([c[0] for c in centers], dtype=np.int64),
         [c[2] for c in centers],
-    )
-
-
-def make_current(conn: psycopg.Connection, run_id: int) -> None:
-    """Point segmentation.predict(customer) at the run's own function. A run completed before
-    models were kept scores nothing: one row with NULL segment."""
-    has_model = scalar(conn, "SELECT EXISTS (SELECT FROM segmentation.run_models WHERE run_id = %s)", (run_id,))
-    body = (
-        sql.SQL("SELECT * FROM {}(customer)").format(run_function(run_id)).as_string(conn)
-        if has_model
-        else _no_model(run_id)
-    )
-    conn.execute(
-        sql.SQL(
-            "CREATE OR REPLACE FUNCTION segmentation.predict(customer jsonb) {} LANGUAGE sql STABLE PARALLEL SAFE AS {}"
-        ).format(_RETURNS, sql.Literal(body))
     )
 
 
@@ -143,10 +130,6 @@ def _route_by_run(conn: psycopg.Connection) -> None:
             "LANGUAGE sql STABLE PARALLEL SAFE AS {}"
         ).format(_RETURNS, sql.Literal(sql.SQL(" UNION ALL ").join(branches).as_string(conn)))
     )
-
-
-def _no_model(run_id: int) -> str:
-    return f"SELECT {int(run_id)}::bigint, NULL::integer, NULL::text, NULL::double precision"
 
 
 def _float(value: float) -> sql.Composable:
