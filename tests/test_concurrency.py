@@ -1,12 +1,11 @@
 """Runs against runs, readers against publishes, writers against the snapshot."""
 
 import re
-import threading
 
 import psycopg
 import pytest
 
-from conftest import start_flow_process, wait_for
+from conftest import assert_each_saw_one_complete_run, bi_reader, start_flow_process, wait_for
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 
@@ -56,45 +55,16 @@ def test_two_runs_started_together_publish_exactly_once(conn, database_url, pref
 @pytest.mark.usefixtures("prefect_harness")
 def test_bi_readers_always_see_one_complete_run_during_publishes(conn, database_url):
     generate_customers(conn, 20_000, seed=32)
-    observations, errors = [], []
-    stop = threading.Event()
-
-    def read_in_a_loop():
-        with psycopg.connect(database_url, autocommit=True) as reader:
-            while not stop.is_set():
-                try:
-                    observations.append(
-                        reader.execute(
-                            """SELECT (SELECT run_id FROM segmentation.current_run),
-                                  (SELECT n_customers FROM segmentation.current_run),
-                                  (SELECT sum(n_customers) FROM segmentation.current_segments),
-                                  count(*), count(DISTINCT run_id), min(run_id)
-                           FROM segmentation.current_customer_segments"""
-                        ).fetchone()
-                    )
-                except psycopg.Error as exc:
-                    errors.append(exc)
-
-    thread = threading.Thread(target=read_in_a_loop)
-    thread.start()
     published = []
-    try:
+    with bi_reader(database_url) as observations:
         for i in range(4):
             conn.execute("DELETE FROM customers WHERE customer_id %% 10 = %s", (i,))  # each run is smaller
             state = customer_segmentation(**FAST, max_customer_drop=0.9, return_state=True)
             assert state.is_completed(), state.message
             published.append(state.result()["run_id"])
-    finally:
-        stop.set()
-        thread.join()
-    assert errors == []
     seen = {o[0] for o in observations if o[0] is not None}
     assert len(observations) > 20 and len(seen) >= 3
-    for run_id, n, segment_total, count, distinct, first in observations:
-        if run_id is None:
-            assert count == 0
-            continue
-        assert (count, distinct, first, segment_total) == (n, 1, run_id, n)
+    assert_each_saw_one_complete_run(observations)
 
 
 def test_source_changes_during_a_run_do_not_reach_it(conn, database_url, prefect_harness):

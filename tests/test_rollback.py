@@ -4,12 +4,10 @@ never current until it is promoted."""
 
 from __future__ import annotations
 
-import threading
-
 import psycopg
 import pytest
 
-from conftest import artifacts_of, assert_current_run, wait_for
+from conftest import artifacts_of, assert_current_run, assert_each_saw_one_complete_run, bi_reader, wait_for
 from segmentation.cli import main
 from segmentation.errors import SegmentationError
 from segmentation.flows.segmentation import customer_segmentation
@@ -75,40 +73,13 @@ def test_bi_readers_see_one_complete_run_during_rollbacks(conn, database_url):
     big = published()
     conn.execute("DELETE FROM customers WHERE customer_id % 4 = 0")
     small = published()
-    observations, errors = [], []
-    stop = threading.Event()
-
-    def read_in_a_loop():
-        with psycopg.connect(database_url, autocommit=True) as reader:
-            while not stop.is_set():
-                try:
-                    observations.append(
-                        reader.execute(
-                            """SELECT (SELECT run_id FROM segmentation.current_run),
-                                      (SELECT n_customers FROM segmentation.current_run),
-                                      (SELECT sum(n_customers) FROM segmentation.current_segments),
-                                      count(*), count(DISTINCT run_id), min(run_id)
-                               FROM segmentation.current_customer_segments"""
-                        ).fetchone()
-                    )
-                except psycopg.Error as exc:
-                    errors.append(exc)
-
-    thread = threading.Thread(target=read_in_a_loop)
-    thread.start()
-    try:
-        with psycopg.connect(database_url, autocommit=True) as writer:
-            for i in range(12):
-                make_current(writer, run_id=big if i % 2 == 0 else small, reason=f"switch {i}")
-                seen = len(observations)
-                wait_for(lambda seen=seen: len(observations) > seen + 1, what="the reader to read the views again")
-    finally:
-        stop.set()
-        thread.join()
-    assert errors == []
+    with bi_reader(database_url) as observations, psycopg.connect(database_url, autocommit=True) as writer:
+        for i in range(12):
+            make_current(writer, run_id=big if i % 2 == 0 else small, reason=f"switch {i}")
+            seen = len(observations)
+            wait_for(lambda seen=seen: len(observations) > seen + 1, what="the reader to read the views again")
     assert {o[0] for o in observations} == {big, small} and len(observations) > 12
-    for run_id, n, segment_total, count, distinct, first in observations:
-        assert (count, distinct, first, segment_total) == (n, 1, run_id, n)
+    assert_each_saw_one_complete_run(observations)
 
 
 def test_refusals_are_one_line_each(conn, database_url, monkeypatch):
