@@ -78,15 +78,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _has_rows(conn: psycopg.Connection, table: str) -> bool:
     from psycopg import sql
 
+    from segmentation.db import scalar
     from segmentation.identifiers import parse_table_name
 
     name = parse_table_name(table)
     with conn.transaction():
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name.identifier().as_string(conn),)).fetchone()
-        if not (row and row[0]):
+        if not scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (name.identifier().as_string(conn),)):
             return False  # generate reports a missing table with what exists
-        row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(name.identifier())).fetchone()
-        return bool(row and row[0])
+        return bool(scalar(conn, sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(name.identifier())))
 
 
 def _run_flow(params: dict) -> int:

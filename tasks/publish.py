@@ -51,7 +51,6 @@ def keep_run(
     """Keep the run: published (current), staged (kept, not current: publish_run=False), or
     rejected by the quality gate (kept, not current, and the run fails)."""
     logger = get_run_logger()
-    run.end_snapshot()  # do not hold the snapshot through the publish
     found = Publication(
         k=model.k,
         n_customers=stats.n_customers,
