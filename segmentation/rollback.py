@@ -3,21 +3,25 @@ of a staged run (or, with force, of one the quality gate rejected).
 
 No retraining: a complete run keeps its assignments and summaries (until retention prunes
 them), so making it current is one row in segmentation.current_run_log, committed in one
-transaction under the run lock. BI readers see the switch all at once, as they see a publish:
+transaction under the run lock. A published run whose own rows retention dropped is answered
+for by the history (segmentation.store.spells): its rows are rebuilt from it first, without
+distances. A promoted run enters the history in the switch's transaction. BI readers see the switch all at once, as they see a publish:
 every current_ view reads that log and its rows in one statement. The next run's id matching
 and drift compare against whatever run is current then.
 
-Who commits: make_current, in one transaction of its own (see segmentation.db)."""
+Who commits: make_current, in transactions of its own under the session's run lock (see
+segmentation.db): the rebuild, the attach, then the switch."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 
 import psycopg
 
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
-from segmentation.store import partitions, runs
+from segmentation.store import partitions, runs, spells
 
 
 @dataclass(frozen=True)
@@ -30,30 +34,47 @@ class Switch:
 def make_current(conn: psycopg.Connection, *, run_id: int | None, reason: str, force: bool = False) -> Switch:
     """Make run_id current (default: the run that was current before the current one).
     Refused, in one line, for an unknown run, a run that is not complete, a run whose
-    assignments are gone, a rejected run without force, and the current run itself."""
+    assignments are gone, a rejected run without force, and the current run itself.
+    conn must be in autocommit: the run lock is held across the transactions below."""
     if not reason.strip():
         raise SegmentationError("say why with --reason, e.g. --reason 'run 12 published a broken load'")
-    with conn.transaction():
-        # The run lock, for this transaction: no run publishes meanwhile, and none starts.
-        if not scalar(conn, "SELECT pg_try_advisory_xact_lock(%s)", (runs.RUN_LOCK_KEY,)):
-            raise SegmentationError(
-                "a segmentation run is in progress; wait for it to finish, then make the run current again"
-            )
-        current = runs.current_switch(conn)
-        current_id = current["run_id"] if current else None
-        if run_id is None:
-            run_id = _before(conn, current)
-        target = _run(conn, run_id)
-        _check(conn, target, current_id, force)
+    # The run lock: no run publishes meanwhile, and none starts.
+    if not scalar(conn, "SELECT pg_try_advisory_lock(%s)", (runs.RUN_LOCK_KEY,)):
+        raise SegmentationError(
+            "a segmentation run is in progress; wait for it to finish, then make the run current again"
+        )
+    try:
+        with conn.transaction():
+            current = runs.current_switch(conn)
+            current_id = current["run_id"] if current else None
+            if run_id is None:
+                run_id = _before(conn, current)
+            target = _run(conn, run_id)
+            _check(conn, target, current_id, force)
+            # A history run other than the newest may have lost its own rows to retention:
+            # they are written again from the spells, then attached (committed on its own, as
+            # for a publish: see partitions.attach) before the switch.
+            rebuild = target["history_version"] is not None and not partitions.is_attached(conn, run_id)
+            if rebuild:
+                partitions.drop_unattached(conn, run_id)  # left by an attempt that failed half-way
+                spells.rebuild(conn, run_id)
+        if rebuild:
+            with conn.transaction():
+                partitions.attach(conn, run_id)
         action = "rollback" if target["status"] == "published" else "promote"
-        if action == "promote":
-            conn.execute(
-                """UPDATE segmentation.runs SET status = 'published', published_at = now(),
-                       forced = forced OR status = 'rejected', error = NULL
-                   WHERE run_id = %s""",
-                (run_id,),
-            )
-        runs.record_switch(conn, run_id, action=action, reason=reason.strip())
+        with conn.transaction():
+            if action == "promote":
+                conn.execute(
+                    """UPDATE segmentation.runs SET status = 'published', published_at = now(),
+                           forced = forced OR status = 'rejected', error = NULL
+                       WHERE run_id = %s""",
+                    (run_id,),
+                )
+                spells.enter(conn, run_id, compared_with=None)
+            runs.record_switch(conn, run_id, action=action, reason=reason.strip())
+    finally:
+        with suppress(psycopg.Error):  # a lost connection has released it already
+            conn.execute("SELECT pg_advisory_unlock(%s)", (runs.RUN_LOCK_KEY,))
     return Switch(run_id, current_id, action)
 
 
@@ -75,7 +96,8 @@ def _before(conn: psycopg.Connection, current: dict | None) -> int:
 def _run(conn: psycopg.Connection, run_id: int) -> dict:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         found = cur.execute(
-            "SELECT run_id, status, error, quality_issues, assignments_pruned_at FROM segmentation.runs WHERE run_id = %s",
+            "SELECT run_id, status, error, quality_issues, assignments_pruned_at, history_version "
+            "FROM segmentation.runs WHERE run_id = %s",
             (run_id,),
         ).fetchone()
     if found is None:
@@ -92,7 +114,8 @@ def _check(conn: psycopg.Connection, run: dict, current_id: int | None, force: b
     if status not in runs.COMPLETE:
         why = f": {run['error']}" if run["error"] else ""
         raise SegmentationError(f"run {run_id} is {status}{why}; only a complete run can be made current")
-    if run["assignments_pruned_at"] is not None or not partitions.is_attached(conn, run_id):
+    kept = run["history_version"] is not None or partitions.is_attached(conn, run_id)
+    if run["assignments_pruned_at"] is not None or not kept:
         raise SegmentationError(
             f"run {run_id}'s per-customer assignments are no longer kept (retention keeps the newest "
             "SEGMENTATION_KEEP_PUBLISHED_RUNS runs); choose a newer run, or start a new run"

@@ -174,6 +174,19 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.01, what: str
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def keep_assignments(conn, run_id: int) -> str:
+    """Copy a run's full per-customer rows (with distances) while it is current: once another
+    run publishes, retention keeps them only as spells, without distances. Returns the copy's
+    name, a table in public of the test's own database."""
+    table = f"public.assignments_run_{int(run_id)}"
+    conn.execute(
+        f"CREATE TABLE {table} AS SELECT customer_id, segment_id, distance "
+        "FROM segmentation.customer_segments WHERE run_id = %s",
+        (run_id,),
+    )
+    return table
+
+
 def assert_current_run(conn, run_id) -> None:
     """Every current_ view shows exactly run `run_id`, complete."""
     current, n_customers, k = conn.execute("SELECT run_id, n_customers, k FROM segmentation.current_run").fetchone()

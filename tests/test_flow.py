@@ -6,7 +6,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from conftest import insert_customers
+from conftest import insert_customers, keep_assignments
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers, load_csv
 
@@ -296,25 +296,22 @@ def test_a_run_left_running_by_a_dead_process_is_marked_abandoned(conn):
 
 def test_chunked_and_sampled_runs_are_exact_and_reproducible(conn, monkeypatch):
     generate_customers(conn, 3000, seed=5)
-    baseline = run(n_clusters=4).result()["run_id"]
+    baseline = keep_assignments(conn, run(n_clusters=4).result()["run_id"])
 
-    def assignments(run_id):
-        return conn.execute(
-            "SELECT customer_id, segment_id, distance FROM segmentation.customer_segments WHERE run_id = %s ORDER BY 1",
-            (run_id,),
-        ).fetchall()
+    def assignments(table="segmentation.current_customer_segments"):
+        return conn.execute(f"SELECT customer_id, segment_id, distance FROM {table} ORDER BY 1").fetchall()
 
     monkeypatch.setenv("SEGMENTATION_CHUNK_ROWS", "128")
-    chunked = run(n_clusters=4).result()["run_id"]
-    assert assignments(chunked) == assignments(baseline)
+    run(n_clusters=4)
+    assert assignments() == assignments(baseline)
 
     monkeypatch.setenv("SEGMENTATION_TRAINING_SAMPLE_SIZE", "700")
-    first = run(n_clusters=4).result()
+    first = keep_assignments(conn, run(n_clusters=4).result()["run_id"])
     # Physical row order changes; the hash sample does not care.
     conn.execute("CLUSTER customers USING customers_pkey")
     conn.execute("UPDATE customers SET age = age WHERE customer_id % 2 = 0")
     second = run(n_clusters=4).result()
-    assert assignments(first["run_id"]) == assignments(second["run_id"])
-    assert len(assignments(second["run_id"])) == 3000
+    assert assignments() == assignments(first)
+    assert len(assignments()) == 3000
     params = conn.execute("SELECT params FROM segmentation.runs WHERE run_id = %s", (second["run_id"],)).fetchone()[0]
     assert (params["training_sample_size"], params["chunk_rows"]) == (700, 128)

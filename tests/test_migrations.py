@@ -53,3 +53,65 @@ def test_a_new_migration_file_is_applied_in_order(conn, tmp_path):
     applied = migrations.upgrade(conn, tmp_path)
     assert [m.version for m in applied] == [900]
     assert conn.execute("SELECT to_regclass('segmentation.extra') IS NOT NULL").fetchone()[0]
+
+
+def test_the_history_of_runs_from_before_the_spells_is_carried_over(conn, tmp_path):
+    """Published runs kept as full rows before 007 become the history, in publish order."""
+    conn.execute("DROP SCHEMA segmentation CASCADE")
+    conn.execute("DROP TABLE public.customers")
+    for m in migrations.discover():
+        if m.version < 7:
+            (tmp_path / m.path.name).write_text(m.text)
+    migrations.upgrade(conn, tmp_path)
+    rows = {  # run -> customer -> segment
+        1: {1: 1, 2: 1, 3: 2},
+        2: {1: 1, 2: 2, 4: 2},  # 2 moved, 3 left, 4 arrived
+        3: {1: 2, 2: 2, 3: 1, 4: 2},  # 1 moved, 3 came back
+        4: {1: 1},  # staged: not in the history
+    }
+    for run_id, customers in rows.items():
+        status = "staged" if run_id == 4 else "published"
+        conn.execute(
+            "INSERT INTO segmentation.runs (run_id, status, source_table, features, published_at, finished_at) "
+            "VALUES (%s, %s, 'public.customers', '{age}', "
+            "CASE WHEN %s = 'published' THEN now() + %s * interval '1 s' END, now())",
+            (run_id, status, status, run_id),
+        )
+        conn.execute(f"CREATE TABLE segmentation.customer_segments_run_{run_id} (LIKE segmentation.customer_segments)")
+        for customer, segment in customers.items():
+            conn.execute(
+                f"INSERT INTO segmentation.customer_segments_run_{run_id} VALUES (%s, %s, %s, 0.5)",
+                (run_id, customer, segment),
+            )
+        conn.execute(
+            f"ALTER TABLE segmentation.customer_segments ATTACH PARTITION segmentation.customer_segments_run_{run_id} "
+            f"FOR VALUES IN ({run_id})"
+        )
+        for segment in set(customers.values()):
+            conn.execute(
+                "INSERT INTO segmentation.segments (run_id, segment_id, n_customers, share, segment_name) "
+                "VALUES (%s, %s, 1, 1, %s)",
+                (run_id, segment, f"segment {segment}"),
+            )
+    assert [m.version for m in migrations.upgrade(conn)] == [m.version for m in migrations.discover() if m.version >= 7]
+    history = set(conn.execute("SELECT customer_id, run_id, segment_id FROM segmentation.customer_segment_history"))
+    assert history == {(c, r, s) for r in (1, 2, 3) for c, s in rows[r].items()}
+    assert conn.execute("SELECT run_id, history_version FROM segmentation.runs ORDER BY run_id").fetchall() == [
+        (1, 1),
+        (2, 2),
+        (3, 3),
+        (4, None),
+    ]
+    spells = conn.execute(
+        "SELECT customer_id, segment_id, valid_from_run_id, valid_to_run_id FROM segmentation.customer_segment_spells "
+        "ORDER BY customer_id, valid_from_run_id"
+    ).fetchall()
+    assert spells == [
+        (1, 1, 1, 3),
+        (1, 2, 3, None),
+        (2, 1, 1, 2),
+        (2, 2, 2, None),
+        (3, 2, 1, 2),
+        (3, 1, 3, None),
+        (4, 2, 2, None),
+    ]

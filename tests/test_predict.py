@@ -7,6 +7,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from conftest import keep_assignments
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 
@@ -19,14 +20,14 @@ def published(**params) -> int:
     return state.result()["run_id"]
 
 
-def disagreements(conn, run_id: int, call: str) -> tuple:
+def disagreements(conn, run_id: int, rows: str, call: str) -> tuple:
     """(customers of the run scored, with another segment, largest distance difference,
-    scored by another run)."""
+    scored by another run); rows: the run's full rows (conftest.keep_assignments)."""
     return conn.execute(
         f"""SELECT count(*), count(*) FILTER (WHERE p.segment_id IS DISTINCT FROM cs.segment_id),
-                   max(abs(p.distance - cs.distance)), count(*) FILTER (WHERE p.run_id IS DISTINCT FROM cs.run_id)
+                   max(abs(p.distance - cs.distance)), count(*) FILTER (WHERE p.run_id IS DISTINCT FROM %s)
             FROM customers c
-            JOIN segmentation.customer_segments cs ON cs.run_id = %s AND cs.customer_id = c.customer_id
+            JOIN {rows} cs ON cs.customer_id = c.customer_id
             CROSS JOIN LATERAL {call} AS p""",
         (run_id,),
     ).fetchone()
@@ -39,15 +40,17 @@ def test_predict_agrees_with_the_run_on_every_customer(conn):
     conn.execute("UPDATE customers SET annual_income = annual_income + 0.125 WHERE customer_id % 3 = 0")
     conn.execute("UPDATE customers SET age = NULL WHERE customer_id % 997 = 0")  # quarantined by the runs
     plain = published(n_clusters=5)
+    plain_rows = keep_assignments(conn, plain)
     with_gender = published(n_clusters=6, features=["gender", "age", "annual_income", "spending_score"])
+    with_gender_rows = keep_assignments(conn, with_gender)
     valid = conn.execute("SELECT count(*) FROM customers WHERE age IS NOT NULL").fetchone()[0]
-    assert disagreements(conn, with_gender, "segmentation.predict(to_jsonb(c))") == (
+    assert disagreements(conn, with_gender, with_gender_rows, "segmentation.predict(to_jsonb(c))") == (
         valid,
         0,
         pytest.approx(0, abs=1e-9),
         0,
     )
-    assert disagreements(conn, plain, f"segmentation.predict(to_jsonb(c), {plain})") == (
+    assert disagreements(conn, plain, plain_rows, f"segmentation.predict(to_jsonb(c), {plain})") == (
         valid,
         0,
         pytest.approx(0, abs=1e-9),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import keep_assignments
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 
@@ -18,15 +19,19 @@ def published(**params) -> dict:
     return state.result()
 
 
-def assert_identical(conn, first: dict, second: dict) -> None:
+def published_twice(conn, **params) -> tuple[dict, dict, str]:
+    """Two runs in a row; the first one's full rows copied while it was current."""
+    first = published(**params)
+    copy = keep_assignments(conn, first["run_id"])
+    return first, published(**params), copy
+
+
+def assert_identical(conn, first: dict, second: dict, first_rows: str) -> None:
     """Customer for customer: the same segment id, and the same distance to its centroid."""
     differ = conn.execute(
-        """SELECT count(*) FILTER (WHERE a.segment_id IS DISTINCT FROM b.segment_id),
-                  max(abs(a.distance - b.distance)), count(*)
-           FROM segmentation.customer_segments a FULL JOIN segmentation.customer_segments b
-             ON b.run_id = %s AND a.customer_id = b.customer_id
-           WHERE a.run_id = %s""",
-        (second["run_id"], first["run_id"]),
+        f"""SELECT count(*) FILTER (WHERE a.segment_id IS DISTINCT FROM b.segment_id),
+                   max(abs(a.distance - b.distance)), count(*)
+            FROM {first_rows} a FULL JOIN segmentation.current_customer_segments b USING (customer_id)"""
     ).fetchone()
     assert differ[0] == 0 and differ[1] < 1e-9 and differ[2] == first["n_customers"] == second["n_customers"]
     drift = conn.execute(
@@ -40,26 +45,23 @@ def assert_identical(conn, first: dict, second: dict) -> None:
 
 def test_a_rerun_on_unchanged_data_is_exact(conn):
     generate_customers(conn, 50_000, seed=11)
-    first = published(n_clusters=5)
-    second = published(n_clusters=5)
-    assert_identical(conn, first, second)
+    first, second, first_rows = published_twice(conn, n_clusters=5)
+    assert_identical(conn, first, second, first_rows)
 
 
 def test_a_rerun_is_exact_with_a_training_sample_and_k_chosen_automatically(conn, monkeypatch):
     monkeypatch.setenv("SEGMENTATION_TRAINING_SAMPLE_SIZE", "20000")  # the table has 60,000
     monkeypatch.setenv("SEGMENTATION_K_SELECTION_SAMPLE_SIZE", "5000")
     generate_customers(conn, 60_000, seed=12)
-    first = published(k_min=3, k_max=6)
-    second = published(k_min=3, k_max=6)
+    first, second, first_rows = published_twice(conn, k_min=3, k_max=6)
     assert first["k"] == second["k"]
-    assert_identical(conn, first, second)
+    assert_identical(conn, first, second, first_rows)
 
 
 def test_a_rerun_is_exact_at_a_million_customers(conn):
     generate_customers(conn, 1_000_000, seed=13)
-    first = published(n_clusters=5)
-    second = published(n_clusters=5)
-    assert_identical(conn, first, second)
+    first, second, first_rows = published_twice(conn, n_clusters=5)
+    assert_identical(conn, first, second, first_rows)
 
 
 def test_a_small_change_keeps_every_segment_id(conn):

@@ -8,6 +8,7 @@ from sklearn.metrics.cluster import contingency_matrix
 from segmentation.core.segments import (
     QualityGate,
     adjusted_rand_index,
+    compare_from_changes,
     match_segments,
     quality_issues,
     segment_name,
@@ -102,3 +103,30 @@ def test_quality_gate_passes_a_good_run_and_names_every_problem_of_a_bad_one():
         "33.3% of rows were quarantined, more than the allowed 10% (see segmentation.quarantine)",
     ]
     assert quality_issues(GATE, **{**good, "previous_n_customers": None, "n_customers": 10}) == []
+
+
+def test_a_comparison_from_the_changes_alone_is_the_full_one():
+    rng = np.random.default_rng(9)
+    old = dict(zip(range(5000), rng.integers(1, 6, 5000)))
+    new = {c: (s if rng.random() > 0.1 else int(rng.integers(1, 7))) for c, s in old.items() if rng.random() > 0.02}
+    new.update({c: int(rng.integers(1, 7)) for c in range(5000, 5100)})
+    pairs = [(old.get(c), new.get(c)) for c in old.keys() | new.keys()]
+    changes = {}
+    for o, n in pairs:
+        if o != n:
+            changes[(o, n)] = changes.get((o, n), 0) + 1
+    sizes = {int(s): int(n) for s, n in zip(*np.unique(list(old.values()), return_counts=True))}
+    found = compare_from_changes([(o, n, c) for (o, n), c in changes.items()], sizes)
+    both = [c for c in old if c in new]
+    assert found.customers_compared == len(both)
+    assert found.customers_changed == sum(old[c] != new[c] for c in both)
+    assert found.churn == found.customers_changed / len(both)
+    assert (found.customers_added, found.customers_removed) == (
+        len(new.keys() - old.keys()),
+        len(old.keys() - new.keys()),
+    )
+    assert found.adjusted_rand_index == pytest.approx(
+        adjusted_rand_score([old[c] for c in both], [new[c] for c in both]), abs=1e-12
+    )
+    with pytest.raises(ValueError, match="more customers left it than it had"):
+        compare_from_changes([(1, 2, 10)], {1: 5})

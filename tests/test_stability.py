@@ -35,7 +35,7 @@ def segments_by_id(conn, run_id):
 def assignments(conn, run_id):
     return dict(
         conn.execute(
-            "SELECT customer_id, segment_id FROM segmentation.customer_segments WHERE run_id = %s", (run_id,)
+            "SELECT customer_id, segment_id FROM segmentation.customer_segment_history WHERE run_id = %s", (run_id,)
         ).fetchall()
     )
 
@@ -166,23 +166,27 @@ def test_gate_thresholds_are_parameters(conn):
 def test_retention_drops_exactly_the_oldest_runs_customer_rows(conn, monkeypatch, mall_csv):
     monkeypatch.setenv("SEGMENTATION_KEEP_PUBLISHED_RUNS", "2")
     load_csv(conn, mall_csv)
-    run_ids = [published(n_clusters=k, **MALL)["run_id"] for k in (4, 5, 6, 5)]
+    run_ids, rows = [], {}
+    for k in (4, 5, 6, 5):
+        run_ids.append(published(n_clusters=k, **MALL)["run_id"])
+        rows[run_ids[-1]] = assignments(conn, run_ids[-1])
     kept, dropped = run_ids[2:], run_ids[:2]
+    # Only the current run keeps a table of its own; the history answers for the others.
     partitions = {
         r[0]
         for r in conn.execute(
             "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'segmentation.customer_segments'::regclass"
         )
     }
-    assert partitions == {f"segmentation.customer_segments_run_{r}" for r in kept}
-    for r in dropped:
+    assert partitions == {f"segmentation.customer_segments_run_{run_ids[-1]}"}
+    for r in run_ids[:-1]:
         assert (
             conn.execute("SELECT to_regclass(%s)", (f"segmentation.customer_segments_run_{r}",)).fetchone()[0] is None
         )
-    rows = conn.execute(
+    statuses = conn.execute(
         "SELECT run_id, status, assignments_pruned_at IS NOT NULL FROM segmentation.runs ORDER BY run_id"
     ).fetchall()
-    assert rows == [(r, "published", r in dropped) for r in run_ids]
+    assert statuses == [(r, "published", r in dropped) for r in run_ids]
     # Run-level rows stay for every run.
     assert conn.execute("SELECT count(DISTINCT run_id) FROM segmentation.segments").fetchone()[0] == 4
     assert conn.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 200
@@ -192,6 +196,15 @@ def test_retention_drops_exactly_the_oldest_runs_customer_rows(conn, monkeypatch
     ).fetchall()
     assert [h[0] for h in history] == kept
     assert all(name for _, _, name in history)
+    for r in kept:
+        assert assignments(conn, r) == rows[r]
+    for r in dropped:
+        assert assignments(conn, r) == {}
+    # Spells that ended before the oldest kept run are gone.
+    oldest = conn.execute("SELECT history_version FROM segmentation.runs WHERE run_id = %s", (kept[0],)).fetchone()[0]
+    assert conn.execute(
+        "SELECT count(*) FROM segmentation.segment_spells WHERE ended_version <= %s", (oldest,)
+    ).fetchone() == (0,)
 
 
 def test_changed_features_start_ids_afresh(conn, mall_csv):

@@ -116,6 +116,47 @@ def adjusted_rand_index(contingency: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """Two runs' assignments compared customer by customer."""
+
+    customers_compared: int  # in both runs
+    customers_changed: int  # of those, in another segment now
+    churn: float | None
+    adjusted_rand_index: float | None
+    customers_added: int  # in the new run only
+    customers_removed: int  # in the old run only
+
+
+def compare_from_changes(
+    changes: Sequence[tuple[int | None, int | None, int]], old_sizes: dict[int, int]
+) -> Comparison:
+    """The comparison from only the customers who changed: counts per (segment before, segment
+    now), None for a customer in one run only, and the old run's segment sizes. Those who
+    stayed in a segment are its old size less those who left it."""
+    cells: dict[tuple[int | None, int | None], int] = {(o, n): int(c) for o, n, c in changes if o != n}
+    for segment, size in old_sizes.items():
+        stayed = size - sum(c for (o, _), c in cells.items() if o == segment)
+        if stayed < 0:
+            raise ValueError(f"segment {segment}: more customers left it than it had ({size})")
+        if stayed:
+            cells[(segment, segment)] = stayed
+    added = sum(c for (o, _), c in cells.items() if o is None)
+    removed = sum(c for (_, n), c in cells.items() if n is None)
+    both = {(o, n): c for (o, n), c in cells.items() if o is not None and n is not None}
+    compared = sum(both.values())
+    changed = sum(c for (o, n), c in both.items() if o != n)
+    ari = None
+    if compared:
+        olds = sorted({o for o, _ in both})
+        news = sorted({n for _, n in both})
+        table = np.zeros((len(olds), len(news)))
+        for (o, n), c in both.items():
+            table[olds.index(o), news.index(n)] = c
+        ari = adjusted_rand_index(table)
+    return Comparison(compared, changed, changed / compared if compared else None, ari, added, removed)
+
+
+@dataclass(frozen=True)
 class QualityGate:
     min_silhouette: float
     min_segment_share: float

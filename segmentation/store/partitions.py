@@ -24,23 +24,35 @@ def partition_name(run_id: int) -> sql.Identifier:
     return sql.Identifier("segmentation", f"customer_segments_run_{int(run_id)}")
 
 
+def create_table(conn: psycopg.Connection, run_id: int) -> sql.Identifier:
+    """The run's own table, empty, with its partition bound as a CHECK: checked row by row
+    while it is loaded, it lets ATTACH skip its validation scan."""
+    table = partition_name(run_id)
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE segmentation.customer_segments INCLUDING DEFAULTS)").format(table))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT run_bound CHECK (run_id IS NOT NULL AND run_id = {})").format(
+            table, sql.Literal(run_id)
+        )
+    )
+    return table
+
+
+def add_key(conn: psycopg.Connection, run_id: int) -> None:
+    """The key, added once the table is loaded: faster than maintaining an index row by row."""
+    # The key's sort fits in memory up to about 5 million customers instead of spilling
+    # to disk beyond about 1 million (the default is 64MB); for this transaction only.
+    conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (run_id, customer_id)").format(partition_name(run_id)))
+
+
 class AssignmentWriter:
     """Binary COPY of (run_id, customer_id, segment_id, distance) into the run's own table,
-    created here. Keys and the partition bound are added after the load, which is faster
-    than maintaining an index row by row. Used inside one transaction: the table is created,
+    created here and keyed after the load. Used inside one transaction: the table is created,
     loaded and keyed in it (COPY FREEZE needs that), and nothing remains if it rolls back."""
 
     def __init__(self, conn: psycopg.Connection, run_id: int):
         self.conn, self.run_id, self.rows = conn, run_id, 0
-        table = partition_name(run_id)
-        conn.execute(sql.SQL("CREATE TABLE {} (LIKE segmentation.customer_segments INCLUDING DEFAULTS)").format(table))
-        # The bound as a CHECK, checked row by row during the load, lets ATTACH skip its
-        # validation scan.
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT run_bound CHECK (run_id IS NOT NULL AND run_id = {})").format(
-                table, sql.Literal(run_id)
-            )
-        )
+        table = create_table(conn, run_id)
         self._cursor = conn.cursor()
         # FREEZE: the table was created in this transaction, so its rows can be written
         # frozen, sparing the first readers (and autovacuum) a pass over 10 million rows.
@@ -66,12 +78,7 @@ class AssignmentWriter:
         self._copy.write(TRAILER)
         self._copy_cm.__exit__(None, None, None)
         self._cursor.close()
-        # The key's sort fits in memory up to about 5 million customers instead of spilling
-        # to disk beyond about 1 million (the default is 64MB); for this transaction only.
-        self.conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
-        self.conn.execute(
-            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (run_id, customer_id)").format(partition_name(self.run_id))
-        )
+        add_key(self.conn, self.run_id)
 
     def abort(self) -> None:
         """End the COPY with an error, so the transaction around it can roll back."""
@@ -120,10 +127,11 @@ def attach(conn: psycopg.Connection, run_id: int) -> None:
 
 
 def to_prune(conn: psycopg.Connection, keep: int) -> list[int]:
-    """Runs whose per-customer rows retention drops: all but the newest `keep` complete runs
-    (published, staged or rejected: each can still be made current), never the current run nor
-    the one current before it (where a plain `segmentation rollback` goes), and failed runs
-    whose table is still attached."""
+    """Runs whose per-customer assignments retention lets go: all but the newest `keep`
+    complete runs (published, staged or rejected: each can still be made current), never the
+    current run, the one current before it (where a plain `segmentation rollback` goes), nor
+    the newest history run (its rows are the spells still running); and failed runs whose
+    table is still attached."""
     return [
         r[0]
         for r in conn.execute(
@@ -131,12 +139,31 @@ def to_prune(conn: psycopg.Connection, keep: int) -> list[int]:
                 WHERE status IN ('published', 'staged', 'rejected') AND assignments_pruned_at IS NULL
                 ORDER BY finished_at DESC, run_id DESC OFFSET %s)
                EXCEPT
-               SELECT run_id FROM (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 2) AS c
+               (SELECT run_id FROM (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 2) AS c
+                UNION ALL
+                SELECT run_id FROM segmentation.runs
+                WHERE history_version = (SELECT max(history_version) FROM segmentation.runs))
                UNION ALL
                SELECT r.run_id FROM segmentation.runs r
                JOIN pg_inherits i ON i.inhrelid = to_regclass(format('segmentation.customer_segments_run_%%s', r.run_id))
                WHERE r.status = 'failed'""",
             (max(1, keep),),
+        )
+    ]
+
+
+def answered_by_history(conn: psycopg.Connection) -> list[int]:
+    """History runs whose own table can go because the spells answer for them: all but the
+    newest history run and the current run."""
+    return [
+        r[0]
+        for r in conn.execute(
+            """SELECT run_id FROM segmentation.runs
+               WHERE history_version < (SELECT max(history_version) FROM segmentation.runs)
+                 AND run_id <> coalesce((SELECT run_id FROM segmentation.current_run_log
+                                         ORDER BY switch_id DESC LIMIT 1), 0)
+                 AND to_regclass(format('segmentation.customer_segments_run_%s', run_id)) IS NOT NULL
+               ORDER BY run_id"""
         )
     ]
 

@@ -4,7 +4,7 @@ The flow gets a Run from the start-run task and closes it when it ends; the task
 methods and never see a connection. Every transaction on the run connection is opened and
 committed here and nowhere else (a method that writes is one transaction, or two where the
 second must see the first committed: `complete` attaches the partition before the publish;
-`prune` is a series of single statements); the helpers in segmentation.store and
+`prune` is a series of single statements, see segmentation.store.retention); the helpers in segmentation.store and
 segmentation.source run inside them (see segmentation.db).
 
 A Run holds two connections:
@@ -28,7 +28,7 @@ from segmentation.errors import SegmentationError
 from segmentation.settings import Settings
 from segmentation.source import catalog, queries, split_read
 from segmentation.source.stream import Chunk, stream_valid
-from segmentation.store import history, partitions, runs, scoring
+from segmentation.store import history, partitions, retention, runs, spells
 
 
 class Run:
@@ -41,6 +41,7 @@ class Run:
         self._conn = conn
         self._snapshot = snapshot
         self._snapshot_ended = False
+        self._compared_with: int | None = None  # the run the session's changes table was measured against
 
     def __repr__(self) -> str:
         return f"Run(run_id={self.run_id})"
@@ -138,8 +139,13 @@ class Run:
         return history.next_segment_id(self._conn)
 
     def drift(self, previous: history.PreviousRun) -> history.Drift | None:
+        """Compare with the previous run customer by customer. The changes found are kept for
+        `complete`: against the newest history run, they are what the run adds to the history."""
         with self._transaction():
-            return history.measure_drift(self._conn, self.run_id, previous)
+            drift = history.measure_drift(self._conn, self.run_id, previous)
+        if drift is not None:
+            self._compared_with = previous.run_id
+        return drift
 
     # Writing the run.
 
@@ -158,14 +164,16 @@ class Run:
 
     def complete(self, found: runs.Publication, *, status: str, forced: bool = False, error: str | None = None) -> None:
         """Keep the run: attach its table (committed on its own, see partitions.attach), then
-        write its summaries and end it as `status` in one transaction. A published run becomes
-        the current run in that same transaction; a staged or rejected run is kept, complete,
+        write its summaries and end it as `status` in one transaction. A published run enters
+        the history (segmentation.store.spells) and becomes the current run in that same
+        transaction; a staged or rejected run is kept, complete,
         to be made current later (segmentation.current.make_current)."""
         with self._transaction():
             partitions.attach(self._conn, self.run_id)
         with self._transaction():
             runs.mark_complete(self._conn, self.run_id, found, status=status, forced=forced, error=error)
             if status == "published":
+                spells.enter(self._conn, self.run_id, compared_with=self._compared_with)
                 runs.record_switch(self._conn, self.run_id, action="publish")
 
     def fail(self, error: str) -> bool:
@@ -188,22 +196,8 @@ class Run:
             _record_failure(conn, self.run_id, error)
 
     def prune(self, keep: int) -> list[int]:
-        """Retention: drop the per-customer rows of all but the newest `keep` published runs,
-        a whole partition at a time. Each step is its own statement: DETACH ... CONCURRENTLY
-        cannot run inside a transaction block. What is not pruned now, a later run prunes."""
-        old = partitions.to_prune(self._conn, keep)
-        # Never queue for long behind a BI session: a blocked DETACH would hold up every
-        # reader that arrives after it.
-        self._conn.execute("SET lock_timeout = '10s'")
-        try:
-            for run_id in old:
-                partitions.detach_and_drop(self._conn, run_id)
-                with self._transaction():
-                    scoring.drop(self._conn, run_id)
-                    runs.mark_pruned(self._conn, run_id)
-        finally:
-            self._conn.execute("RESET lock_timeout")
-        return old
+        """Retention (segmentation.store.retention), statement by statement."""
+        return retention.prune(self._conn, keep)
 
     def close(self) -> None:
         """Close both connections; closing the run connection releases the run lock."""

@@ -5,7 +5,7 @@
 -- segmentation_writer: what the nightly flow needs. Owns the segmentation schema and all in
 --   it, reads the source table. Grant it to the flow's login role:
 --   CREATE ROLE segmentation_flow LOGIN PASSWORD '...' IN ROLE segmentation_writer;
--- segmentation_reader: BI. SELECT on the current_ views and the history view, and EXECUTE on
+-- segmentation_reader: BI. SELECT on the current_ views and the history views, and EXECUTE on
 --   segmentation.predict, only; no access to the source table's personal data, nor to the
 --   segmentation tables themselves.
 --   CREATE ROLE metabase LOGIN PASSWORD '...' IN ROLE segmentation_reader;
@@ -53,7 +53,8 @@ GRANT SELECT ON segmentation.current_run,
                 segmentation.current_customer_segments,
                 segmentation.current_segments,
                 segmentation.current_segment_centroids,
-                segmentation.customer_segment_history
+                segmentation.customer_segment_history,
+                segmentation.customer_segment_spells
     TO segmentation_reader;
 
 -- Scoring in SQL (sql/006_scoring.sql): the reader may call predict, nobody else by default.

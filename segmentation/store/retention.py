@@ -1,0 +1,38 @@
+"""Retention: how much per-customer history is kept, and in what form.
+
+- Runs older than the newest SEGMENTATION_KEEP_PUBLISHED_RUNS complete runs are let go
+  (partitions.to_prune): their table is dropped if they still have one, their scoring function
+  too, they are marked pruned, and the spells that ended before the oldest history run still
+  kept are deleted.
+- History runs still kept, other than the newest and the current run, lose their own table:
+  the spells answer for them (segmentation.store.spells), and rebuild it if one is made current.
+
+Who commits: each step is its own statement or transaction, in autocommit (DETACH ...
+CONCURRENTLY cannot run inside a transaction block); what is not done now, the next run does."""
+
+from __future__ import annotations
+
+import psycopg
+
+from segmentation.store import partitions, runs, scoring, spells
+
+
+def prune(conn: psycopg.Connection, keep: int) -> list[int]:
+    """Apply retention; returns the runs let go now."""
+    old = partitions.to_prune(conn, keep)
+    # Never queue for long behind a BI session: a blocked DETACH would hold up every reader
+    # that arrives after it.
+    conn.execute("SET lock_timeout = '10s'")
+    try:
+        for run_id in old:
+            partitions.detach_and_drop(conn, run_id)
+            with conn.transaction():
+                scoring.drop(conn, run_id)
+                runs.mark_pruned(conn, run_id)
+        with conn.transaction():
+            spells.forget(conn)
+        for run_id in partitions.answered_by_history(conn):
+            partitions.detach_and_drop(conn, run_id)
+    finally:
+        conn.execute("RESET lock_timeout")
+    return old
