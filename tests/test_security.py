@@ -123,6 +123,7 @@ def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, p
         assert reader.execute("SELECT count(*) FROM segmentation.current_segment_centroids").fetchone()[0] == 9
         assert reader.execute("SELECT n_customers FROM segmentation.current_run").fetchone()[0] == 1000
         assert reader.execute("SELECT count(*) FROM segmentation.customer_segment_history").fetchone()[0] == 1000
+        assert reader.execute("SELECT count(*) FROM segmentation.customer_segment_spells").fetchone()[0] == 1000
         # Scoring in SQL, with the current run and with a run named by id.
         run_id = reader.execute("SELECT run_id FROM segmentation.current_run").fetchone()[0]
         customer = '{"age": 30, "annual_income": 60, "spending_score": 50}'
@@ -137,6 +138,8 @@ def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, p
             "SELECT * FROM public.customers",
             "SELECT * FROM segmentation.customer_segments",
             "SELECT * FROM segmentation.quarantine",
+            "SELECT * FROM segmentation.segment_spells",
+            "SELECT * FROM segmentation.segment_spell_versions",
             "INSERT INTO segmentation.runs (source_table, features) VALUES ('x', '{a}')",
             "UPDATE segmentation.segments SET n_customers = 0",
             "DELETE FROM segmentation.segment_centroids",

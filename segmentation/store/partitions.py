@@ -1,7 +1,8 @@
 """The life of a run's per-customer table, segmentation.customer_segments_run_<run_id>:
 created and loaded with binary COPY while the run scores, attached as a partition of
-customer_segments when the run publishes, and detached and dropped by retention (or dropped
-unattached when the run fails). These functions run in their caller's transaction (see
+customer_segments when the run is kept, and detached and dropped by retention once the run is
+let go or the history answers for it (or dropped unattached when the run fails). A rollback may
+write it again from the history (segmentation.store.spells). These functions run in their caller's transaction (see
 segmentation.db), except `detach_and_drop`, whose DETACH ... CONCURRENTLY cannot run inside
 one."""
 

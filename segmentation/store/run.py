@@ -2,10 +2,11 @@
 
 The flow gets a Run from the start-run task and closes it when it ends; the tasks call its
 methods and never see a connection. Every transaction on the run connection is opened and
-committed here and nowhere else (a method that writes is one transaction, or two where the
-second must see the first committed: `complete` attaches the partition before the publish;
-`prune` is a series of single statements, see segmentation.store.retention); the helpers in segmentation.store and
-segmentation.source run inside them (see segmentation.db).
+committed here (a method that writes is one transaction, or two where the second must see the
+first committed: `complete` attaches the partition before the publish), except retention's:
+`prune` hands the connection to segmentation.store.retention, a series of single statements and
+short transactions. The helpers in segmentation.store and segmentation.source run inside them
+(see segmentation.db).
 
 A Run holds two connections:
 - the run connection (autocommit) holds the run lock, a session-level advisory lock, from
