@@ -5,8 +5,9 @@ No retraining: a complete run keeps its assignments and summaries (until retenti
 them), so making it current is one row in segmentation.current_run_log, committed in one
 transaction under the run lock. A published run whose own rows retention dropped is answered
 for by the history (segmentation.store.spells): its rows are rebuilt from it first, without
-distances. A promoted run enters the history in the switch's transaction. BI readers see the switch all at once, as they see a publish:
-every current_ view reads that log and its rows in one statement. The next run's id matching
+distances. A promoted run enters the history in the switch's transaction. BI readers see the
+switch all at once, as they see a publish: every current_ view reads that log and its rows in
+one statement. The next run's id matching
 and drift compare against whatever run is current then.
 
 Who commits: make_current, in transactions of its own under the session's run lock (see
