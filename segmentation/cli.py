@@ -70,7 +70,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if args.if_empty and _has_rows(conn, args.table):
             print(f"{args.table} already has customers; nothing generated")
             return 0
-        report = generate_customers(conn, args.rows, args.seed, args.table)
+        report = generate_customers(conn, args.rows, args.seed, args.table, report=lambda line: print(line, flush=True))
     print(f"generated {report.loaded} customers into {report.table}")
     return 0
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from psycopg import sql
 
 from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
 from segmentation.core.csv_file import COLUMNS, Problem, read_csv, validate
+from segmentation.core.progress import Progress
 from segmentation.core.synthetic import generate
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
@@ -102,9 +105,16 @@ _GENERATED = [
 
 
 def generate_customers(
-    conn: psycopg.Connection, rows: int, seed: int = 0, table: str = "public.customers", chunk_rows: int = 500_000
+    conn: psycopg.Connection,
+    rows: int,
+    seed: int = 0,
+    table: str = "public.customers",
+    chunk_rows: int = 500_000,
+    report: Callable[[str], None] | None = None,
 ) -> LoadReport:
-    """Append `rows` synthetic customers after the highest existing id, with binary COPY."""
+    """Append `rows` synthetic customers after the highest existing id, with binary COPY.
+    report, when given, receives progress lines at a human pace (segmentation.core.progress)."""
+    progress = Progress("generate", "customers", rows, start=time.monotonic())
     if rows < 1:
         raise SegmentationError(f"--rows must be at least 1 (got {rows})")
     with conn.transaction():
@@ -124,7 +134,11 @@ def generate_customers(
             for i, start in enumerate(range(0, rows, chunk_rows)):
                 n = min(chunk_rows, rows - start)
                 copy.write(encode_rows(_GENERATED, generate(n, [seed, i], first_id + start)))
+                if report and (line := progress.update(start + n, time.monotonic())):
+                    report(line)
             copy.write(TRAILER)
+        if report and rows > chunk_rows:
+            report(f"generate: {rows:,} customers made; writing them into {target.table}")
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (customer_id, gender, age, annual_income, spending_score) "

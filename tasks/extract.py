@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from segmentation.core.progress import Progress
 from segmentation.core.sampling import HashSample
 from segmentation.source.catalog import Source
 from segmentation.store.run import Run
@@ -41,10 +43,12 @@ def extract(run: Run, source: Source, random_state: int) -> TrainingSet:
     logger = get_run_logger()
     n_rows = run.count_rows(source)
     sample = HashSample(run.settings.training_sample_size, random_state)
+    # Counted in valid customers against all rows: invalid rows are not streamed.
+    progress = Progress("extract", "rows read", n_rows, start=time.monotonic())
     for chunk in run.read_valid(source, n_rows=n_rows):
         sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
-        if sample.seen > run.settings.chunk_rows:
-            logger.info("extract: %d valid customers read", sample.seen)
+        if line := progress.update(sample.seen, time.monotonic()):
+            logger.info(line)
     ids, columns = sample.result()
     X = columns.get("X", np.empty((0, len(source.features))))
     gender = columns.get("gender", np.empty(0, dtype=np.int16))

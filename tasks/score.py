@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -10,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segmentation.core.model import assign
+from segmentation.core.progress import Progress
 from segmentation.core.segment_stats import SegmentStats
 from segmentation.source.catalog import Source
 from segmentation.source.stream import Chunk
@@ -36,15 +38,16 @@ def score(
     so memory is bounded by the chunk and the training set, not by the table."""
     logger = get_run_logger()
     stats = SegmentStats(model.k, source.features, segment_ids)
+    progress = Progress("score", "customers assigned", training.n_valid, start=time.monotonic())
     with run.assignments() as writer:
         for chunk in _chunks(run, source, training):
             labels, distances = assign(model.centers, model.scaler.transform(chunk.X))
             writer.write(chunk.ids, segment_ids[labels].astype(np.int32), distances)
             stats.update(labels, chunk.X, chunk.gender)
-            if writer.rows < training.n_valid:
-                logger.info("score: %d of %d customers assigned", writer.rows, training.n_valid)
+            if line := progress.update(writer.rows, time.monotonic()):
+                logger.info(line)
         run.end_snapshot()  # the last read of the source is done
     if writer.rows != training.n_valid:
         raise RuntimeError(f"scored {writer.rows} customers but the snapshot has {training.n_valid}")
-    logger.info("score: %d customers assigned to %d segments", writer.rows, model.k)
+    logger.info("score: %s customers assigned to %d segments", f"{writer.rows:,}", model.k)
     return stats

@@ -76,3 +76,10 @@ def test_generate_appends_after_the_highest_id(conn):
         "OR annual_income < 0"
     ).fetchone()[0]
     assert bad == 0
+
+
+def test_generate_reports_progress_at_a_human_pace(conn):
+    found: list[str] = []
+    generate_customers(conn, 2000, seed=3, chunk_rows=100, report=found.append)
+    assert [line.split(" of ")[0] for line in found[:-1]] == [f"generate: {n:,}" for n in range(200, 2000, 200)]
+    assert found[-1] == "generate: 2,000 customers made; writing them into public.customers"
