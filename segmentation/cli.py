@@ -202,6 +202,21 @@ def _make_current(run_id: int | None, reason: str, force: bool) -> int:
     return _show(switch.run_id)
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    from segmentation.purge import purge
+
+    with _connect() as conn:
+        _upgrade(conn)
+        done = purge(conn, args.customer_id)
+    print(
+        f"purge {done.purge_id}: erased {done.customers} customer{'s' * (done.customers != 1)} from the segmentation "
+        f"schema: {done.assignment_rows} assignment rows, {done.spell_rows} history rows, "
+        f"{done.quarantine_rows} quarantined rows (erase them from the source table too, or the next run brings "
+        "them back)"
+    )
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     return _make_current(args.to, args.reason, args.force)
 
@@ -305,6 +320,15 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why, recorded with the switch")
     p.add_argument("--force", action="store_true", help="also a run the quality gate rejected")
     p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser(
+        "purge",
+        help="erase customers from the segmentation schema (assignments, history, quarantine), on request",
+    )
+    p.add_argument(
+        "--customer-id", type=int, action="append", required=True, metavar="ID", help="a customer to erase (repeatable)"
+    )
+    p.set_defaults(func=cmd_purge)
 
     p = sub.add_parser(
         "runs", help="list the newest runs: status, figures, which is current, which can be made current"

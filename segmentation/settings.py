@@ -41,6 +41,7 @@ class Settings:
     k_selection_sample_size: int = 50_000
     silhouette_sample_size: int = 5_000
     keep_published_runs: int = 30
+    quarantine_keep_days: int = 30
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -57,6 +58,7 @@ class Settings:
             k_selection_sample_size=_positive_int("SEGMENTATION_K_SELECTION_SAMPLE_SIZE", cls.k_selection_sample_size),
             silhouette_sample_size=_positive_int("SEGMENTATION_SILHOUETTE_SAMPLE_SIZE", cls.silhouette_sample_size),
             keep_published_runs=_positive_int("SEGMENTATION_KEEP_PUBLISHED_RUNS", cls.keep_published_runs),
+            quarantine_keep_days=_positive_int("SEGMENTATION_QUARANTINE_KEEP_DAYS", cls.quarantine_keep_days),
         )
 
     def sizes(self) -> dict[str, int]:

@@ -6,6 +6,9 @@
   kept are deleted.
 - History runs still kept, other than the newest and the current run, lose their own table:
   the spells answer for them (segmentation.store.spells), and rebuild it if one is made current.
+- Quarantined source rows (personal data) go with their run's assignments, and those of failed
+  and rejected runs after SEGMENTATION_QUARANTINE_KEEP_DAYS days (`forget_quarantine`, also
+  applied when a run starts, so failing nights do not pile them up).
 
 Who commits: each step is its own statement or transaction, in autocommit (DETACH ...
 CONCURRENTLY cannot run inside a transaction block); what is not done now, the next run does."""
@@ -17,7 +20,7 @@ import psycopg
 from segmentation.store import partitions, runs, scoring, spells
 
 
-def prune(conn: psycopg.Connection, keep: int) -> list[int]:
+def prune(conn: psycopg.Connection, keep: int, quarantine_days: int) -> list[int]:
     """Apply retention; returns the runs let go now."""
     old = partitions.to_prune(conn, keep)
     # Never queue for long behind a BI session: a blocked DETACH would hold up every reader
@@ -31,8 +34,22 @@ def prune(conn: psycopg.Connection, keep: int) -> list[int]:
                 runs.mark_pruned(conn, run_id)
         with conn.transaction():
             spells.forget(conn)
+            forget_quarantine(conn, quarantine_days)
         for run_id in partitions.answered_by_history(conn):
             partitions.detach_and_drop(conn, run_id)
     finally:
         conn.execute("RESET lock_timeout")
     return old
+
+
+def forget_quarantine(conn: psycopg.Connection, days: int) -> int:
+    """Delete the quarantined rows of runs whose assignments are gone, and of failed and
+    rejected runs that ended more than `days` days ago. Returns the number of rows deleted."""
+    return conn.execute(
+        """DELETE FROM segmentation.quarantine q USING segmentation.runs r
+           WHERE r.run_id = q.run_id
+             AND (r.assignments_pruned_at IS NOT NULL
+                  OR (r.status IN ('failed', 'rejected')
+                      AND coalesce(r.finished_at, r.started_at) < now() - make_interval(days => %s)))""",
+        (days,),
+    ).rowcount

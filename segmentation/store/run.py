@@ -76,6 +76,7 @@ class Run:
                 abandoned = runs.mark_abandoned(conn)
                 for run_id in abandoned:
                     partitions.drop_unattached(conn, run_id)
+                retention.forget_quarantine(conn, settings.quarantine_keep_days)
             with conn.transaction():
                 run_id = runs.insert_run(
                     conn, flow_run_id=flow_run_id, source_table=source_table, features=features, params=params
@@ -198,7 +199,7 @@ class Run:
 
     def prune(self, keep: int) -> list[int]:
         """Retention (segmentation.store.retention), statement by statement."""
-        return retention.prune(self._conn, keep)
+        return retention.prune(self._conn, keep, self.settings.quarantine_keep_days)
 
     def close(self) -> None:
         """Close both connections; closing the run connection releases the run lock."""

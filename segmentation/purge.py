@@ -1,0 +1,94 @@
+"""Erasing customers from the segmentation schema on request (right to erasure): every kept
+run's assignments, the history's spells and the quarantined source rows, in one transaction,
+recorded in segmentation.purges as counts only.
+
+The runs' figures follow, in the same transaction: each kept run's segment sizes and shares,
+its n_customers and n_quarantined lose the erased customers, so a BI reader still sees every
+run whole (its rows add up to its figures) before and after, and the next run's drift, which
+counts on the current run's sizes, stays exact. Aggregates (centroids, statistics) stay: they
+hold no one's data.
+
+The source table is not touched: erase the customer there too, or the next run brings them back.
+
+Who commits: purge, in one transaction of its own, under the run lock (see segmentation.db)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from segmentation.db import scalar
+from segmentation.errors import SegmentationError
+from segmentation.store import runs
+
+
+@dataclass(frozen=True)
+class Purge:
+    purge_id: int
+    customers: int
+    assignment_rows: int
+    spell_rows: int
+    quarantine_rows: int
+
+
+def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
+    ids = sorted({int(c) for c in customer_ids})
+    if not ids:
+        raise SegmentationError("name the customers to erase with --customer-id ID (repeatable)")
+    with conn.transaction():
+        if not scalar(conn, "SELECT pg_try_advisory_xact_lock(%s)", (runs.RUN_LOCK_KEY,)):
+            raise SegmentationError("a segmentation run is in progress; wait for it to finish, then purge again")
+        # Where each erased customer was, per kept run, before anything goes: the history for
+        # the published runs, the run's own rows for the others (staged, rejected).
+        conn.execute(
+            """CREATE TEMPORARY TABLE purged_members ON COMMIT DROP AS
+               SELECT run_id, segment_id, count(*) AS n
+               FROM segmentation.customer_segment_history WHERE customer_id = ANY(%(ids)s)
+               GROUP BY 1, 2
+               UNION ALL
+               SELECT cs.run_id, cs.segment_id, count(*)
+               FROM segmentation.customer_segments cs
+               JOIN segmentation.runs r ON r.run_id = cs.run_id AND r.history_version IS NULL
+               WHERE cs.customer_id = ANY(%(ids)s)
+               GROUP BY 1, 2""",
+            {"ids": ids},
+        )
+        assignment_rows = conn.execute(
+            "DELETE FROM segmentation.customer_segments WHERE customer_id = ANY(%s)", (ids,)
+        ).rowcount
+        spell_rows = conn.execute(
+            "DELETE FROM segmentation.segment_spells WHERE customer_id = ANY(%s)", (ids,)
+        ).rowcount
+        quarantined = conn.execute(
+            """WITH gone AS (DELETE FROM segmentation.quarantine WHERE customer_id = ANY(%s) RETURNING run_id)
+               SELECT run_id, count(*) FROM gone GROUP BY run_id""",
+            (ids,),
+        ).fetchall()
+        conn.execute(
+            """UPDATE segmentation.segments s SET n_customers = s.n_customers - m.n
+               FROM purged_members m WHERE m.run_id = s.run_id AND m.segment_id = s.segment_id"""
+        )
+        conn.execute(
+            """UPDATE segmentation.runs r SET n_customers = r.n_customers - m.n
+               FROM (SELECT run_id, sum(n) AS n FROM purged_members GROUP BY run_id) m WHERE m.run_id = r.run_id"""
+        )
+        conn.execute(
+            """UPDATE segmentation.segments s SET share = s.n_customers::float8 / nullif(t.total, 0)
+               FROM (SELECT run_id, sum(n_customers) AS total FROM segmentation.segments
+                     WHERE run_id IN (SELECT run_id FROM purged_members) GROUP BY run_id) t
+               WHERE t.run_id = s.run_id"""
+        )
+        for run_id, n in quarantined:
+            conn.execute(
+                "UPDATE segmentation.runs SET n_quarantined = n_quarantined - %s WHERE run_id = %s", (n, run_id)
+            )
+        quarantine_rows = sum(n for _, n in quarantined)
+        purge_id = scalar(
+            conn,
+            """INSERT INTO segmentation.purges (customers, assignment_rows, spell_rows, quarantine_rows)
+               VALUES (%s, %s, %s, %s) RETURNING purge_id""",
+            (len(ids), assignment_rows, spell_rows, quarantine_rows),
+        )
+    return Purge(int(purge_id), len(ids), assignment_rows, spell_rows, quarantine_rows)
