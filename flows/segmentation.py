@@ -12,6 +12,7 @@ from segmentation import logs, process
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
 from segmentation.errors import RunRejected, describe
+from segmentation.tasks.announce import announce
 from segmentation.tasks.extract import check_source, extract, quarantine_invalid
 from segmentation.tasks.model import choose_k, train
 from segmentation.tasks.publish import keep_run, prune_history
@@ -65,12 +66,13 @@ def customer_segmentation(
     logs.install()
     process.prepare_for_run()
     gate = QualityGate(min_silhouette, min_segment_share, max_customer_drop, max_quarantined_share)
+    flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     run = None
     try:
         settings = prepare_database()
         run = start_run(
             settings,
-            str(runtime.flow_run.id) if runtime.flow_run.id else None,
+            flow_run_id,
             source_table,
             list(features),
             {**params, **settings.sizes()},
@@ -90,6 +92,7 @@ def customer_segmentation(
         )
         report(result["run_id"])
         prune_history(run)
+        announce(result["status"], {**result, "source_table": str(source.table)}, flow_run_id)
         return result
     except Exception as exc:  # noqa: BLE001 - every failure ends the run the same way: recorded, one line
         reason = describe(exc)
@@ -98,6 +101,13 @@ def customer_segmentation(
             if isinstance(exc, RunRejected):  # kept as rejected: report it, and apply retention, as for a published run
                 report(run.run_id)
                 prune_history(run)
+        rejected = isinstance(exc, RunRejected)
+        figures = exc.figures if isinstance(exc, RunRejected) else {"run_id": run.run_id if run else None}
+        announce(
+            "rejected" if rejected else "failed",
+            {**figures, "source_table": source_table, "error": reason},
+            flow_run_id,
+        )
         # The task that raised has logged the details; the reason alone becomes the state message the Prefect UI shows.
         return Failed(message=reason)
     except BaseException as exc:  # cancelled or interrupted: record it, let Prefect handle the rest

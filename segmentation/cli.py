@@ -202,6 +202,17 @@ def _make_current(run_id: int | None, reason: str, force: bool) -> int:
     return _show(switch.run_id)
 
 
+def cmd_alerts_install(args: argparse.Namespace) -> int:
+    from segmentation.events import ALERT_ON, AUTOMATION_NAME, install_alerts
+
+    automation, created = install_alerts(args.block)
+    print(
+        f"{'created' if created else 'updated'} automation {AUTOMATION_NAME!r} ({automation.id}): a notification "
+        f"through block {args.block!r} for every {' or '.join(ALERT_ON)} run"
+    )
+    return 0
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     from segmentation.purge import purge
 
@@ -320,6 +331,14 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why, recorded with the switch")
     p.add_argument("--force", action="store_true", help="also a run the quality gate rejected")
     p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("alerts", help="notifications for runs that were rejected or failed")
+    asub = p.add_subparsers(dest="alerts_command", required=True)
+    p = asub.add_parser(
+        "install", help="create (or update) a Prefect automation that notifies through a block on every bad run"
+    )
+    p.add_argument("--block", required=True, help="the notification block's name (or <type>/<name>)")
+    p.set_defaults(func=cmd_alerts_install)
 
     p = sub.add_parser(
         "purge",

@@ -78,7 +78,7 @@ def keep_run(
             "--force --reason '...' (or start it again with force_publish=true)"
         )
         run.complete(found, status="rejected", error=error)
-        raise RunRejected(error)
+        raise RunRejected(error, _result(run, found, status="rejected"))
     if not publish_run:
         run.complete(found, status="staged", forced=bool(quality_issues))
         logger.info(
@@ -109,6 +109,7 @@ def _result(run: Run, found: Publication, *, status: str) -> dict:
         "silhouette": found.silhouette,
         "forced": bool(found.quality_issues),
         "churn": (found.drift or {}).get("churn"),
+        "quality_issues": list(found.quality_issues),
     }
 
 

@@ -1,0 +1,123 @@
+"""What a run tells the world when it ends: one Prefect event per run, and the automation that
+turns the bad ones into notifications.
+
+The event names, the resource and the payload are declared here once: the flow emits them
+(segmentation.tasks.announce), `segmentation alerts install` matches them, and the README
+lists them. The payload holds figures and reasons only, never the database URL nor any
+customer's data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+EVENT_PREFIX = "segmentation.run."
+OUTCOMES = ("published", "staged", "rejected", "failed")
+ALERT_ON = ("rejected", "failed")
+AUTOMATION_NAME = "segmentation: rejected or failed run"
+PAYLOAD_KEYS = (
+    "run_id",
+    "status",
+    "source_table",
+    "k",
+    "n_customers",
+    "n_quarantined",
+    "churn",
+    "forced",
+    "quality_issues",
+    "error",
+    "flow_run_id",
+)
+SUBJECT = "Segmentation run {{ event.payload.run_id }} {{ event.payload.status }}"
+BODY = (
+    "Segmentation run {{ event.payload.run_id }} on {{ event.payload.source_table }} was "
+    "{{ event.payload.status }}: {{ event.payload.error }}\n"
+    "The run that was current stays current. Prefect flow run: {{ event.payload.flow_run_id }}"
+)
+
+
+def resource_id(run_id: int | None, flow_run_id: str | None) -> str:
+    """segmentation.run.<run_id>; a run that failed before it was recorded has no run id and
+    is named by its flow run: segmentation.run.flow-run.<id>."""
+    if run_id is not None:
+        return f"{EVENT_PREFIX}{int(run_id)}"
+    return f"{EVENT_PREFIX}flow-run.{flow_run_id or 'unknown'}"
+
+
+def run_event(outcome: str, figures: Mapping[str, Any], *, flow_run_id: str | None) -> dict[str, Any]:
+    """The keyword arguments of prefect.events.emit_event for a run that ended as `outcome`."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"{outcome} is not an outcome of a run")
+    payload = {key: figures.get(key) for key in PAYLOAD_KEYS}
+    payload["status"] = outcome
+    payload["flow_run_id"] = flow_run_id
+    related = []
+    if flow_run_id:
+        related.append({"prefect.resource.id": f"prefect.flow-run.{flow_run_id}", "prefect.resource.role": "flow-run"})
+    return {
+        "event": EVENT_PREFIX + outcome,
+        "resource": {
+            "prefect.resource.id": resource_id(payload["run_id"], flow_run_id),
+            "prefect.resource.name": f"segmentation run {payload['run_id'] if payload['run_id'] is not None else '-'}",
+        },
+        "related": related,
+        "payload": payload,
+    }
+
+
+def alert_automation(block_document_id: Any) -> Any:
+    """The automation `segmentation alerts install` creates: a notification through the given
+    block for every rejected or failed run, as soon as its event arrives."""
+    from prefect.automations import Automation
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    return Automation(
+        name=AUTOMATION_NAME,
+        description="Created by `segmentation alerts install`: a notification for every rejected or failed run.",
+        trigger=EventTrigger(
+            expect={EVENT_PREFIX + outcome for outcome in ALERT_ON},
+            match={"prefect.resource.id": f"{EVENT_PREFIX}*"},
+            posture=Posture.Reactive,
+            threshold=1,
+            within=timedelta(0),
+        ),
+        actions=[SendNotification(block_document_id=block_document_id, subject=SUBJECT, body=BODY)],
+    )
+
+
+def install_alerts(block: str) -> tuple[Any, bool]:
+    """Create the alert automation, or bring the existing one (found by name) up to date:
+    idempotent. block: a notification block's name, or `<block-type-slug>/<name>` when two
+    types share the name. Returns (automation, created)."""
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+
+    from segmentation.errors import SegmentationError
+
+    slug, _, name = block.rpartition("/")
+    with get_client(sync_client=True) as client:
+        found = [
+            d
+            for d in client.read_block_documents(include_secrets=False)
+            if d.name == name and (not slug or (d.block_type is not None and d.block_type.slug == slug))
+        ]
+        if not found:
+            raise SegmentationError(
+                f"there is no Prefect block named {block!r}; create a notification block (Slack, Teams, custom "
+                "webhook, e-mail) in the Prefect UI under Blocks, then pass its name"
+            )
+        if len(found) > 1:
+            kinds = ", ".join(f"{d.block_type.slug}/{d.name}" for d in found if d.block_type is not None)
+            raise SegmentationError(f"several blocks are named {name!r} ({kinds}); pass one as <type>/<name>")
+        wanted = alert_automation(found[0].id)
+        existing = client.read_automations_by_name(name=AUTOMATION_NAME)
+    if not existing:
+        return wanted.create(), True
+    current = Automation(**existing[0].model_dump())
+    for extra in existing[1:]:
+        Automation(**extra.model_dump()).delete()
+    updated = current.model_copy(update={"trigger": wanted.trigger, "actions": wanted.actions, "enabled": True})
+    updated.update()
+    return updated, False

@@ -1,0 +1,138 @@
+"""Events and alerts against a real Prefect server: every run emits segmentation.run.<outcome>
+with its figures, and `segmentation alerts install` makes the server notify a webhook (here an
+HTTP receiver started by the test) on every rejected or failed run."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import httpx
+import pytest
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from test_serve import _base_env, prefect_server  # noqa: F401 - the fixture
+
+from conftest import start_flow_process, wait_for
+from segmentation.cli import main
+from segmentation.events import AUTOMATION_NAME
+from segmentation.loading import generate_customers
+
+FAST = {"n_clusters": 4, "n_init": 1}
+
+
+class Receiver:
+    """A webhook endpoint: keeps every JSON body POSTed to it."""
+
+    def __init__(self):
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def run_flow(api_url, database_url, tmp_path, **params) -> int:
+    env = _base_env(tmp_path / "prefect-home")
+    process = start_flow_process(api_url, database_url, env={**env, "PREFECT_API_URL": api_url}, **params)
+    process.communicate(timeout=120)
+    return process.returncode
+
+
+def events(api_url: str) -> list[dict]:
+    response = httpx.post(
+        f"{api_url}/events/filter",
+        json={"filter": {"event": {"prefix": ["segmentation.run."]}, "order": "ASC"}, "limit": 50},
+    )
+    response.raise_for_status()
+    return response.json()["events"]
+
+
+def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, database_url, tmp_path, capsys):  # noqa: F811
+    generate_customers(conn, 2000, seed=81)
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        CustomWebhookNotificationBlock(
+            name="segmentation-alerts", url=receiver.url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+        ).save("segmentation-alerts")
+        assert main(["alerts", "install", "--block", "segmentation-alerts"]) == 0
+        assert "created automation" in capsys.readouterr().out
+        assert main(["alerts", "install", "--block", "custom-webhook/segmentation-alerts"]) == 0
+        assert "updated automation" in capsys.readouterr().out
+        assert main(["alerts", "install", "--block", "nosuch"]) == 1
+        assert "there is no Prefect block named 'nosuch'" in capsys.readouterr().err
+        automations = httpx.post(f"{prefect_server}/automations/filter", json={}).json()
+        assert [a["name"] for a in automations] == [AUTOMATION_NAME]
+
+    assert run_flow(prefect_server, database_url, tmp_path, **FAST) == 0
+    assert run_flow(prefect_server, database_url, tmp_path, **FAST, min_silhouette=0.99) == 3
+    assert run_flow(prefect_server, database_url, tmp_path, **FAST, source_table="public.nosuch") == 3
+    runs = conn.execute("SELECT run_id, status FROM segmentation.runs ORDER BY run_id").fetchall()
+    assert [s for _, s in runs] == ["published", "rejected", "failed"]
+
+    found = wait_for(lambda: len(e := events(prefect_server)) >= 3 and e, timeout=30, what="three run events")
+    by_name = {e["event"]: e for e in found}
+    assert set(by_name) == {"segmentation.run.published", "segmentation.run.rejected", "segmentation.run.failed"}
+    published, rejected, failed = (by_name[f"segmentation.run.{s}"] for s in ("published", "rejected", "failed"))
+    assert published["resource"]["prefect.resource.id"] == f"segmentation.run.{runs[0][0]}"
+    assert {k: published["payload"][k] for k in ("run_id", "status", "k", "n_customers", "n_quarantined")} == {
+        "run_id": runs[0][0],
+        "status": "published",
+        "k": 4,
+        "n_customers": 2000,
+        "n_quarantined": 0,
+    }
+    assert published["payload"]["source_table"] == "public.customers"
+    assert rejected["resource"]["prefect.resource.id"] == f"segmentation.run.{runs[1][0]}"
+    assert rejected["payload"]["churn"] == 0.0 and rejected["payload"]["n_customers"] == 2000
+    assert "silhouette" in rejected["payload"]["quality_issues"][0]
+    assert rejected["payload"]["error"].startswith(f"quality gate rejected run {runs[1][0]}")
+    assert failed["resource"]["prefect.resource.id"] == f"segmentation.run.{runs[2][0]}"
+    assert "source table public.nosuch does not exist" in failed["payload"]["error"]
+    assert all(e["related"][0]["prefect.resource.role"] == "flow-run" for e in found)
+
+    # The automation notified the webhook of the rejected and the failed run, not the published one.
+    wait_for(lambda: len(receiver.received) >= 2, timeout=60, interval=0.2, what="two notifications")
+    subjects = sorted(r["subject"] for r in receiver.received)
+    assert subjects == [f"Segmentation run {runs[1][0]} rejected", f"Segmentation run {runs[2][0]} failed"]
+    body = next(r["body"] for r in receiver.received if "failed" in r["subject"])
+    assert "source table public.nosuch does not exist" in body and "The run that was current stays current" in body
+    assert "postgresql://" not in json.dumps(found) + json.dumps(receiver.received)
+
+
+def test_an_event_names_the_run_and_carries_figures_only():
+    from segmentation.events import run_event
+
+    staged = run_event("staged", {"run_id": 12, "k": 6, "n_customers": 10, "extra": "not sent"}, flow_run_id="f-1")
+    assert staged["event"] == "segmentation.run.staged"
+    assert staged["resource"] == {
+        "prefect.resource.id": "segmentation.run.12",
+        "prefect.resource.name": "segmentation run 12",
+    }
+    assert staged["related"] == [{"prefect.resource.id": "prefect.flow-run.f-1", "prefect.resource.role": "flow-run"}]
+    assert staged["payload"]["status"] == "staged" and "extra" not in staged["payload"]
+    unrecorded = run_event("failed", {"run_id": None, "error": "cannot connect"}, flow_run_id="f-2")
+    assert unrecorded["resource"]["prefect.resource.id"] == "segmentation.run.flow-run.f-2"
+    with pytest.raises(ValueError, match="not an outcome"):
+        run_event("bogus", {}, flow_run_id=None)
