@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -241,3 +246,90 @@ def assert_each_saw_one_complete_run(observations: list[tuple]) -> None:
             assert count == 0
             continue
         assert (count, distinct, first, segment_total) == (n, 1, run_id, n)
+
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Process:
+    """A subprocess in its own process group, so stopping it also stops what it started
+    (the serve process runs each flow run in a child)."""
+
+    def __init__(self, argv: list[str], env: dict, log: Path):
+        self.log = log
+        self._out = open(log, "wb")  # noqa: SIM115 - open while the process runs, closed in stop()
+        self.popen = subprocess.Popen(argv, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.running():
+            try:
+                os.killpg(self.popen.pid, sig)
+                self.popen.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        if self.running() or _group_alive(self.popen.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+        self._out.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def base_env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server for the tests that need one (serve, events): its own home and
+    SQLite database, a free port; one for the session, as it takes some 15 s to start."""
+    tmp_path = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = base_env(tmp_path / "prefect-home")
+    env["PREFECT_SERVER_UI_ENABLED"] = "false"
+    server = Process(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        tmp_path / "server.log",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api"
+
+        def healthy():
+            assert server.running(), f"prefect server exited:\n{tail(server.log)}"
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        try:
+            wait_for(healthy, 60, 0.25, "the Prefect server")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{tail(server.log)}") from None
+        yield url
+    finally:
+        server.stop()

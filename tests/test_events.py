@@ -12,9 +12,8 @@ import httpx
 import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from test_serve import _base_env, prefect_server  # noqa: F401 - the fixture
 
-from conftest import start_flow_process, wait_for
+from conftest import base_env, start_flow_process, wait_for
 from segmentation.cli import main
 from segmentation.events import AUTOMATION_NAME
 from segmentation.loading import generate_customers
@@ -55,7 +54,7 @@ def receiver():
 
 
 def run_flow(api_url, database_url, tmp_path, **params) -> int:
-    env = _base_env(tmp_path / "prefect-home")
+    env = base_env(tmp_path / "prefect-home")
     process = start_flow_process(api_url, database_url, env={**env, "PREFECT_API_URL": api_url}, **params)
     process.communicate(timeout=120)
     return process.returncode
@@ -70,7 +69,7 @@ def events(api_url: str) -> list[dict]:
     return response.json()["events"]
 
 
-def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, database_url, tmp_path, capsys):  # noqa: F811
+def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, database_url, tmp_path, capsys):
     generate_customers(conn, 2000, seed=81)
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         CustomWebhookNotificationBlock(

@@ -4,14 +4,9 @@ and through the Prefect client."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -24,6 +19,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from test_artifacts import decode_png, png_size
 
 import conftest
+from conftest import Process, base_env, tail
 from segmentation import __version__
 from segmentation.loading import load_csv
 from segmentation.tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
@@ -31,51 +27,6 @@ from segmentation.tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
 BIN = Path(sys.executable).parent
 DEPLOYMENT = "customer-segmentation/nightly"
 SCHEDULE, TIMEZONE = "15 3 * * 1-5", "Europe/Berlin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class Process:
-    """A subprocess in its own process group, so stopping it also stops what it started
-    (the serve process runs each flow run in a child)."""
-
-    def __init__(self, argv: list[str], env: dict, log: Path):
-        self.log = log
-        self._out = open(log, "wb")  # noqa: SIM115 - open while the process runs, closed in stop()
-        self.popen = subprocess.Popen(argv, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        if self.running():
-            try:
-                os.killpg(self.popen.pid, sig)
-                self.popen.wait(timeout)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        if self.running() or _group_alive(self.popen.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(5)
-        self._out.close()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def wait_for(what: str, check, timeout: float, *logs: Path, interval: float = 0.25):
@@ -86,43 +37,9 @@ def wait_for(what: str, check, timeout: float, *logs: Path, interval: float = 0.
         raise AssertionError(f"{exc}\n" + "\n".join(f"--- {p.name}\n{tail(p)}" for p in logs)) from None
 
 
-def _base_env(home: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    return env
-
-
-@pytest.fixture
-def prefect_server(tmp_path):
-    """A real Prefect server of its own (own home and SQLite database, free port)."""
-    port = free_port()
-    env = _base_env(tmp_path / "prefect-home")
-    env["PREFECT_SERVER_UI_ENABLED"] = "false"
-    server = Process(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        tmp_path / "server.log",
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/api"
-
-        def healthy():
-            assert server.running(), f"prefect server exited:\n{tail(server.log)}"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_for("the Prefect server", healthy, 60, server.log)
-        yield url
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def serve(prefect_server, database_url, tmp_path):
-    env = _base_env(tmp_path / "prefect-home")
+    env = base_env(tmp_path / "prefect-home")
     env.update(
         PREFECT_API_URL=prefect_server,
         PREFECT_RUNNER_POLL_FREQUENCY="1",  # pick triggered runs up within a second, not ten
@@ -223,10 +140,39 @@ def test_served_deployment_runs_ui_triggered_runs_one_at_a_time(prefect_server, 
         ]
         assert png_size(decode_png(artifacts[PLOT_KEY].data)) == (1200, 480)
 
+        # A run the user can fix ends with its reason: the state message and the last error in
+        # its logs, with no engine traceback after it.
+        bad = run_deployment(DEPLOYMENT, parameters={"source_table": "public.nosuch"}, timeout=0)
+        failed = wait_for(
+            "the bad run to end", lambda: (s := flow_run_state(client, bad.id)).is_final() and s, 60, serve.log
+        )
+        reason = "source table public.nosuch does not exist; tables in schema public: customers"
+        assert failed.is_failed() and failed.message.startswith(reason)
+        lines = wait_for(
+            "the bad run's logs",
+            lambda: (found := run_logs(client, bad.id)) and "Finished in state Failed" in found[-1][1] and found,
+            30,
+            serve.log,
+        )
+        errors = [message for level, message in lines if level >= 40]
+        assert errors and all(reason in message for message in errors), errors
+        assert not any("Traceback" in m or "Engine execution exited" in m for _, m in lines), lines[-3:]
+        assert reason in lines[-1][1]
+
         # Stopping the serve process must not pause the nightly schedule.
         serve.stop(signal.SIGTERM)
         after = client.read_deployment_by_name(DEPLOYMENT)
         assert not after.paused and [s.active for s in after.schedules] == [True], tail(serve.log)
+
+
+def run_logs(client, flow_run_id) -> list[tuple[int, str]]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    logs = client.read_logs(
+        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), sort=LogSort.TIMESTAMP_ASC
+    )
+    return [(log.level, log.message) for log in logs]
 
 
 def stored_inertia(conn, run_id) -> float:

@@ -8,7 +8,7 @@
   the spells answer for them (segmentation.store.spells), and rebuild it if one is made current.
 - Quarantined source rows (personal data) go with their run's assignments, and those of failed
   and rejected runs after SEGMENTATION_QUARANTINE_KEEP_DAYS days (`forget_quarantine`, also
-  applied when a run starts, so failing nights do not pile them up).
+  applied when a run fails, so failing nights do not pile them up).
 
 Who commits: each step is its own statement or transaction, in autocommit (DETACH ...
 CONCURRENTLY cannot run inside a transaction block); what is not done now, the next run does."""

@@ -76,7 +76,6 @@ class Run:
                 abandoned = runs.mark_abandoned(conn)
                 for run_id in abandoned:
                     partitions.drop_unattached(conn, run_id)
-                retention.forget_quarantine(conn, settings.quarantine_keep_days)
             with conn.transaction():
                 run_id = runs.insert_run(
                     conn, flow_run_id=flow_run_id, source_table=source_table, features=features, params=params
@@ -191,11 +190,11 @@ class Run:
         return False
 
     def _record_failure_on_run_connection(self, error: str) -> None:
-        _record_failure(self._conn, self.run_id, error)
+        _record_failure(self._conn, self.run_id, error, self.settings.quarantine_keep_days)
 
     def _record_failure_on_new_connection(self, error: str) -> None:
         with db.connect(self._url, application_name="segmentation-run") as conn:
-            _record_failure(conn, self.run_id, error)
+            _record_failure(conn, self.run_id, error, self.settings.quarantine_keep_days)
 
     def prune(self, keep: int) -> list[int]:
         """Retention (segmentation.store.retention), statement by statement."""
@@ -208,7 +207,9 @@ class Run:
                 conn.close()
 
 
-def _record_failure(conn: psycopg.Connection, run_id: int, error: str) -> None:
+def _record_failure(conn: psycopg.Connection, run_id: int, error: str, quarantine_days: int) -> None:
     with conn.transaction():
         if runs.mark_failed(conn, run_id, error):
             partitions.drop_unattached(conn, run_id)
+        # Retention of quarantined rows applies on failing nights too.
+        retention.forget_quarantine(conn, quarantine_days)
