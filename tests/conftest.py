@@ -296,10 +296,25 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+# The real Prefect server requires this (basic auth), as the compose stack's does; every
+# client process of the tests sends it.
+PREFECT_AUTH = f"segmentation-tests:{uuid.uuid4().hex}"
+
+
 def base_env(home: Path) -> dict:
+    """A Prefect process's environment: its own home, and the server's credentials."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_API_AUTH_STRING=PREFECT_AUTH)
     return env
+
+
+@contextmanager
+def prefect_client_settings(api_url: str) -> Iterator[None]:
+    """This process's Prefect client pointed at the real server, with its credentials."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: PREFECT_AUTH}):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -310,6 +325,7 @@ def prefect_server(tmp_path_factory):
     port = free_port()
     env = base_env(tmp_path / "prefect-home")
     env["PREFECT_SERVER_UI_ENABLED"] = "false"
+    env["PREFECT_SERVER_API_AUTH_STRING"] = PREFECT_AUTH
     server = Process(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env,

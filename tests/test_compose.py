@@ -82,7 +82,8 @@ def test_prefect_server_command_exists_and_listens_on_4200():
     for option in argv[3::2]:
         assert option in help_text
     assert argv[argv.index("--host") + 1] == "0.0.0.0" and argv[argv.index("--port") + 1] == "4200"
-    assert "4200:4200" in SERVICES["prefect-server"]["ports"]
+    # Published on this host only: exposing it is a deliberate step (README: behind a TLS proxy).
+    assert SERVICES["prefect-server"]["ports"] == ["127.0.0.1:4200:4200"]
 
 
 def test_environment_variables_are_the_ones_the_code_and_prefect_read():
@@ -135,6 +136,12 @@ def test_urls_point_at_the_services_that_serve_them():
         "prefect",
     )
     assert server["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    # The server requires the auth string, and every service that calls it sends the same one.
+    assert server["PREFECT_SERVER_API_AUTH_STRING"] == env["PREFECT_API_AUTH_STRING"]
+    assert server["PREFECT_SERVER_API_AUTH_STRING"].startswith("${PREFECT_AUTH_STRING:?")
+    for name, service in SERVICES.items():
+        if "PREFECT_API_URL" in service.get("environment", {}):
+            assert service["environment"].get("PREFECT_API_AUTH_STRING") == env["PREFECT_API_AUTH_STRING"], name
     init = (ROOT / "docker/postgres-init/10-prefect-database.sh").read_text()
     assert f"CREATE ROLE {prefect_db.username} LOGIN" in init
     assert f"CREATE DATABASE {prefect_db.database} OWNER {prefect_db.username}" in init
@@ -170,14 +177,14 @@ def test_no_secret_is_committed():
         for line in (ROOT / ".env.example").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    # Passwords: required from .env, no default in the compose file.
-    for secret in ("POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD", "SEGMENTATION_DB_PASSWORD"):
+    # Passwords and the Prefect auth string: required from .env, no default in the compose file.
+    for secret in ("POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD", "SEGMENTATION_DB_PASSWORD", "PREFECT_AUTH_STRING"):
         assert secret in needed and secret in example
         assert not re.search(rf"\$\{{{secret}:-", text) and re.search(rf"\$\{{{secret}:\?", text)
     # No literal password anywhere: password variables and the password part of URLs come from .env.
     for service in SERVICES.values():
         for key, value in service.get("environment", {}).items():
-            if "PASSWORD" in key:
+            if "PASSWORD" in key or "AUTH_STRING" in key:
                 assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", value), key
             for password in re.findall(r"//[^:/@]+:([^@]+)@", value):
                 assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", password), key

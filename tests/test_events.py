@@ -11,9 +11,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import httpx
 import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from conftest import base_env, start_flow_process, wait_for
+from conftest import PREFECT_AUTH, base_env, prefect_client_settings, start_flow_process, wait_for
 from segmentation.cli import main
 from segmentation.events import AUTOMATION_NAME
 from segmentation.loading import generate_customers
@@ -64,6 +63,7 @@ def events(api_url: str) -> list[dict]:
     response = httpx.post(
         f"{api_url}/events/filter",
         json={"filter": {"event": {"prefix": ["segmentation.run."]}, "order": "ASC"}, "limit": 50},
+        auth=tuple(PREFECT_AUTH.split(":", 1)),
     )
     response.raise_for_status()
     return response.json()["events"]
@@ -71,7 +71,7 @@ def events(api_url: str) -> list[dict]:
 
 def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, database_url, tmp_path, capsys):
     generate_customers(conn, 2000, seed=81)
-    with temporary_settings({PREFECT_API_URL: prefect_server}):
+    with prefect_client_settings(prefect_server):
         CustomWebhookNotificationBlock(
             name="segmentation-alerts", url=receiver.url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
         ).save("segmentation-alerts")
@@ -81,7 +81,9 @@ def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, da
         assert "updated automation" in capsys.readouterr().out
         assert main(["alerts", "install", "--block", "nosuch"]) == 1
         assert "there is no Prefect block named 'nosuch'" in capsys.readouterr().err
-        automations = httpx.post(f"{prefect_server}/automations/filter", json={}).json()
+        automations = httpx.post(
+            f"{prefect_server}/automations/filter", json={}, auth=tuple(PREFECT_AUTH.split(":", 1))
+        ).json()
         assert [a["name"] for a in automations] == [AUTOMATION_NAME]
 
     assert run_flow(prefect_server, database_url, tmp_path, **FAST) == 0

@@ -9,17 +9,17 @@ import signal
 import sys
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from test_artifacts import decode_png, png_size
 
 import conftest
-from conftest import Process, base_env, tail
+from conftest import Process, base_env, prefect_client_settings, tail
 from segmentation import __version__
 from segmentation.loading import load_csv
 from segmentation.tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
@@ -60,7 +60,10 @@ def flow_run_state(client, flow_run_id):
 
 def test_served_deployment_runs_ui_triggered_runs_one_at_a_time(prefect_server, serve, database_url, conn, mall_csv):
     load_csv(conn, mall_csv)
-    with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+    # The server requires its auth string: a call without it is refused.
+    refused = httpx.post(f"{prefect_server}/deployments/filter", json={})
+    assert refused.status_code == 401 and refused.json() == {"exception_message": "Unauthorized"}
+    with prefect_client_settings(prefect_server), get_client(sync_client=True) as client:
 
         def deployment():
             assert serve.running(), f"segmentation serve exited:\n{tail(serve.log)}"
