@@ -13,6 +13,7 @@ from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
 from segmentation.errors import RunRejected, describe
 from segmentation.tasks.announce import announce
+from segmentation.tasks.approval import approval_prompt, publish_approved, wait_for_approval
 from segmentation.tasks.extract import check_source, extract, quarantine_invalid
 from segmentation.tasks.model import choose_k, train
 from segmentation.tasks.publish import keep_run, prune_history
@@ -41,6 +42,7 @@ def customer_segmentation(
     max_quarantined_share: float = 0.1,
     force_publish: bool = False,
     publish: bool = True,
+    approval_timeout_minutes: float = 0,
 ) -> dict[str, Any] | State:
     """Retrain KMeans on the source table and publish segments for BI.
 
@@ -60,6 +62,7 @@ def customer_segmentation(
         max_quarantined_share: Quality gate: reject the run when more than this share of rows was quarantined.
         force_publish: Publish even when the quality gate fails; the run records that it was forced.
         publish: Make the run current when it passes the quality gate. False: the run does everything else and ends staged, kept but not current, to be made current later (segmentation promote RUN_ID).
+        approval_timeout_minutes: When the quality gate fails, wait this long for someone to approve or reject the run in the Prefect UI (the run pauses with a form under the gate's reasons and the run's summary). 0: reject at once.
     """
     # The parameters as called, recorded with the run: first, before any other local exists.
     params = {**locals(), "features": list(features)}
@@ -98,6 +101,22 @@ def customer_segmentation(
         reason = describe(exc)
         if run is not None:
             fail_run(run, reason)
+            if isinstance(exc, RunRejected) and approval_timeout_minutes > 0:
+                issues = list(exc.figures.get("quality_issues") or [])
+                prompt = approval_prompt(run.run_id, issues, approval_timeout_minutes)
+                decision = wait_for_approval(prompt, approval_timeout_minutes)
+                if decision is not None and decision.approve:
+                    publish_approved(run, decision.note)
+                    report(run.run_id)
+                    prune_history(run)
+                    result = {**exc.figures, "status": "published", "forced": True}
+                    announce("published", {**result, "source_table": source_table}, flow_run_id)
+                    return result
+                reason += (
+                    f" Rejected in the Prefect UI: {decision.note or '(no note)'}"
+                    if decision is not None
+                    else f" No one approved it within {approval_timeout_minutes:g} minutes."
+                )
             if isinstance(exc, RunRejected):  # kept as rejected: report it, and apply retention, as for a published run
                 report(run.run_id)
                 prune_history(run)

@@ -177,6 +177,14 @@ class Run:
                 spells.enter(self._conn, self.run_id, compared_with=self._compared_with)
                 runs.record_switch(self._conn, self.run_id, action="publish")
 
+    def promote(self, reason: str) -> None:
+        """Make this run, kept as rejected, current: forced, recorded with the reason. On the
+        run connection, which holds the run lock (segmentation.rollback.make_current takes it
+        again, and its release leaves this session's hold)."""
+        from segmentation.rollback import make_current
+
+        make_current(self._conn, run_id=self.run_id, reason=reason, force=True)
+
     def fail(self, error: str) -> bool:
         """Mark the run failed and drop its rows (a run that already published stays
         published). The run connection itself may be what failed: then on a fresh one.
