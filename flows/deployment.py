@@ -86,3 +86,21 @@ def serve(schedule: ScheduleSettings | None = None) -> None:
     # pause_on_shutdown=False: stopping or redeploying the server must not silently stop the
     # nightly job; the schedule stays active while no process serves it and the runs wait.
     prefect_serve(nightly_deployment(schedule), pause_on_shutdown=False)
+
+
+def deploy(pool: str, image: str | None = None, schedule: ScheduleSettings | None = None) -> str:
+    """Register the same deployment (name, schedule, time zone, concurrency limit, parameters,
+    description, tags) with a work pool, for teams whose workers run flows (a process worker
+    with this package installed, or a Docker worker with `image`) instead of `segmentation
+    serve`. Returns the deployment id."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            raise SegmentationError(
+                f"there is no work pool {pool!r}; create it first, e.g. prefect work-pool create {pool} --type process"
+            ) from None
+    return str(nightly_deployment(schedule).apply(work_pool_name=pool, image=image))

@@ -202,6 +202,18 @@ def _make_current(run_id: int | None, reason: str, force: bool) -> int:
     return _show(switch.run_id)
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from segmentation.flows.deployment import DEPLOYMENT_NAME, deploy
+    from segmentation.flows.segmentation import FLOW_NAME
+
+    deployment_id = deploy(args.pool, args.image)
+    print(
+        f"deployed {FLOW_NAME}/{DEPLOYMENT_NAME} ({deployment_id}) to work pool {args.pool!r}: start a worker "
+        f"with `prefect worker start --pool {args.pool}` where this package and SEGMENTATION_DATABASE_URL are"
+    )
+    return 0
+
+
 def cmd_alerts_install(args: argparse.Namespace) -> int:
     from segmentation.events import ALERT_ON, AUTOMATION_NAME, install_alerts
 
@@ -331,6 +343,13 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why, recorded with the switch")
     p.add_argument("--force", action="store_true", help="also a run the quality gate rejected")
     p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser(
+        "deploy", help="register the nightly deployment with a work pool (instead of `segmentation serve`)"
+    )
+    p.add_argument("--pool", required=True, help="the work pool (process, or Docker with --image)")
+    p.add_argument("--image", help="the image a Docker work pool runs the flow in (this project's image)")
+    p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("alerts", help="notifications for runs that were rejected or failed")
     asub = p.add_subparsers(dest="alerts_command", required=True)

@@ -43,7 +43,7 @@ def paused_flow_run(conn):
 def test_an_approved_run_publishes_forced_with_its_note(conn, capsys):
     generate_customers(conn, 2000, seed=91)
     first = customer_segmentation(**FAST, return_state=True).result()["run_id"]
-    thread, states = in_background(min_silhouette=0.99, approval_timeout_minutes=2)
+    thread, states = in_background(min_silhouette=0.99, approval_timeout_minutes=1)
     flow_run = paused_flow_run(conn)
     run_id = conn.execute("SELECT run_id FROM segmentation.runs WHERE status = 'rejected'").fetchone()[0]
     assert_current_run(conn, first)  # nothing BI reads has changed while it waits
