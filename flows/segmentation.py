@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, runtime
+from prefect import flow, get_run_logger, runtime
 from prefect.client.schemas.objects import State
 from prefect.states import Failed
 
@@ -100,7 +100,14 @@ def customer_segmentation(
     except Exception as exc:  # noqa: BLE001 - every failure ends the run the same way: recorded, one line
         reason = describe(exc)
         if run is not None:
-            fail_run(run, reason)
+            status = fail_run(run, reason)
+            if status in ("published", "staged"):
+                # The run was kept before this error (a connection lost after the publish, say):
+                # what the database says is the outcome.
+                get_run_logger().warning("run %d is %s; the error came after: %s", run.run_id, status, reason)
+                kept = {"run_id": run.run_id, "status": status}
+                announce(status, {**kept, "source_table": source_table, "error": reason}, flow_run_id)
+                return kept
             if isinstance(exc, RunRejected) and approval_timeout_minutes > 0:
                 issues = list(exc.figures.get("quality_issues") or [])
                 prompt = approval_prompt(run.run_id, issues, approval_timeout_minutes)

@@ -89,15 +89,47 @@ def _has_rows(conn: psycopg.Connection, table: str) -> bool:
 
 
 def _run_flow(params: dict) -> int:
+    """Run the flow and say what happened to the run, as the database has it: exit 0 when the
+    run published (or was staged), whatever went wrong around it; non-zero when it did not, or
+    when that cannot be known (then say how to check)."""
     from segmentation.flows.segmentation import customer_segmentation
 
     state = customer_segmentation(**params, return_state=True)
-    if not state.is_completed():
-        print(f"error: the run did not publish: {state.message or state.name}", file=sys.stderr)
+    if state.is_completed():
+        result = state.result()
+        assert isinstance(result, dict)
+        return _show_after_run(result["run_id"], result["status"])
+    flow_run_id = state.state_details.flow_run_id
+    try:
+        with _connect() as conn:
+            row = conn.execute(
+                "SELECT run_id, status FROM segmentation.runs WHERE flow_run_id = %s", (flow_run_id,)
+            ).fetchone()
+    except (SegmentationError, psycopg.Error) as exc:
+        print(
+            f"error: the run (Prefect flow run {flow_run_id}) ended with: {state.message or state.name}; whether it "
+            f"published cannot be known now ({exc}). Check with: segmentation runs",
+            file=sys.stderr,
+        )
         return 1
-    result = state.result()
-    assert isinstance(result, dict)
-    return _show(result["run_id"])
+    if row is not None and row[1] in ("published", "staged"):
+        # The run was kept before the error that failed the flow run (a connection lost after the publish).
+        print(f"note: run {row[0]} is {row[1]}, although its flow run ended with: {state.message or state.name}")
+        return _show_after_run(row[0], row[1])
+    print(f"error: the run did not publish: {state.message or state.name}", file=sys.stderr)
+    return 1
+
+
+def _show_after_run(run_id: int, status: str) -> int:
+    """The run is kept: exit 0 even when its segments cannot be printed now."""
+    try:
+        _show(run_id)
+    except (SegmentationError, psycopg.Error) as exc:
+        print(
+            f"run {run_id} is {status}, but its segments cannot be shown now ({exc}); "
+            f"show them later with: segmentation show"
+        )
+    return 0
 
 
 def _show(run_id: int | None = None, plot: str | None = None) -> int:

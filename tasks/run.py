@@ -40,6 +40,9 @@ def start_run(settings: Settings, flow_run_id: str | None, source_table: str, fe
 
 
 @task(name="fail-run", cache_policy=NO_CACHE)
-def fail_run(run: Run, error: str) -> None:
-    if not run.fail(error):
+def fail_run(run: Run, error: str) -> str | None:
+    """Record the failure; returns the run's status as the database has it (None: unknown)."""
+    status = run.fail(error)
+    if status is None:
         get_run_logger().error("could not record the failure of run %d; the next run marks it abandoned", run.run_id)
+    return status

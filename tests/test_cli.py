@@ -134,3 +134,49 @@ def test_run_offers_every_flow_parameter_with_the_flows_defaults(cli, database_u
         3,
     )
     assert (params["min_silhouette"], params["k_max"]) == (0.2, 10)  # not given: the flow's own defaults
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_exit_code_and_the_message_follow_the_database(cli, database_url, conn, monkeypatch):
+    """Exit 0 when the run published, whatever broke around it; non-zero when it did not, or
+    when that cannot be known, with the way to check."""
+    import segmentation.cli
+    from segmentation.errors import SegmentationError
+    from segmentation.store.run import Run
+
+    cli("generate", "--rows", "1500")
+
+    # The run published, then its segments could not be read back to print them.
+    def lost(*args, **kwargs):
+        raise SegmentationError("cannot connect to PostgreSQL at postgresql://x after 3 attempt(s): refused")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(segmentation.cli, "_show", lost)
+        code, out, _err = cli("run", "--k", "3")
+    first = conn.execute("SELECT max(run_id) FROM segmentation.runs").fetchone()[0]
+    assert code == 0
+    assert f"run {first} is published, but its segments cannot be shown now (cannot connect" in out
+    assert "show them later with: segmentation show" in out
+
+    # The flow run broke after the publish (retention lost its connection): the run is
+    # published, and that is what the flow run, its event and the command report.
+    def broken(self, keep):
+        raise RuntimeError("server closed the connection unexpectedly")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Run, "prune", broken)
+        code, out, _err = cli("run", "--k", "3")
+    second = conn.execute("SELECT max(run_id) FROM segmentation.runs").fetchone()[0]
+    assert code == 0 and f"run {second} published" in out
+    assert conn.execute("SELECT status FROM segmentation.runs WHERE run_id = %s", (second,)).fetchone() == (
+        "published",
+    )
+    assert conn.execute("SELECT run_id FROM segmentation.current_run").fetchone() == (second,)
+
+    # A run that failed, with the database gone when the command asks: unknown, said so.
+    with monkeypatch.context() as patched:
+        patched.setattr(segmentation.cli, "_connect", lost)
+        code, _out, err = cli("run", "--source-table", "public.customerz")
+    assert code == 1
+    assert "whether it published cannot be known now (cannot connect to PostgreSQL" in err
+    assert "Check with: segmentation runs" in err

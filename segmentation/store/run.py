@@ -185,24 +185,24 @@ class Run:
 
         make_current(self._conn, run_id=self.run_id, reason=reason, force=True)
 
-    def fail(self, error: str) -> bool:
-        """Mark the run failed and drop its rows (a run that already published stays
-        published). The run connection itself may be what failed: then on a fresh one.
-        False when the failure could not be recorded; the next run marks it abandoned."""
+    def fail(self, error: str) -> str | None:
+        """Mark the run failed and drop its rows, unless it is already kept (a run that
+        published stays published). The run connection itself may be what failed: then on a
+        fresh one. Returns the run's status as the database has it now, or None when it could
+        not be reached (the next run marks a run left running abandoned)."""
         for attempt in (self._record_failure_on_run_connection, self._record_failure_on_new_connection):
             try:
-                attempt(error)
-                return True
+                return attempt(error)
             except (psycopg.Error, SegmentationError):
                 continue
-        return False
+        return None
 
-    def _record_failure_on_run_connection(self, error: str) -> None:
-        _record_failure(self._conn, self.run_id, error, self.settings.quarantine_keep_days)
+    def _record_failure_on_run_connection(self, error: str) -> str:
+        return _record_failure(self._conn, self.run_id, error, self.settings.quarantine_keep_days)
 
-    def _record_failure_on_new_connection(self, error: str) -> None:
+    def _record_failure_on_new_connection(self, error: str) -> str:
         with db.connect(self._url, application_name="segmentation-run") as conn:
-            _record_failure(conn, self.run_id, error, self.settings.quarantine_keep_days)
+            return _record_failure(conn, self.run_id, error, self.settings.quarantine_keep_days)
 
     def prune(self, keep: int) -> list[int]:
         """Retention (segmentation.store.retention), statement by statement."""
@@ -215,9 +215,10 @@ class Run:
                 conn.close()
 
 
-def _record_failure(conn: psycopg.Connection, run_id: int, error: str, quarantine_days: int) -> None:
+def _record_failure(conn: psycopg.Connection, run_id: int, error: str, quarantine_days: int) -> str:
     with conn.transaction():
         if runs.mark_failed(conn, run_id, error):
             partitions.drop_unattached(conn, run_id)
         # Retention of quarantined rows applies on failing nights too.
         retention.forget_quarantine(conn, quarantine_days)
+        return str(db.scalar(conn, "SELECT status FROM segmentation.runs WHERE run_id = %s", (run_id,)))
