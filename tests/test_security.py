@@ -113,6 +113,33 @@ def test_the_whole_flow_runs_as_the_writer(conn, logins, monkeypatch, prefect_ha
     )
 
 
+def test_a_superusers_run_leaves_nothing_a_writer_cannot_drop(conn, logins, monkeypatch, prefect_harness):
+    """The first run as a superuser login (the tests' own), the next ones as a writer login:
+    retention under the writer drops the superuser's run's table and scoring function."""
+    generate_customers(conn, 2000, seed=45)
+    monkeypatch.setenv("SEGMENTATION_KEEP_PUBLISHED_RUNS", "1")
+    first = customer_segmentation(**FAST, return_state=True).result()["run_id"]
+    owners = conn.execute(
+        """SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = to_regclass(%s)
+           UNION ALL
+           SELECT pg_get_userbyid(p.proowner) FROM pg_proc p WHERE p.oid = to_regprocedure(%s)""",
+        (f"segmentation.customer_segments_run_{first}", f"segmentation.predict_run_{first}(jsonb)"),
+    ).fetchall()
+    assert owners == [("segmentation_writer",), ("segmentation_writer",)]
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL", logins["writer"])
+    for _ in range(3):
+        state = customer_segmentation(**FAST, return_state=True)
+        assert state.is_completed(), state.message
+    gone = conn.execute(
+        "SELECT to_regclass(%s) IS NULL, to_regprocedure(%s) IS NULL",
+        (f"segmentation.customer_segments_run_{first}", f"segmentation.predict_run_{first}(jsonb)"),
+    ).fetchone()
+    assert gone == (True, True)
+    assert conn.execute(
+        "SELECT assignments_pruned_at IS NOT NULL FROM segmentation.runs WHERE run_id = %s", (first,)
+    ).fetchone() == (True,)
+
+
 def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, prefect_harness):
     generate_customers(conn, 1000, seed=44)
     monkeypatch.setenv("SEGMENTATION_DATABASE_URL", logins["writer"])

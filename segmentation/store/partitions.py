@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
-from segmentation.db import scalar
+from segmentation.db import give_to_writer, scalar
 
 ASSIGNMENT_FIELDS = [("run_id", "int8"), ("customer_id", "int8"), ("segment_id", "int4"), ("distance", "float8")]
 
@@ -35,6 +35,7 @@ def create_table(conn: psycopg.Connection, run_id: int) -> sql.Identifier:
             table, sql.Literal(run_id)
         )
     )
+    give_to_writer(conn, "TABLE", table)
     return table
 
 

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from segmentation.core.rules import GenderRule, rule_for
-from segmentation.db import scalar
+from segmentation.db import give_to_writer, scalar
 from segmentation.source.validity import gender_code, within
 
 _RETURNS = sql.SQL("RETURNS SETOF segmentation.prediction")
@@ -67,6 +67,7 @@ def save(conn: psycopg.Connection, run_id: int, model: Model) -> None:
             run_function(run_id), _RETURNS, sql.Literal(_body(conn, run_id, model))
         )
     )
+    give_to_writer(conn, "FUNCTION", sql.SQL("{} (jsonb)").format(run_function(run_id)))
     # predict(customer, run_id) calls it with the caller's rights (so that PostgreSQL can inline
     # it): the reader may execute it, nobody else, whoever created it.
     conn.execute(sql.SQL("REVOKE EXECUTE ON FUNCTION {} (jsonb) FROM PUBLIC").format(run_function(run_id)))
