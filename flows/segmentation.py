@@ -110,20 +110,23 @@ def customer_segmentation(
                 return kept
             if isinstance(exc, RunRejected) and approval_timeout_minutes > 0:
                 issues = list(exc.figures.get("quality_issues") or [])
-                prompt = approval_prompt(run.run_id, issues, approval_timeout_minutes)
-                decision = wait_for_approval(prompt, approval_timeout_minutes)
-                if decision is not None and decision.approve:
-                    publish_approved(run, decision.note)
-                    report(run.run_id)
-                    prune_history(run)
-                    result = {**exc.figures, "status": "published", "forced": True}
-                    announce("published", {**result, "source_table": source_table}, flow_run_id)
-                    return result
-                reason += (
-                    f" Rejected in the Prefect UI: {decision.note or '(no note)'}"
-                    if decision is not None
-                    else f" No one approved it within {approval_timeout_minutes:g} minutes."
-                )
+                try:
+                    prompt = approval_prompt(run.run_id, issues, approval_timeout_minutes)
+                    decision = wait_for_approval(prompt, approval_timeout_minutes)
+                    if decision is not None and decision.approve:
+                        publish_approved(run, decision.note)
+                        report(run.run_id)
+                        prune_history(run)
+                        result = {**exc.figures, "status": "published", "forced": True}
+                        announce("published", {**result, "source_table": source_table}, flow_run_id)
+                        return result
+                    reason += (
+                        f" Rejected in the Prefect UI: {decision.note or '(no note)'}"
+                        if decision is not None
+                        else f" No one approved it within {approval_timeout_minutes:g} minutes."
+                    )
+                except Exception as approval_error:  # noqa: BLE001 - the run stays rejected, and says why
+                    reason += f" The approval could not be completed: {describe(approval_error)}"
             if isinstance(exc, RunRejected):  # kept as rejected: report it, and apply retention, as for a published run
                 report(run.run_id)
                 prune_history(run)

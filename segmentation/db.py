@@ -2,12 +2,14 @@
 
 Who commits: every connection opened here is in autocommit mode, and a transaction is always
 an explicit `with conn.transaction():` block, opened by the function that owns that unit of
-work: a method of segmentation.store.run.Run for a flow run; for the command line
-loading.load_csv, loading.generate_customers, migrations.upgrade, migrations.apply_roles,
-rollback.make_current, and the reads of cli (show, runs); and the report task's read.
-The SQL helpers those call (segmentation.store.runs, .partitions, .history, .readback,
-segmentation.source) take a connection and never begin, commit or roll back: they run in
-their caller's transaction, or as single autocommitted statements. The one exception is a
+work: a method of segmentation.store.run.Run for a flow run (Run.prune hands its connection to
+segmentation.store.retention, Run.promote to rollback.make_current, each owning its
+transactions); for the command line loading.load_csv, loading.generate_customers,
+migrations.upgrade, migrations.apply_roles, rollback.make_current, purge.purge, and the reads
+of cli (show, runs); and the reads of the report and approval-prompt tasks. The SQL helpers
+those call (segmentation.store.runs, .partitions, .spells, .history, .scoring, .readback,
+segmentation.source) take a connection and never begin, commit or roll back: they run in their
+caller's transaction, or as single autocommitted statements. The one exception is a
 run's snapshot: a connection whose transaction is the snapshot itself (see Run)."""
 
 from __future__ import annotations

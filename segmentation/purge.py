@@ -67,8 +67,15 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
             (ids,),
         ).fetchall()
         conn.execute(
-            """UPDATE segmentation.segments s SET n_customers = s.n_customers - m.n
+            """UPDATE segmentation.segments s SET n_customers = s.n_customers - m.n, size_change = s.size_change - m.n
                FROM purged_members m WHERE m.run_id = s.run_id AND m.segment_id = s.segment_id"""
+        )
+        # The runs that compared themselves with an adjusted run: their previous sizes follow.
+        conn.execute(
+            """UPDATE segmentation.segments s
+               SET previous_n_customers = s.previous_n_customers - m.n, size_change = s.size_change + m.n
+               FROM purged_members m JOIN segmentation.runs r ON r.previous_run_id = m.run_id
+               WHERE s.run_id = r.run_id AND s.segment_id = m.segment_id AND s.previous_n_customers IS NOT NULL"""
         )
         conn.execute(
             """UPDATE segmentation.runs r SET n_customers = r.n_customers - m.n

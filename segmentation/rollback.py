@@ -2,8 +2,8 @@
 of a staged run (or, with force, of one the quality gate rejected).
 
 No retraining: a complete run keeps its assignments and summaries (until retention prunes
-them), so making it current is one row in segmentation.current_run_log, committed in one
-transaction under the run lock. A published run whose own rows retention dropped is answered
+them), so making it current is one row in segmentation.current_run_log, committed in the
+switch's transaction under the run lock. A published run whose own rows retention dropped is answered
 for by the history (segmentation.store.spells): its rows are rebuilt from it first, without
 distances. A promoted run enters the history in the switch's transaction. BI readers see the
 switch all at once, as they see a publish: every current_ view reads that log and its rows in

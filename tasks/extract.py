@@ -43,8 +43,9 @@ def extract(run: Run, source: Source, random_state: int) -> TrainingSet:
     logger = get_run_logger()
     n_rows = run.count_rows(source)
     sample = HashSample(run.settings.training_sample_size, random_state)
-    # Counted in valid customers against all rows: invalid rows are not streamed.
-    progress = Progress("extract", "rows read", n_rows, start=time.monotonic())
+    # Valid customers counted against all rows (invalid rows are not streamed): it ends short of
+    # 100% by the invalid share.
+    progress = Progress("extract", "rows read (valid ones counted)", n_rows, start=time.monotonic())
     for chunk in run.read_valid(source, n_rows=n_rows):
         sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
         if line := progress.update(sample.seen, time.monotonic()):

@@ -29,21 +29,19 @@ def published(**params) -> int:
     return state.result()["run_id"]
 
 
+COPIES = {
+    "assignments": "segmentation.customer_segments",
+    "spells": "segmentation.segment_spells",
+    "quarantine": "segmentation.quarantine",
+    "history": "segmentation.customer_segment_history",
+}
+
+
 def copies(conn, ids: list[int]) -> dict[str, int]:
     """Rows naming these customers, wherever the schema keeps them."""
     return {
-        "assignments": conn.execute(
-            "SELECT count(*) FROM segmentation.customer_segments WHERE customer_id = ANY(%s)", (ids,)
-        ).fetchone()[0],
-        "spells": conn.execute(
-            "SELECT count(*) FROM segmentation.segment_spells WHERE customer_id = ANY(%s)", (ids,)
-        ).fetchone()[0],
-        "quarantine": conn.execute(
-            "SELECT count(*) FROM segmentation.quarantine WHERE customer_id = ANY(%s)", (ids,)
-        ).fetchone()[0],
-        "history": conn.execute(
-            "SELECT count(*) FROM segmentation.customer_segment_history WHERE customer_id = ANY(%s)", (ids,)
-        ).fetchone()[0],
+        name: conn.execute(f"SELECT count(*) FROM {table} WHERE customer_id = ANY(%s)", (ids,)).fetchone()[0]
+        for name, table in COPIES.items()
     }
 
 
@@ -70,6 +68,13 @@ def assert_figures_add_up(conn) -> None:
         assert rows == sizes and sum(sizes.values()) == n, (run_id, status)
         shares = conn.execute("SELECT sum(share) FROM segmentation.segments WHERE run_id = %s", (run_id,)).fetchone()
         assert shares[0] == pytest.approx(1.0)
+    # Each segment's change is its size less its size in the run it was compared with.
+    assert conn.execute(
+        """SELECT count(*) FROM segmentation.segments s JOIN segmentation.runs r USING (run_id)
+           JOIN segmentation.segments p ON p.run_id = r.previous_run_id AND p.segment_id = s.segment_id
+           WHERE s.previous_n_customers IS DISTINCT FROM p.n_customers
+              OR s.size_change IS DISTINCT FROM s.n_customers - p.n_customers"""
+    ).fetchone() == (0,)
 
 
 def test_purge_erases_every_copy_and_keeps_every_run_whole(conn, database_url, capsys):

@@ -154,17 +154,20 @@ def to_prune(conn: psycopg.Connection, keep: int) -> list[int]:
     ]
 
 
-def answered_by_history(conn: psycopg.Connection) -> list[int]:
-    """History runs whose own table can go because the spells answer for them: all but the
-    newest history run and the current run."""
+def not_needed(conn: psycopg.Connection) -> list[int]:
+    """Runs whose own table can go: runs let go by retention (and failed runs) that still have
+    one, and history runs other than the newest and the current run, which the spells answer
+    for."""
     return [
         r[0]
         for r in conn.execute(
             """SELECT run_id FROM segmentation.runs
-               WHERE history_version < (SELECT max(history_version) FROM segmentation.runs)
-                 AND run_id <> coalesce((SELECT run_id FROM segmentation.current_run_log
-                                         ORDER BY switch_id DESC LIMIT 1), 0)
-                 AND to_regclass(format('segmentation.customer_segments_run_%s', run_id)) IS NOT NULL
+               WHERE to_regclass(format('segmentation.customer_segments_run_%s', run_id)) IS NOT NULL
+                 AND (assignments_pruned_at IS NOT NULL
+                      OR status = 'failed'
+                      OR (history_version < (SELECT max(history_version) FROM segmentation.runs)
+                          AND run_id <> coalesce((SELECT run_id FROM segmentation.current_run_log
+                                                  ORDER BY switch_id DESC LIMIT 1), 0)))
                ORDER BY run_id"""
         )
     ]

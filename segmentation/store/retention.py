@@ -1,9 +1,9 @@
 """Retention: how much per-customer history is kept, and in what form.
 
 - Runs older than the newest SEGMENTATION_KEEP_PUBLISHED_RUNS complete runs are let go
-  (partitions.to_prune): their table is dropped if they still have one, their scoring function
-  too, they are marked pruned, and the spells that ended before the oldest history run still
-  kept are deleted.
+  (partitions.to_prune): their scoring function is dropped, they are marked pruned, the spells
+  that ended at or before the oldest history run still kept are deleted, and their table, if
+  any, is dropped.
 - History runs still kept, other than the newest and the current run, lose their own table:
   the spells answer for them (segmentation.store.spells), and rebuild it if one is made current.
 - Quarantined source rows (personal data) go with their run's assignments, and those of failed
@@ -23,19 +23,20 @@ from segmentation.store import partitions, runs, scoring, spells
 def prune(conn: psycopg.Connection, keep: int, quarantine_days: int) -> list[int]:
     """Apply retention; returns the runs let go now."""
     old = partitions.to_prune(conn, keep)
+    with conn.transaction():
+        # What needs no lock a BI session could hold up goes first, whatever happens to the
+        # tables below: the runs are let go (their model and scoring function too), and their
+        # spells and quarantined rows deleted.
+        for run_id in old:
+            scoring.drop(conn, run_id)
+            runs.mark_pruned(conn, run_id)
+        spells.forget(conn)
+        forget_quarantine(conn, quarantine_days)
     # Never queue for long behind a BI session: a blocked DETACH would hold up every reader
-    # that arrives after it.
+    # that arrives after it. A table not dropped now is dropped by the next run.
     conn.execute("SET lock_timeout = '10s'")
     try:
-        for run_id in old:
-            partitions.detach_and_drop(conn, run_id)
-            with conn.transaction():
-                scoring.drop(conn, run_id)
-                runs.mark_pruned(conn, run_id)
-        with conn.transaction():
-            spells.forget(conn)
-            forget_quarantine(conn, quarantine_days)
-        for run_id in partitions.answered_by_history(conn):
+        for run_id in partitions.not_needed(conn):
             partitions.detach_and_drop(conn, run_id)
     finally:
         conn.execute("RESET lock_timeout")

@@ -219,6 +219,8 @@ def _record_failure(conn: psycopg.Connection, run_id: int, error: str, quarantin
     with conn.transaction():
         if runs.mark_failed(conn, run_id, error):
             partitions.drop_unattached(conn, run_id)
-        # Retention of quarantined rows applies on failing nights too.
+        status = str(db.scalar(conn, "SELECT status FROM segmentation.runs WHERE run_id = %s", (run_id,)))
+    # Retention of quarantined rows applies on failing nights too; the failure is recorded whatever happens to it.
+    with suppress(psycopg.Error), conn.transaction():
         retention.forget_quarantine(conn, quarantine_days)
-        return str(db.scalar(conn, "SELECT status FROM segmentation.runs WHERE run_id = %s", (run_id,)))
+    return status

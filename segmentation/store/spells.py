@@ -23,7 +23,7 @@ from psycopg import sql
 
 from segmentation.store import partitions
 
-_CHANGES = sql.Identifier("run_changes")  # temporary: the session's own
+_CHANGES = sql.Identifier("pg_temp", "run_changes")  # the session's own, never a table of that name elsewhere
 
 
 @dataclass(frozen=True)
