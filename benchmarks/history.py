@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--arrivals", type=float, default=0.0, help="new customers each night, as a share")
     parser.add_argument("--keep", type=int, default=30, help="SEGMENTATION_KEEP_PUBLISHED_RUNS")
     parser.add_argument("--database-url")
+    parser.add_argument(
+        "--disk-only", action="store_true", help="skip the read-back timings (minutes at 100M customers)"
+    )
     args = parser.parse_args()
     from segmentation import db, migrations
     from segmentation.rollback import make_current
@@ -144,6 +147,8 @@ def main() -> None:
                 f"{spells / max(1, conn.execute('SELECT count(*) FROM segmentation.segment_spells').fetchone()[0]):.0f} "
                 "bytes a spell"
             )
+            if args.disk_only:
+                return
             lookups = rng.integers(1, args.customers + 1, size=200)
             t = time.perf_counter()
             for customer in lookups:
