@@ -40,6 +40,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from benchmarks.scratch import scratch_database
+
 FEATURES = ["age", "annual_income", "spending_score"]
 BENCH_DB = "segmentation_bench"
 
@@ -264,11 +266,7 @@ def main() -> None:
     from segmentation.loading import generate_customers
 
     server = db.database_url() if not args.database_url else args.database_url
-    bench = make_url(server).set(database=BENCH_DB).render_as_string(hide_password=False)
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-    try:
+    with scratch_database(server, BENCH_DB) as bench:
         with psycopg.connect(bench) as conn:
             migrations.upgrade(conn)
             t = time.perf_counter()
@@ -288,9 +286,6 @@ def main() -> None:
                 results["nightly"] = _child("nightly", copy, args)
         if not args.skip_notebook:
             results["notebook"] = _child("notebook", bench, args)
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
 
     print(
         f"\n{args.rows:,} customers, k={args.k}, n_init={args.n_init}; {os.cpu_count()} cores, "

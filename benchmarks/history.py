@@ -23,8 +23,9 @@ import time
 import numpy as np
 import pandas as pd
 import psycopg
-from psycopg import sql
 from sqlalchemy.engine import make_url
+
+from benchmarks.scratch import scratch_database
 
 BENCH_DB = "segmentation_bench_history"
 K = 5
@@ -104,13 +105,9 @@ def main() -> None:
     from segmentation.rollback import make_current
 
     server = db.database_url() if not args.database_url else args.database_url
-    bench = make_url(server).set(database=BENCH_DB).render_as_string(hide_password=False)
-    os.environ["SEGMENTATION_DATABASE_URL"] = bench
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-    rng = np.random.default_rng(1)
-    try:
+    with scratch_database(server, BENCH_DB) as bench:
+        os.environ["SEGMENTATION_DATABASE_URL"] = bench
+        rng = np.random.default_rng(1)
         with psycopg.connect(bench) as conn:
             migrations.upgrade(conn)
         customers = np.arange(1, args.customers + 1, dtype=np.int64)
@@ -163,13 +160,12 @@ def main() -> None:
                 "SELECT count(*) FROM segmentation.customer_segment_history WHERE run_id = %s", (middle,)
             ).fetchone()[0]
             print(f"every customer's segment after run {middle} ({n:,} rows): {time.perf_counter() - t:.2f} s")
-            back = run_ids[-5]
+            if len(run_ids) < 2:
+                return
+            back = run_ids[-min(5, len(run_ids))]
             t = time.perf_counter()
             make_current(conn, run_id=back, reason="benchmark")
             print(f"rollback to run {back}, rebuilt from the spells: {time.perf_counter() - t:.2f} s")
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
     print(
         f"\n{os.cpu_count()} cores; PostgreSQL at {make_url(server).render_as_string()}; "
         f"{args.keep} runs kept (SEGMENTATION_KEEP_PUBLISHED_RUNS)"

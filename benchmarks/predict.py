@@ -15,8 +15,8 @@ import os
 import time
 
 import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
+
+from benchmarks.scratch import scratch_database
 
 BENCH_DB = "segmentation_bench_predict"
 QUERIES = {
@@ -41,11 +41,7 @@ def main() -> None:
     from segmentation.loading import generate_customers
 
     server = args.database_url or db.database_url()
-    bench = make_url(server).set(database=BENCH_DB).render_as_string(hide_password=False)
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-    try:
+    with scratch_database(server, BENCH_DB) as bench:
         os.environ["SEGMENTATION_DATABASE_URL"] = bench
         with psycopg.connect(bench, autocommit=True) as conn:
             migrations.upgrade(conn)
@@ -67,9 +63,6 @@ def main() -> None:
                     f"{label:36s} {args.rows / best:>10,.0f} customers/s  "
                     f"(runs {', '.join(f'{s:.2f}' for s in seconds)} s)"
                 )
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
 from segmentation.errors import RunRejected, describe
 from segmentation.tasks.announce import announce
-from segmentation.tasks.approval import approval_prompt, publish_approved, wait_for_approval
+from segmentation.tasks.approval import request_approval
 from segmentation.tasks.extract import check_source, extract, quarantine_invalid
 from segmentation.tasks.model import choose_k, train
 from segmentation.tasks.publish import keep_run, prune_history
@@ -110,23 +110,14 @@ def customer_segmentation(
                 return kept
             if isinstance(exc, RunRejected) and approval_timeout_minutes > 0:
                 issues = list(exc.figures.get("quality_issues") or [])
-                try:
-                    prompt = approval_prompt(run.run_id, issues, approval_timeout_minutes)
-                    decision = wait_for_approval(prompt, approval_timeout_minutes)
-                    if decision is not None and decision.approve:
-                        publish_approved(run, decision.note)
-                        report(run.run_id)
-                        prune_history(run)
-                        result = {**exc.figures, "status": "published", "forced": True}
-                        announce("published", {**result, "source_table": source_table}, flow_run_id)
-                        return result
-                    reason += (
-                        f" Rejected in the Prefect UI: {decision.note or '(no note)'}"
-                        if decision is not None
-                        else f" No one approved it within {approval_timeout_minutes:g} minutes."
-                    )
-                except Exception as approval_error:  # noqa: BLE001 - the run stays rejected, and says why
-                    reason += f" The approval could not be completed: {describe(approval_error)}"
+                approved, decision = request_approval(run, issues, approval_timeout_minutes)
+                if approved:
+                    report(run.run_id)
+                    prune_history(run)
+                    result = {**exc.figures, "status": "published", "forced": True}
+                    announce("published", {**result, "source_table": source_table}, flow_run_id)
+                    return result
+                reason += decision
             if isinstance(exc, RunRejected):  # kept as rejected: report it, and apply retention, as for a published run
                 report(run.run_id)
                 prune_history(run)

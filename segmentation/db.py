@@ -81,14 +81,12 @@ def give_to_writer(conn: psycopg.Connection, kind: str, name: sql.Composable) ->
     """Make an object this session just created belong to segmentation_writer, whoever is
     logged in (a superuser, say, which does not act as the writer): a later run under a writer
     login must be able to drop it at retention. kind: TABLE or FUNCTION; name as in ALTER."""
-    if scalar(
-        conn,
-        """SELECT current_user <> w.rolname
-                  AND (r.rolsuper OR pg_has_role(current_user, w.oid, 'MEMBER'))
-           FROM pg_roles r, pg_roles w WHERE r.rolname = current_user AND w.rolname = %s
-           UNION ALL SELECT false LIMIT 1""",
+    row = conn.execute(
+        """SELECT current_user <> w.rolname AND (r.rolsuper OR pg_has_role(current_user, w.oid, 'MEMBER'))
+           FROM pg_roles r, pg_roles w WHERE r.rolname = current_user AND w.rolname = %s""",
         (WRITER_ROLE,),
-    ):
+    ).fetchone()
+    if row and row[0]:  # no row: the writer role does not exist here
         conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kind), name, sql.Identifier(WRITER_ROLE)))
 
 

@@ -61,11 +61,16 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
         spell_rows = conn.execute(
             "DELETE FROM segmentation.segment_spells WHERE customer_id = ANY(%s)", (ids,)
         ).rowcount
-        quarantined = conn.execute(
-            """WITH gone AS (DELETE FROM segmentation.quarantine WHERE customer_id = ANY(%s) RETURNING run_id)
-               SELECT run_id, count(*) FROM gone GROUP BY run_id""",
-            (ids,),
-        ).fetchall()
+        quarantine_rows = sum(
+            n
+            for (n,) in conn.execute(
+                """WITH gone AS (DELETE FROM segmentation.quarantine WHERE customer_id = ANY(%s) RETURNING run_id),
+                        per_run AS (SELECT run_id, count(*) AS n FROM gone GROUP BY run_id)
+                   UPDATE segmentation.runs r SET n_quarantined = r.n_quarantined - p.n
+                   FROM per_run p WHERE p.run_id = r.run_id RETURNING p.n""",
+                (ids,),
+            )
+        )
         conn.execute(
             """UPDATE segmentation.segments s SET n_customers = s.n_customers - m.n, size_change = s.size_change - m.n
                FROM purged_members m WHERE m.run_id = s.run_id AND m.segment_id = s.segment_id"""
@@ -87,11 +92,6 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
                      WHERE run_id IN (SELECT run_id FROM purged_members) GROUP BY run_id) t
                WHERE t.run_id = s.run_id"""
         )
-        for run_id, n in quarantined:
-            conn.execute(
-                "UPDATE segmentation.runs SET n_quarantined = n_quarantined - %s WHERE run_id = %s", (n, run_id)
-            )
-        quarantine_rows = sum(n for _, n in quarantined)
         purge_id = scalar(
             conn,
             """INSERT INTO segmentation.purges (customers, assignment_rows, spell_rows, quarantine_rows)

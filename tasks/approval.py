@@ -17,6 +17,7 @@ from prefect.states import Running
 from pydantic import Field
 
 from segmentation import db
+from segmentation.errors import describe
 from segmentation.settings import Settings
 from segmentation.store import readback
 from segmentation.store.run import Run
@@ -69,3 +70,19 @@ def wait_for_approval(prompt: str, minutes: float) -> Approval | None:
 def publish_approved(run: Run, note: str) -> None:
     run.promote(f"approved in the Prefect UI: {note.strip() or '(no note)'}")
     get_run_logger().info("run %d approved and published (forced): %s", run.run_id, note or "(no note)")
+
+
+def request_approval(run: Run, issues: list[str], minutes: float) -> tuple[bool, str]:
+    """Ask, and publish the run when someone approves it. Called from the flow itself (only a
+    flow run can pause). Returns (published, what became of it, as a sentence to add to the
+    rejection); an error on the way leaves the run rejected, and says why."""
+    try:
+        decision = wait_for_approval(approval_prompt(run.run_id, issues, minutes), minutes)
+        if decision is None:
+            return False, f" No one approved it within {minutes:g} minutes."
+        if not decision.approve:
+            return False, f" Rejected in the Prefect UI: {decision.note or '(no note)'}"
+        publish_approved(run, decision.note)
+        return True, ""
+    except Exception as exc:  # noqa: BLE001 - the run stays rejected, and says why
+        return False, f" The approval could not be completed: {describe(exc)}"

@@ -4,7 +4,7 @@ These functions run in their caller's transaction (see segmentation.db)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import psycopg
@@ -81,12 +81,4 @@ def measure_drift(conn: psycopg.Connection, run_id: int, previous: PreviousRun) 
     if not exists(conn, previous.run_id):
         return None
     found = compare_from_changes(spells.compare(conn, run_id, previous.run_id), previous.sizes)
-    return Drift(
-        previous.run_id,
-        found.customers_compared,
-        found.customers_changed,
-        found.churn,
-        found.adjusted_rand_index,
-        found.customers_added,
-        found.customers_removed,
-    )
+    return Drift(previous.run_id, **asdict(found))
