@@ -150,14 +150,14 @@ def main() -> None:
             t = time.perf_counter()
             for customer in lookups:
                 conn.execute(
-                    "SELECT run_id, segment_id FROM segmentation.customer_segment_history WHERE customer_id = %s",
+                    "SELECT run_id, segment_id FROM segmentation_bi.customer_segment_history WHERE customer_id = %s",
                     (int(customer),),
                 ).fetchall()
             print(f"one customer's history (every kept run): {(time.perf_counter() - t) / len(lookups) * 1000:.2f} ms")
             middle = run_ids[len(run_ids) // 2]
             t = time.perf_counter()
             n = conn.execute(
-                "SELECT count(*) FROM segmentation.customer_segment_history WHERE run_id = %s", (middle,)
+                "SELECT count(*) FROM segmentation_bi.customer_segment_history WHERE run_id = %s", (middle,)
             ).fetchone()[0]
             print(f"every customer's segment after run {middle} ({n:,} rows): {time.perf_counter() - t:.2f} s")
             if len(run_ids) < 2:

@@ -1,4 +1,4 @@
-"""Speed of scoring in SQL: segmentation.predict(to_jsonb(c)) over every customer of the source
+"""Speed of scoring in SQL: segmentation_bi.predict(to_jsonb(c)) over every customer of the source
 table, in one session without parallel workers, for the current run (constants compiled into
 the function) and for a run named by id (one dynamic call per customer).
 
@@ -21,9 +21,9 @@ from benchmarks.scratch import scratch_database
 BENCH_DB = "segmentation_bench_predict"
 QUERIES = {
     "predict(to_jsonb(c))": "SELECT count(p.segment_id) FROM public.customers c "
-    "CROSS JOIN LATERAL segmentation.predict(to_jsonb(c)) p",
+    "CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(c)) p",
     "predict(to_jsonb(c), run_id)": "SELECT count(p.segment_id) FROM public.customers c "
-    "CROSS JOIN LATERAL segmentation.predict(to_jsonb(c), %s) p",
+    "CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(c), %s) p",
     "to_jsonb(c) and three fields only": "SELECT count((j ->> 'age')::float8 + (j ->> 'annual_income')::float8 "
     "+ (j ->> 'spending_score')::float8) FROM (SELECT to_jsonb(c) AS j FROM public.customers c OFFSET 0) s",
 }

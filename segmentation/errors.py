@@ -17,6 +17,10 @@ def describe(exc: BaseException) -> str:
 
     if isinstance(exc, SegmentationError):
         text = str(exc)
+    elif isinstance(exc, psycopg.errors.RaiseException):
+        # RAISE EXCEPTION in this project's own SQL (a migration's precondition): written for
+        # the user, without PL/pgSQL's CONTEXT lines.
+        text = exc.diag.message_primary or str(exc)
     elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
         text = (
             f"the database role lacks a privilege ({exc}); the flow's login needs the segmentation_writer "

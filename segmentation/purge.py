@@ -45,7 +45,7 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
         conn.execute(
             """CREATE TEMPORARY TABLE purged_members ON COMMIT DROP AS
                SELECT run_id, segment_id, count(*) AS n
-               FROM segmentation.customer_segment_history WHERE customer_id = ANY(%(ids)s)
+               FROM segmentation_bi.customer_segment_history WHERE customer_id = ANY(%(ids)s)
                GROUP BY 1, 2
                UNION ALL
                SELECT cs.run_id, cs.segment_id, count(*)

@@ -194,13 +194,13 @@ def keep_assignments(conn, run_id: int) -> str:
 
 def assert_current_run(conn, run_id) -> None:
     """Every current_ view shows exactly run `run_id`, complete."""
-    current, n_customers, k = conn.execute("SELECT run_id, n_customers, k FROM segmentation.current_run").fetchone()
+    current, n_customers, k = conn.execute("SELECT run_id, n_customers, k FROM segmentation_bi.current_run").fetchone()
     assert current == run_id
     assert conn.execute(
-        "SELECT count(*), count(DISTINCT run_id), min(run_id) FROM segmentation.current_customer_segments"
+        "SELECT count(*), count(DISTINCT run_id), min(run_id) FROM segmentation_bi.current_customer_segments"
     ).fetchone() == (n_customers, 1, run_id)
     assert conn.execute(
-        "SELECT count(*), sum(n_customers), min(run_id) FROM segmentation.current_segments"
+        "SELECT count(*), sum(n_customers), min(run_id) FROM segmentation_bi.current_segments"
     ).fetchone() == (k, n_customers, run_id)
 
 
@@ -219,11 +219,11 @@ def bi_reader(database_url: str) -> Iterator[list[tuple]]:
             while not stop.is_set():
                 try:
                     row = reader.execute(
-                        """SELECT (SELECT run_id FROM segmentation.current_run),
-                                  (SELECT n_customers FROM segmentation.current_run),
-                                  (SELECT sum(n_customers) FROM segmentation.current_segments),
+                        """SELECT (SELECT run_id FROM segmentation_bi.current_run),
+                                  (SELECT n_customers FROM segmentation_bi.current_run),
+                                  (SELECT sum(n_customers) FROM segmentation_bi.current_segments),
                                   count(*), count(DISTINCT run_id), min(run_id)
-                           FROM segmentation.current_customer_segments"""
+                           FROM segmentation_bi.current_customer_segments"""
                     ).fetchone()
                     observations.append(row)
                 except psycopg.Error as exc:

@@ -65,7 +65,9 @@ def test_duplicated_ids_in_a_table_without_primary_key_are_quarantined(conn):
     assert rows == [(None, "customer_id is NULL")] + [(5, "customer_id 5 appears 3 times in the source")] * 3
     assert state.result()["n_customers"] == 99
     assert (
-        conn.execute("SELECT count(*) FROM segmentation.current_customer_segments WHERE customer_id = 5").fetchone()[0]
+        conn.execute("SELECT count(*) FROM segmentation_bi.current_customer_segments WHERE customer_id = 5").fetchone()[
+            0
+        ]
         == 0
     )
 
@@ -162,6 +164,6 @@ def test_names_with_quotes_and_spaces_work_when_they_really_exist(conn):
     assert state.is_completed(), state.message
     assert state.result()["n_customers"] == 60
     assert (
-        conn.execute("SELECT source_table FROM segmentation.current_run").fetchone()[0]
+        conn.execute("SELECT source_table FROM segmentation_bi.current_run").fetchone()[0]
         == '"odd ""schema"""."cust; table"'
     )

@@ -70,7 +70,7 @@ def test_demo_fills_an_empty_table_and_prints_segments(cli, database_url, conn):
     assert code == 0
     assert "generated 1500 demo customers" in out
     assert "1500 customers in" in out and "spending_score" in out
-    assert conn.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 1500
+    assert conn.execute("SELECT count(*) FROM segmentation_bi.current_customer_segments").fetchone()[0] == 1500
     code, out, _ = cli("demo")
     assert code == 0 and "already has customers" in out
 
@@ -171,7 +171,7 @@ def test_the_exit_code_and_the_message_follow_the_database(cli, database_url, co
     assert conn.execute("SELECT status FROM segmentation.runs WHERE run_id = %s", (second,)).fetchone() == (
         "published",
     )
-    assert conn.execute("SELECT run_id FROM segmentation.current_run").fetchone() == (second,)
+    assert conn.execute("SELECT run_id FROM segmentation_bi.current_run").fetchone() == (second,)
 
     # A run that failed, with the database gone when the command asks: unknown, said so.
     with monkeypatch.context() as patched:

@@ -48,7 +48,7 @@ def test_two_runs_started_together_publish_exactly_once(conn, database_url, pref
     statuses = conn.execute("SELECT status, count(*) FROM segmentation.runs GROUP BY 1").fetchall()
     assert dict(statuses) == {"published": 1}  # the loser never got as far as a runs row
     assert conn.execute(
-        "SELECT count(*), count(DISTINCT run_id) FROM segmentation.current_customer_segments"
+        "SELECT count(*), count(DISTINCT run_id) FROM segmentation_bi.current_customer_segments"
     ).fetchone() == (5000, 1)
 
 
@@ -91,19 +91,19 @@ def test_source_changes_during_a_run_do_not_reach_it(conn, database_url, prefect
         finally:
             process.kill()
     assert process.returncode == 0, process.stdout.read()
-    run_id, n = conn.execute("SELECT run_id, n_customers FROM segmentation.current_run").fetchone()
+    run_id, n = conn.execute("SELECT run_id, n_customers FROM segmentation_bi.current_run").fetchone()
     assert n == 3000
     ids = conn.execute(
-        "SELECT min(customer_id), max(customer_id), count(*) FROM segmentation.current_customer_segments"
+        "SELECT min(customer_id), max(customer_id), count(*) FROM segmentation_bi.current_customer_segments"
     ).fetchone()
     assert ids == (1, 3000, 3000)
     # Every published mean is the mean of the table as it was when the run started.
     mismatches = conn.execute(
         """WITH truth AS (
                SELECT cs.segment_id, avg(b.spending_score) AS spending, avg(b.age) AS age
-               FROM segmentation.current_customer_segments cs JOIN before_run b USING (customer_id)
+               FROM segmentation_bi.current_customer_segments cs JOIN before_run b USING (customer_id)
                GROUP BY cs.segment_id)
-           SELECT count(*) FROM segmentation.current_segment_centroids c JOIN truth t USING (segment_id)
+           SELECT count(*) FROM segmentation_bi.current_segment_centroids c JOIN truth t USING (segment_id)
            WHERE (c.feature = 'spending_score' AND abs(c.mean - t.spending) > 1e-9)
               OR (c.feature = 'age' AND abs(c.mean - t.age) > 1e-9)"""
     ).fetchone()[0]

@@ -33,8 +33,8 @@ def error_of(state) -> str:
 
 def current_centroids(conn):
     rows = conn.execute(
-        """SELECT s.n_customers, c.feature, c.centroid FROM segmentation.current_segments s
-           JOIN segmentation.current_segment_centroids c USING (run_id, segment_id)"""
+        """SELECT s.n_customers, c.feature, c.centroid FROM segmentation_bi.current_segments s
+           JOIN segmentation_bi.current_segment_centroids c USING (run_id, segment_id)"""
     ).fetchall()
     by_segment = {}
     for n, feature, centroid in rows:
@@ -50,18 +50,18 @@ def assert_mall_segments(conn):
 
 
 def assert_views_show_one_complete_run(conn, run_id):
-    run = conn.execute("SELECT run_id, n_customers, k FROM segmentation.current_run").fetchone()
+    run = conn.execute("SELECT run_id, n_customers, k FROM segmentation_bi.current_run").fetchone()
     assert run[0] == run_id
     n_customers, k = run[1], run[2]
     assert conn.execute(
-        "SELECT array_agg(DISTINCT run_id), count(*), count(DISTINCT customer_id) FROM segmentation.current_customer_segments"
+        "SELECT array_agg(DISTINCT run_id), count(*), count(DISTINCT customer_id) FROM segmentation_bi.current_customer_segments"
     ).fetchone() == ([run_id], n_customers, n_customers)
     assert conn.execute(
-        "SELECT array_agg(DISTINCT run_id), count(*), sum(n_customers) FROM segmentation.current_segments"
+        "SELECT array_agg(DISTINCT run_id), count(*), sum(n_customers) FROM segmentation_bi.current_segments"
     ).fetchone() == ([run_id], k, n_customers)
     features = conn.execute("SELECT features FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()[0]
     assert conn.execute(
-        "SELECT array_agg(DISTINCT run_id), count(*) FROM segmentation.current_segment_centroids"
+        "SELECT array_agg(DISTINCT run_id), count(*) FROM segmentation_bi.current_segment_centroids"
     ).fetchone() == ([run_id], k * len(features))
 
 
@@ -81,11 +81,11 @@ def test_mall_customers_k5_gives_the_five_well_known_segments(conn, mall_csv):
     assert str(flow_run_id) == str(state.state_details.flow_run_id)
     # Every customer gets the segment whose centroid is nearest, with that distance.
     shares = conn.execute(
-        "SELECT sum(share), sum(share_female + share_male + share_unknown_gender) FROM segmentation.current_segments"
+        "SELECT sum(share), sum(share_female + share_male + share_unknown_gender) FROM segmentation_bi.current_segments"
     ).fetchone()
     assert shares[0] == pytest.approx(1.0) and shares[1] == pytest.approx(5.0)
     assert conn.execute(
-        "SELECT min(distance) >= 0, max(distance) < 3 FROM segmentation.current_customer_segments"
+        "SELECT min(distance) >= 0, max(distance) < 3 FROM segmentation_bi.current_customer_segments"
     ).fetchone() == (True, True)
     assert_nearest_centroid(conn, ["annual_income", "spending_score"])
 
@@ -96,13 +96,13 @@ def assert_nearest_centroid(conn, features):
     trained on), and its stored distance is the distance to that centroid."""
     rows = conn.execute(
         "SELECT c.customer_id, c.annual_income::float8, c.spending_score::float8, cs.segment_id, cs.distance "
-        "FROM segmentation.current_customer_segments cs JOIN customers c USING (customer_id) ORDER BY 1"
+        "FROM segmentation_bi.current_customer_segments cs JOIN customers c USING (customer_id) ORDER BY 1"
     ).fetchall()
     X = np.array([r[1:3] for r in rows])
     mean, scale = X.mean(axis=0), X.std(axis=0)
     centroids = conn.execute(
         "SELECT segment_id, array_agg(centroid ORDER BY array_position(%s::text[], feature)) "
-        "FROM segmentation.current_segment_centroids GROUP BY 1 ORDER BY 1",
+        "FROM segmentation_bi.current_segment_centroids GROUP BY 1 ORDER BY 1",
         (features,),
     ).fetchall()
     ids = np.array([c[0] for c in centroids])
@@ -149,9 +149,9 @@ def test_invalid_rows_are_quarantined_with_reasons_and_never_segmented(conn):
         (5, "annual_income -5 is outside at least 0", "5"),
         (6, "annual_income is Infinity", "6"),
     ]
-    segmented = {r[0] for r in conn.execute("SELECT customer_id FROM segmentation.current_customer_segments")}
+    segmented = {r[0] for r in conn.execute("SELECT customer_id FROM segmentation_bi.current_customer_segments")}
     assert segmented.isdisjoint({1, 2, 3, 4, 5, 6}) and len(segmented) == 294
-    assert conn.execute("SELECT n_quarantined FROM segmentation.current_run").fetchone()[0] == 6
+    assert conn.execute("SELECT n_quarantined FROM segmentation_bi.current_run").fetchone()[0] == 6
 
 
 def test_gender_feature_is_normalised_and_unknown_values_are_quarantined(conn):
@@ -168,8 +168,8 @@ def test_gender_feature_is_normalised_and_unknown_values_are_quarantined(conn):
     reasons = [r[0] for r in conn.execute("SELECT reason FROM segmentation.quarantine ORDER BY customer_id")]
     assert reasons == ["gender 'other' is not Female or Male", "gender NULL is not Female or Male"]
     shares = conn.execute(
-        """SELECT c.centroid, s.share_female FROM segmentation.current_segment_centroids c
-           JOIN segmentation.current_segments s USING (run_id, segment_id) WHERE c.feature = 'gender'"""
+        """SELECT c.centroid, s.share_female FROM segmentation_bi.current_segment_centroids c
+           JOIN segmentation_bi.current_segments s USING (run_id, segment_id) WHERE c.feature = 'gender'"""
     ).fetchall()
     # With gender a feature, each segment's gender centroid is its share of women.
     for centroid, share_female in shares:
@@ -192,9 +192,9 @@ def test_custom_schema_table_and_columns(conn):
     state = run(source_table='"Retail".shoppers', id_column="shopper_no", features=["visits", "basket"], k_max=4)
     result = state.result()
     assert (result["k"], result["n_customers"]) == (2, 60)
-    sizes = sorted(r[0] for r in conn.execute("SELECT n_customers FROM segmentation.current_segments"))
+    sizes = sorted(r[0] for r in conn.execute("SELECT n_customers FROM segmentation_bi.current_segments"))
     assert sizes == [30, 30]
-    genders = conn.execute("SELECT share_female FROM segmentation.current_segments").fetchall()
+    genders = conn.execute("SELECT share_female FROM segmentation_bi.current_segments").fetchall()
     assert genders == [(None,), (None,)]  # no gender column in that source
 
 
@@ -298,7 +298,7 @@ def test_chunked_and_sampled_runs_are_exact_and_reproducible(conn, monkeypatch):
     generate_customers(conn, 3000, seed=5)
     baseline = keep_assignments(conn, run(n_clusters=4).result()["run_id"])
 
-    def assignments(table="segmentation.current_customer_segments"):
+    def assignments(table="segmentation_bi.current_customer_segments"):
         return conn.execute(f"SELECT customer_id, segment_id, distance FROM {table} ORDER BY 1").fetchall()
 
     monkeypatch.setenv("SEGMENTATION_CHUNK_ROWS", "128")

@@ -102,7 +102,7 @@ def churn(rows: dict[int, int], gone: dict[int, int], next_id: int, rng: np.rand
 
 
 def history(conn) -> set[tuple[int, int, int]]:
-    return set(conn.execute("SELECT customer_id, run_id, segment_id FROM segmentation.customer_segment_history"))
+    return set(conn.execute("SELECT customer_id, run_id, segment_id FROM segmentation_bi.customer_segment_history"))
 
 
 def history_from_spells(conn) -> set[tuple[int, int, int]]:
@@ -116,7 +116,7 @@ def history_from_spells(conn) -> set[tuple[int, int, int]]:
     newest = max(versions.values())
     found = set()
     for customer, segment, began, ended in conn.execute(
-        "SELECT customer_id, segment_id, valid_from_run_id, valid_to_run_id FROM segmentation.customer_segment_spells"
+        "SELECT customer_id, segment_id, valid_from_run_id, valid_to_run_id FROM segmentation_bi.customer_segment_spells"
     ):
         low = conn.execute("SELECT history_version FROM segmentation.runs WHERE run_id = %s", (began,)).fetchone()[0]
         high = (
@@ -158,7 +158,9 @@ def straightforward_drift(old_id: int, old: dict[int, int], new: dict[int, int])
 
 
 def current(conn) -> tuple[int, dict[int, int], int]:
-    rows = conn.execute("SELECT run_id, customer_id, segment_id, distance FROM segmentation.current_customer_segments")
+    rows = conn.execute(
+        "SELECT run_id, customer_id, segment_id, distance FROM segmentation_bi.current_customer_segments"
+    )
     found = list(rows)
     return found[0][0], {c: s for _, c, s, _ in found}, sum(d is None for *_, d in found)
 
@@ -207,7 +209,7 @@ def test_the_history_answers_for_every_run_as_full_rows_would(conn):
             if run_id in staged[:2]:
                 continue
             found = conn.execute(
-                "SELECT segment_id FROM segmentation.customer_segment_history WHERE customer_id = %s AND run_id = %s",
+                "SELECT segment_id FROM segmentation_bi.customer_segment_history WHERE customer_id = %s AND run_id = %s",
                 (int(customer), run_id),
             ).fetchall()
             assert found == ([(truth[run_id][customer],)] if customer in truth[run_id] else [])

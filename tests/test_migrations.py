@@ -11,13 +11,20 @@ def test_upgrade_is_recorded_and_idempotent(conn):
     rows = conn.execute("SELECT version, name FROM segmentation.schema_migrations ORDER BY version").fetchall()
     assert rows == [(m.version, m.name) for m in migrations.discover()]
     assert migrations.upgrade(conn) == []
-    views = {r[0] for r in conn.execute("SELECT viewname FROM pg_views WHERE schemaname = 'segmentation'")}
-    assert {"current_customer_segments", "current_segments", "current_segment_centroids"} <= views
+    views = {r[0] for r in conn.execute("SELECT viewname FROM pg_views WHERE schemaname = 'segmentation_bi'")}
+    assert views == {
+        "current_run",
+        "current_customer_segments",
+        "current_segments",
+        "current_segment_centroids",
+        "customer_segment_history",
+        "customer_segment_spells",
+    }
 
 
 def test_two_processes_upgrading_at_once_apply_each_migration_once(server_url, database_url):
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA segmentation CASCADE")
+        conn.execute("DROP SCHEMA segmentation, segmentation_bi CASCADE")
         conn.execute("DROP TABLE public.customers")
     results, errors = [], []
 
@@ -57,7 +64,7 @@ def test_a_new_migration_file_is_applied_in_order(conn, tmp_path):
 
 def test_the_history_of_runs_from_before_the_spells_is_carried_over(conn, tmp_path):
     """Published runs kept as full rows before 007 become the history, in publish order."""
-    conn.execute("DROP SCHEMA segmentation CASCADE")
+    conn.execute("DROP SCHEMA segmentation, segmentation_bi CASCADE")
     conn.execute("DROP TABLE public.customers")
     for m in migrations.discover():
         if m.version < 7:
@@ -94,7 +101,7 @@ def test_the_history_of_runs_from_before_the_spells_is_carried_over(conn, tmp_pa
                 (run_id, segment, f"segment {segment}"),
             )
     assert [m.version for m in migrations.upgrade(conn)] == [m.version for m in migrations.discover() if m.version >= 7]
-    history = set(conn.execute("SELECT customer_id, run_id, segment_id FROM segmentation.customer_segment_history"))
+    history = set(conn.execute("SELECT customer_id, run_id, segment_id FROM segmentation_bi.customer_segment_history"))
     assert history == {(c, r, s) for r in (1, 2, 3) for c, s in rows[r].items()}
     assert conn.execute("SELECT run_id, history_version FROM segmentation.runs ORDER BY run_id").fetchall() == [
         (1, 1),
@@ -103,7 +110,7 @@ def test_the_history_of_runs_from_before_the_spells_is_carried_over(conn, tmp_pa
         (4, None),
     ]
     spells = conn.execute(
-        "SELECT customer_id, segment_id, valid_from_run_id, valid_to_run_id FROM segmentation.customer_segment_spells "
+        "SELECT customer_id, segment_id, valid_from_run_id, valid_to_run_id FROM segmentation_bi.customer_segment_spells "
         "ORDER BY customer_id, valid_from_run_id"
     ).fetchall()
     assert spells == [

@@ -44,13 +44,13 @@ def test_predict_agrees_with_the_run_on_every_customer(conn):
     with_gender = published(n_clusters=6, features=["gender", "age", "annual_income", "spending_score"])
     with_gender_rows = keep_assignments(conn, with_gender)
     valid = conn.execute("SELECT count(*) FROM customers WHERE age IS NOT NULL").fetchone()[0]
-    assert disagreements(conn, with_gender, with_gender_rows, "segmentation.predict(to_jsonb(c))") == (
+    assert disagreements(conn, with_gender, with_gender_rows, "segmentation_bi.predict(to_jsonb(c))") == (
         valid,
         0,
         pytest.approx(0, abs=1e-9),
         0,
     )
-    assert disagreements(conn, plain, plain_rows, f"segmentation.predict(to_jsonb(c), {plain})") == (
+    assert disagreements(conn, plain, plain_rows, f"segmentation_bi.predict(to_jsonb(c), {plain})") == (
         valid,
         0,
         pytest.approx(0, abs=1e-9),
@@ -59,13 +59,13 @@ def test_predict_agrees_with_the_run_on_every_customer(conn):
     # A customer the run quarantined (NULL age) is scored as one row with NULL segment.
     assert conn.execute(
         "SELECT p.run_id, p.segment_id, p.segment_name, p.distance FROM customers c "
-        "CROSS JOIN LATERAL segmentation.predict(to_jsonb(c)) p WHERE c.customer_id = 997"
+        "CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(c)) p WHERE c.customer_id = 997"
     ).fetchone() == (with_gender, None, None, None)
     names = dict(
         conn.execute("SELECT segment_id, segment_name FROM segmentation.segments WHERE run_id = %s", (with_gender,))
     )
     name, segment = conn.execute(
-        "SELECT p.segment_name, p.segment_id FROM customers c CROSS JOIN LATERAL segmentation.predict(to_jsonb(c)) p "
+        "SELECT p.segment_name, p.segment_id FROM customers c CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(c)) p "
         "WHERE c.customer_id = 1"
     ).fetchone()
     assert name == names[segment]
@@ -86,29 +86,29 @@ def test_predict_agrees_with_the_run_on_every_customer(conn):
 def test_invalid_input_gives_a_row_with_null_segment(conn, customer):
     generate_customers(conn, 500, seed=52)
     run_id = published(n_clusters=3)
-    assert conn.execute("SELECT * FROM segmentation.predict(%s::jsonb)", (customer,)).fetchall() == [
+    assert conn.execute("SELECT * FROM segmentation_bi.predict(%s::jsonb)", (customer,)).fetchall() == [
         (run_id, None, None, None)
     ]
-    assert conn.execute("SELECT * FROM segmentation.predict(%s::jsonb, %s)", (customer, run_id)).fetchall() == [
+    assert conn.execute("SELECT * FROM segmentation_bi.predict(%s::jsonb, %s)", (customer, run_id)).fetchall() == [
         (run_id, None, None, None)
     ]
 
 
 def test_predict_follows_the_current_run_and_refuses_an_unknown_one(conn):
-    assert conn.execute("SELECT * FROM segmentation.predict('{}'::jsonb)").fetchall() == [(None, None, None, None)]
+    assert conn.execute("SELECT * FROM segmentation_bi.predict('{}'::jsonb)").fetchall() == [(None, None, None, None)]
     generate_customers(conn, 1000, seed=53)
     first = published(n_clusters=3)
     second = published(n_clusters=4)
     customer = '{"age": 30, "annual_income": 60, "spending_score": 50}'
-    assert conn.execute("SELECT run_id FROM segmentation.predict(%s::jsonb)", (customer,)).fetchone() == (second,)
+    assert conn.execute("SELECT run_id FROM segmentation_bi.predict(%s::jsonb)", (customer,)).fetchone() == (second,)
     from segmentation.rollback import make_current
 
     make_current(conn, run_id=first, reason="test")
-    assert conn.execute("SELECT run_id FROM segmentation.predict(%s::jsonb)", (customer,)).fetchone() == (first,)
+    assert conn.execute("SELECT run_id FROM segmentation_bi.predict(%s::jsonb)", (customer,)).fetchone() == (first,)
     with pytest.raises(psycopg.errors.NoDataFound, match="run 999 has no model kept"):
-        conn.execute("SELECT * FROM segmentation.predict(%s::jsonb, 999)", (customer,))
+        conn.execute("SELECT * FROM segmentation_bi.predict(%s::jsonb, 999)", (customer,))
     function = conn.execute(
-        "SELECT p.provolatile, p.proparallel FROM pg_proc p WHERE p.oid = 'segmentation.predict(jsonb)'::regprocedure"
+        "SELECT p.provolatile, p.proparallel FROM pg_proc p WHERE p.oid = 'segmentation_bi.predict(jsonb)'::regprocedure"
     ).fetchone()
     assert function == ("s", "s")  # STABLE PARALLEL SAFE
 

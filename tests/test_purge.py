@@ -33,7 +33,7 @@ COPIES = {
     "assignments": "segmentation.customer_segments",
     "spells": "segmentation.segment_spells",
     "quarantine": "segmentation.quarantine",
-    "history": "segmentation.customer_segment_history",
+    "history": "segmentation_bi.customer_segment_history",
 }
 
 
@@ -53,7 +53,7 @@ def assert_figures_add_up(conn) -> None:
     ).fetchall():
         rows = dict(
             conn.execute(
-                "SELECT segment_id, count(*) FROM segmentation.customer_segment_history WHERE run_id = %s GROUP BY 1"
+                "SELECT segment_id, count(*) FROM segmentation_bi.customer_segment_history WHERE run_id = %s GROUP BY 1"
                 if history is not None
                 else "SELECT segment_id, count(*) FROM segmentation.customer_segments WHERE run_id = %s GROUP BY 1",
                 (run_id,),
@@ -108,7 +108,7 @@ def test_purge_erases_every_copy_and_keeps_every_run_whole(conn, database_url, c
 
     # Customer 5 is still in the source: the next run brings it back, and its drift is exact.
     conn.execute(
-        "CREATE TABLE before_next AS SELECT customer_id, segment_id FROM segmentation.current_customer_segments"
+        "CREATE TABLE before_next AS SELECT customer_id, segment_id FROM segmentation_bi.current_customer_segments"
     )
     following = published()
     drift = conn.execute(
@@ -119,7 +119,7 @@ def test_purge_erases_every_copy_and_keeps_every_run_whole(conn, database_url, c
     expected = conn.execute(
         """SELECT count(*) FILTER (WHERE o.customer_id IS NOT NULL AND n.customer_id IS NOT NULL),
                   count(*) FILTER (WHERE o.customer_id IS NULL), count(*) FILTER (WHERE n.customer_id IS NULL)
-           FROM before_next o FULL JOIN segmentation.current_customer_segments n USING (customer_id)"""
+           FROM before_next o FULL JOIN segmentation_bi.current_customer_segments n USING (customer_id)"""
     ).fetchone()
     assert drift == (second, *expected) and expected[1] == 1
     assert_figures_add_up(conn)

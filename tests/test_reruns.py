@@ -31,7 +31,7 @@ def assert_identical(conn, first: dict, second: dict, first_rows: str) -> None:
     differ = conn.execute(
         f"""SELECT count(*) FILTER (WHERE a.segment_id IS DISTINCT FROM b.segment_id),
                    max(abs(a.distance - b.distance)), count(*)
-            FROM {first_rows} a FULL JOIN segmentation.current_customer_segments b USING (customer_id)"""
+            FROM {first_rows} a FULL JOIN segmentation_bi.current_customer_segments b USING (customer_id)"""
     ).fetchone()
     assert differ[0] == 0 and differ[1] < 1e-9 and differ[2] == first["n_customers"] == second["n_customers"]
     drift = conn.execute(

@@ -178,6 +178,6 @@ def test_run_no_publish_from_the_command_line(conn, capsys):
     assert main(["run", "--k", "3", "--no-publish"]) == 0
     out = capsys.readouterr().out
     assert "staged" in out and "not published" in out
-    assert conn.execute("SELECT count(*) FROM segmentation.current_run").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM segmentation_bi.current_run").fetchone()[0] == 0
     assert main(["show"]) == 1
     assert "no published run yet" in capsys.readouterr().out

@@ -64,7 +64,7 @@ def test_database_url_from_a_prefect_secret_block(conn, database_url, monkeypatc
     monkeypatch.setenv("SEGMENTATION_DATABASE_URL_SECRET", name)
     state = customer_segmentation(**FAST, return_state=True)
     assert state.is_completed(), state.message
-    assert conn.execute("SELECT n_customers FROM segmentation.current_run").fetchone()[0] == 500
+    assert conn.execute("SELECT n_customers FROM segmentation_bi.current_run").fetchone()[0] == 500
     assert PASSWORD not in repr(state.result())
     monkeypatch.setenv("SEGMENTATION_DATABASE_URL_SECRET", "no-such-block")
     state = customer_segmentation(**FAST, return_state=True)
@@ -145,19 +145,20 @@ def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, p
     monkeypatch.setenv("SEGMENTATION_DATABASE_URL", logins["writer"])
     assert customer_segmentation(**FAST, return_state=True).is_completed()
     with psycopg.connect(logins["reader"], autocommit=True) as reader:
-        assert reader.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 1000
-        assert reader.execute("SELECT count(*) FROM segmentation.current_segments").fetchone()[0] == 3
-        assert reader.execute("SELECT count(*) FROM segmentation.current_segment_centroids").fetchone()[0] == 9
-        assert reader.execute("SELECT n_customers FROM segmentation.current_run").fetchone()[0] == 1000
-        assert reader.execute("SELECT count(*) FROM segmentation.customer_segment_history").fetchone()[0] == 1000
-        assert reader.execute("SELECT count(*) FROM segmentation.customer_segment_spells").fetchone()[0] == 1000
+        assert reader.execute("SELECT count(*) FROM segmentation_bi.current_customer_segments").fetchone()[0] == 1000
+        assert reader.execute("SELECT count(*) FROM segmentation_bi.current_segments").fetchone()[0] == 3
+        assert reader.execute("SELECT count(*) FROM segmentation_bi.current_segment_centroids").fetchone()[0] == 9
+        assert reader.execute("SELECT n_customers FROM segmentation_bi.current_run").fetchone()[0] == 1000
+        assert reader.execute("SELECT count(*) FROM segmentation_bi.customer_segment_history").fetchone()[0] == 1000
+        assert reader.execute("SELECT count(*) FROM segmentation_bi.customer_segment_spells").fetchone()[0] == 1000
         # Scoring in SQL, with the current run and with a run named by id.
-        run_id = reader.execute("SELECT run_id FROM segmentation.current_run").fetchone()[0]
+        run_id = reader.execute("SELECT run_id FROM segmentation_bi.current_run").fetchone()[0]
         customer = '{"age": 30, "annual_income": 60, "spending_score": 50}'
-        scored = reader.execute("SELECT * FROM segmentation.predict(%s::jsonb)", (customer,)).fetchone()
+        scored = reader.execute("SELECT * FROM segmentation_bi.predict(%s::jsonb)", (customer,)).fetchone()
         assert scored[0] == run_id and scored[1] is not None
         assert (
-            reader.execute("SELECT * FROM segmentation.predict(%s::jsonb, %s)", (customer, run_id)).fetchone() == scored
+            reader.execute("SELECT * FROM segmentation_bi.predict(%s::jsonb, %s)", (customer, run_id)).fetchone()
+            == scored
         )
         denied = [
             "SELECT * FROM segmentation.run_models",
@@ -173,10 +174,92 @@ def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, p
             "UPDATE public.customers SET age = 1",
             "CREATE TABLE segmentation.mine (x int)",
             "CREATE TABLE public.mine (x int)",
-            "DROP VIEW segmentation.current_segments",
-            "ALTER VIEW segmentation.current_run RENAME TO x",
+            "CREATE TABLE segmentation_bi.mine (x int)",
+            "SELECT segmentation.route_predict()",
+            "DROP VIEW segmentation_bi.current_segments",
+            "ALTER VIEW segmentation_bi.current_run RENAME TO x",
             "TRUNCATE segmentation.runs",
         ]
         for statement in denied:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 reader.execute(statement)
+
+
+BI_VIEWS = {
+    "current_run",
+    "current_customer_segments",
+    "current_segments",
+    "current_segment_centroids",
+    "customer_segment_history",
+    "customer_segment_spells",
+}
+
+
+def test_a_bi_tool_lists_only_what_the_reader_can_chart(conn, logins, monkeypatch, prefect_harness):
+    """What Superset, Metabase and Tableau read through SQLAlchemy's inspector as the reader: the
+    one schema it may use, only views in it, each one selectable, each view and column described,
+    and the snapshot views dated. And the README's CRM export, for a login that may also read the
+    source table."""
+    from sqlalchemy import create_engine, inspect, text
+
+    generate_customers(conn, 1000, seed=46)
+    monkeypatch.setenv("SEGMENTATION_DATABASE_URL", logins["writer"])
+    assert customer_segmentation(**FAST, return_state=True).is_completed()
+    run_id, published_at = conn.execute(
+        "SELECT run_id, published_at FROM segmentation.runs WHERE status = 'published'"
+    ).fetchone()
+    # A role in no group: what every login may use anyway (PUBLIC's grants, such as on public).
+    plain = f"seg_plain_{uuid.uuid4().hex[:8]}"
+    conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(plain)))
+    try:
+        usable = conn.execute(
+            """SELECT nspname FROM pg_namespace
+               WHERE has_schema_privilege('segmentation_reader', oid, 'USAGE')
+                 AND NOT has_schema_privilege(%s, oid, 'USAGE')""",
+            (plain,),
+        ).fetchall()
+    finally:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(plain)))
+    assert usable == [("segmentation_bi",)]
+
+    engine = create_engine(logins["reader"].replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        inspector = inspect(engine)
+        assert inspector.get_table_names("segmentation_bi") == []
+        assert set(inspector.get_view_names("segmentation_bi")) == BI_VIEWS
+        undescribed = []
+        with engine.connect() as bi:
+            for view in sorted(BI_VIEWS):
+                if not (inspector.get_table_comment(view, "segmentation_bi")["text"] or "").strip():
+                    undescribed.append(view)
+                undescribed += [
+                    f"{view}.{c['name']}"
+                    for c in inspector.get_columns(view, "segmentation_bi")
+                    if not (c.get("comment") or "").strip()
+                ]
+                rows = bi.execute(text(f"SELECT * FROM segmentation_bi.{view}")).mappings().all()
+                assert rows, view
+                if view.startswith("current_"):
+                    assert {r["run_id"] for r in rows} == {run_id}
+                    assert {r["published_at"] for r in rows} == {published_at}, view
+            with pytest.raises(Exception, match="permission denied for schema segmentation"):
+                bi.execute(text("SELECT * FROM segmentation.runs"))
+        assert undescribed == []
+    finally:
+        engine.dispose()
+
+    # The CRM export joins the segments to the source's personal data: a login in the reader
+    # role that is also granted SELECT on the source table, not a BI tool's reader login.
+    crm = make_url(logins["reader"]).username
+    crm_export = """SELECT cu.* FROM segmentation_bi.current_customer_segments cs
+                    JOIN public.customers cu USING (customer_id) WHERE cs.segment_id = 2"""
+    expected = conn.execute(crm_export).fetchall()
+    assert 0 < len(expected) < 1000
+    with (
+        psycopg.connect(logins["reader"], autocommit=True) as reader,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table customers"),
+    ):
+        reader.execute(crm_export)
+    conn.execute(sql.SQL("GRANT SELECT ON public.customers TO {}").format(sql.Identifier(crm)))
+    with psycopg.connect(logins["reader"], autocommit=True) as reader:
+        assert reader.execute(crm_export).fetchall() == expected

@@ -122,7 +122,7 @@ def test_served_deployment_runs_ui_triggered_runs_one_at_a_time(prefect_server, 
         assert (status, k, features) == ("published", 5, ["annual_income", "spending_score"])
         assert (stored["n_clusters"], stored["features"]) == (5, ["annual_income", "spending_score"])
         assert str(flow_run_id) == str(first.id)
-        assert conn.execute("SELECT run_id, n_customers FROM segmentation.current_run").fetchone() == (run_id, 200)
+        assert conn.execute("SELECT run_id, n_customers FROM segmentation_bi.current_run").fetchone() == (run_id, 200)
 
         artifacts = {
             a.key: a

@@ -35,7 +35,7 @@ def segments_by_id(conn, run_id):
 def assignments(conn, run_id):
     return dict(
         conn.execute(
-            "SELECT customer_id, segment_id FROM segmentation.customer_segment_history WHERE run_id = %s", (run_id,)
+            "SELECT customer_id, segment_id FROM segmentation_bi.customer_segment_history WHERE run_id = %s", (run_id,)
         ).fetchall()
     )
 
@@ -72,7 +72,7 @@ def test_mall_segments_get_the_names_people_use(conn, mall_csv):
     }
     # Names reach every current_ view.
     for view in ("current_segments", "current_customer_segments", "current_segment_centroids"):
-        found = {r[0] for r in conn.execute(f"SELECT DISTINCT segment_name FROM segmentation.{view}")}
+        found = {r[0] for r in conn.execute(f"SELECT DISTINCT segment_name FROM segmentation_bi.{view}")}
         assert found == set(names.values()), view
 
 
@@ -140,14 +140,14 @@ def test_gate_rejects_a_truncated_source_and_force_publish_overrides(conn):
     summary = reported["segmentation-summary"].data
     assert summary.startswith(f"# Segmentation run {good['run_id'] + 1}: rejected")
     assert "valid customers fell from 2000 to 200" in summary and "## Segments" in summary
-    current = conn.execute("SELECT run_id, n_customers FROM segmentation.current_run").fetchone()
+    current = conn.execute("SELECT run_id, n_customers FROM segmentation_bi.current_run").fetchone()
     assert current == (good["run_id"], 2000)
-    assert conn.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 2000
+    assert conn.execute("SELECT count(*) FROM segmentation_bi.current_customer_segments").fetchone()[0] == 2000
 
     forced = published(n_clusters=5, force_publish=True)
     assert forced["forced"] is True
     row = conn.execute(
-        "SELECT run_id, n_customers, forced, quality_issues, customers_removed FROM segmentation.current_run"
+        "SELECT run_id, n_customers, forced, quality_issues, customers_removed FROM segmentation_bi.current_run"
     ).fetchone()
     assert row[:3] == (forced["run_id"], 200, True)
     assert "valid customers fell from 2000 to 200" in row[3][0]
@@ -189,9 +189,9 @@ def test_retention_drops_exactly_the_oldest_runs_customer_rows(conn, monkeypatch
     assert statuses == [(r, "published", r in dropped) for r in run_ids]
     # Run-level rows stay for every run.
     assert conn.execute("SELECT count(DISTINCT run_id) FROM segmentation.segments").fetchone()[0] == 4
-    assert conn.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 200
+    assert conn.execute("SELECT count(*) FROM segmentation_bi.current_customer_segments").fetchone()[0] == 200
     history = conn.execute(
-        """SELECT run_id, segment_id, segment_name FROM segmentation.customer_segment_history
+        """SELECT run_id, segment_id, segment_name FROM segmentation_bi.customer_segment_history
            WHERE customer_id = 1 ORDER BY published_at"""
     ).fetchall()
     assert [h[0] for h in history] == kept
@@ -241,8 +241,8 @@ def test_a_rejected_run_does_not_wait_for_bi_readers(conn, database_url):
         # session gave up (20 s), and the session's next query would then fail: that it
         # still answers, in the same transaction, shows the run never waited for it.
         reader.execute("SET idle_in_transaction_session_timeout = '20s'")
-        reader.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()
+        reader.execute("SELECT count(*) FROM segmentation_bi.current_customer_segments").fetchone()
         state = run(n_clusters=5, min_silhouette=0.99)
         assert state.is_failed() and "quality gate rejected" in state.message
         assert reader.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
-        assert reader.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 2000
+        assert reader.execute("SELECT count(*) FROM segmentation_bi.current_customer_segments").fetchone()[0] == 2000

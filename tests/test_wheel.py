@@ -147,7 +147,7 @@ def test_the_installed_commands_work_from_another_directory(venv, server_url, pr
         with psycopg.connect(with_database(server_url, name)) as conn:
             versions = [r[0] for r in conn.execute("SELECT version FROM segmentation.schema_migrations ORDER BY 1")]
             assert versions == sorted(int(p.name[:3]) for p in (ROOT / "sql").glob("*.sql"))
-            assert conn.execute("SELECT count(*) FROM segmentation.current_customer_segments").fetchone()[0] == 500
+            assert conn.execute("SELECT count(*) FROM segmentation_bi.current_customer_segments").fetchone()[0] == 500
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -35,7 +35,7 @@ class PreviousRun:
 
 
 def previous_run(conn: psycopg.Connection) -> PreviousRun | None:
-    row = conn.execute("SELECT run_id, source_table, features, n_customers FROM segmentation.current_run").fetchone()
+    row = conn.execute("SELECT run_id, source_table, features, n_customers FROM segmentation_bi.current_run").fetchone()
     if row is None:
         return None
     run_id, source_table, features, n_customers = row

@@ -217,5 +217,5 @@ def mark_pruned(conn: psycopg.Connection, run_id: int) -> None:
 
 
 def current_run_id(conn: psycopg.Connection) -> int | None:
-    row = conn.execute("SELECT run_id FROM segmentation.current_run").fetchone()
+    row = conn.execute("SELECT run_id FROM segmentation_bi.current_run").fetchone()
     return None if row is None else int(row[0])

@@ -12,11 +12,11 @@ written into the function, and each step is fenced (OFFSET 0) so that PostgreSQL
 once per customer instead of once per use.
 
 `segmentation.predict_run_<run_id>(customer jsonb)` is created when the run completes;
-`segmentation.predict(customer jsonb, run_id bigint)` routes to the run's own function, and is
-rewritten whenever a model is kept or dropped; `segmentation.predict(customer jsonb)` (sql/
-006_scoring.sql) reads the current run from segmentation.current_run in the query's own
-snapshot, like the views, so a query never scores with one run while its views show another. These functions run in their caller's
-transaction (see segmentation.db)."""
+`segmentation_bi.predict(customer jsonb, run_id bigint)` routes to the run's own function, and is
+rewritten whenever a model is kept or dropped; `segmentation_bi.predict(customer jsonb)` (sql/
+009_bi_schema.sql) reads the current run from segmentation_bi.current_run in the query's own
+snapshot, like the views, so a query never scores with one run while its views show another.
+These functions run in their caller's transaction (see segmentation.db)."""
 
 from __future__ import annotations
 
@@ -110,27 +110,10 @@ def drop(conn: psycopg.Connection, run_id: int) -> None:
 
 
 def _route_by_run(conn: psycopg.Connection) -> None:
-    """Replace segmentation.predict(customer, run_id) with one branch per kept model. Called
-    with a constant run_id (the usual case), PostgreSQL folds the other branches away at
-    planning and inlines the run's own function: as fast as predict(customer). An unknown
-    run_id goes to no_model(), which says so."""
-    kept = [r[0] for r in conn.execute("SELECT run_id FROM segmentation.run_models ORDER BY run_id")]
-    branches = [
-        sql.SQL("SELECT * FROM {}(customer) WHERE predict.run_id = {}").format(run_function(r), sql.Literal(r))
-        for r in kept
-    ]
-    known = sql.SQL(", ").join(sql.Literal(r) for r in kept) if kept else sql.SQL("NULL")
-    branches.append(
-        sql.SQL(
-            "SELECT * FROM segmentation.no_model(predict.run_id) WHERE predict.run_id IS NULL OR predict.run_id NOT IN ({})"
-        ).format(known)
-    )
-    conn.execute(
-        sql.SQL(
-            "CREATE OR REPLACE FUNCTION segmentation.predict(customer jsonb, run_id bigint) {} "
-            "LANGUAGE sql STABLE PARALLEL SAFE AS {}"
-        ).format(_RETURNS, sql.Literal(sql.SQL(" UNION ALL ").join(branches).as_string(conn)))
-    )
+    """Rewrite segmentation_bi.predict(customer, run_id) with one branch per kept model: the
+    SQL function segmentation.route_predict() (sql/009_bi_schema.sql) is the one place that
+    writes it."""
+    conn.execute("SELECT segmentation.route_predict()")
 
 
 def _float(value: float) -> sql.Composable:

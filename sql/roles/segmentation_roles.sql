@@ -2,12 +2,12 @@
 -- when the connecting role may create roles; otherwise a DBA runs it (psql -f), after every
 -- upgrade that adds objects. Idempotent.
 --
--- segmentation_writer: what the nightly flow needs. Owns the segmentation schema and all in
---   it, reads the source table. Grant it to the flow's login role:
+-- segmentation_writer: what the nightly flow needs. Owns the segmentation and segmentation_bi
+--   schemas and all in them, reads the source table. Grant it to the flow's login role:
 --   CREATE ROLE segmentation_flow LOGIN PASSWORD '...' IN ROLE segmentation_writer;
--- segmentation_reader: BI. SELECT on the current_ views and the history views, and EXECUTE on
---   segmentation.predict, only; no access to the source table's personal data, nor to the
---   segmentation tables themselves.
+-- segmentation_reader: BI. USAGE on segmentation_bi only, and SELECT and EXECUTE on what it
+--   holds (the views and predict); no access to the source table's personal data, nor to the
+--   schema segmentation and its tables, which a BI tool then does not list as datasets.
 --   CREATE ROLE metabase LOGIN PASSWORD '...' IN ROLE segmentation_reader;
 
 DO $roles$
@@ -21,24 +21,34 @@ BEGIN
 END
 $roles$;
 
--- The writer owns the schema and every table, view and sequence in it, so it can create,
--- attach, detach and drop a run's partition, and apply later migrations itself.
+-- The writer owns both schemas and every table, view, type and function in them, so it can
+-- create, attach, detach and drop a run's partition, and apply later migrations itself.
 -- Only what is not the writer's yet: ALTER ... OWNER locks the object against BI readers.
 DO $owner$
 DECLARE
     object record;
 BEGIN
-    IF (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'segmentation') <> 'segmentation_writer' THEN
-        ALTER SCHEMA segmentation OWNER TO segmentation_writer;
-    END IF;
     FOR object IN
-        SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'segmentation' AND c.relkind IN ('r', 'p', 'v', 'm')
+        SELECT nspname FROM pg_namespace
+        WHERE nspname IN ('segmentation', 'segmentation_bi') AND pg_get_userbyid(nspowner) <> 'segmentation_writer'
+    LOOP
+        EXECUTE format('ALTER SCHEMA %I OWNER TO segmentation_writer', object.nspname);
+    END LOOP;
+    FOR object IN
+        SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname IN ('segmentation', 'segmentation_bi') AND c.relkind IN ('r', 'p', 'v', 'm')
           AND pg_get_userbyid(c.relowner) <> 'segmentation_writer'
     LOOP
-        EXECUTE format('ALTER %s segmentation.%I OWNER TO segmentation_writer',
+        EXECUTE format('ALTER %s %I.%I OWNER TO segmentation_writer',
                        CASE object.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,
-                       object.relname);
+                       object.nspname, object.relname);
+    END LOOP;
+    FOR object IN
+        SELECT t.oid::regtype AS name FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        JOIN pg_class c ON c.oid = t.typrelid AND c.relkind = 'c'
+        WHERE n.nspname IN ('segmentation', 'segmentation_bi') AND pg_get_userbyid(t.typowner) <> 'segmentation_writer'
+    LOOP
+        EXECUTE format('ALTER TYPE %s OWNER TO segmentation_writer', object.name);
     END LOOP;
 END
 $owner$;
@@ -46,36 +56,34 @@ $owner$;
 GRANT USAGE ON SCHEMA public TO segmentation_writer;
 GRANT SELECT ON public.customers TO segmentation_writer;
 
--- Views run with their owner's (the writer's) privileges, so the reader needs nothing else.
+-- Views run with their owner's (the writer's) privileges, so the reader needs nothing else:
+-- everything in segmentation_bi, and not even USAGE on segmentation.
 REVOKE ALL ON ALL TABLES IN SCHEMA segmentation FROM segmentation_reader;
-GRANT USAGE ON SCHEMA segmentation TO segmentation_reader;
-GRANT SELECT ON segmentation.current_run,
-                segmentation.current_customer_segments,
-                segmentation.current_segments,
-                segmentation.current_segment_centroids,
-                segmentation.customer_segment_history,
-                segmentation.customer_segment_spells
-    TO segmentation_reader;
+REVOKE ALL ON SCHEMA segmentation FROM segmentation_reader;
+GRANT USAGE ON SCHEMA segmentation_bi TO segmentation_reader;
+GRANT SELECT ON ALL TABLES IN SCHEMA segmentation_bi TO segmentation_reader;
 
--- Scoring in SQL (sql/006_scoring.sql): the reader may call predict, nobody else by default.
--- predict(customer, run_id) calls the per-run functions with the caller's rights (so that
--- PostgreSQL can inline them): each run grants the reader EXECUTE on its own as it creates it.
+-- Scoring in SQL (sql/006_scoring.sql, 009_bi_schema.sql): the reader may call predict, nobody
+-- else by default. predict(customer, run_id) calls the per-run functions with the caller's
+-- rights (so that PostgreSQL can inline them): each run grants the reader EXECUTE on its own as
+-- it creates it.
 DO $functions$
 DECLARE
     fn regprocedure;
 BEGIN
     FOR fn IN
         SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname = 'segmentation' AND pg_get_userbyid(p.proowner) <> 'segmentation_writer'
+        WHERE n.nspname IN ('segmentation', 'segmentation_bi') AND pg_get_userbyid(p.proowner) <> 'segmentation_writer'
     LOOP
         EXECUTE format('ALTER FUNCTION %s OWNER TO segmentation_writer', fn);
     END LOOP;
 END
 $functions$;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA segmentation FROM PUBLIC;
-ALTER DEFAULT PRIVILEGES FOR ROLE segmentation_writer IN SCHEMA segmentation REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION segmentation.predict(jsonb), segmentation.predict(jsonb, bigint),
-                          segmentation.no_model(bigint) TO segmentation_reader;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA segmentation, segmentation_bi FROM PUBLIC;
+ALTER DEFAULT PRIVILEGES FOR ROLE segmentation_writer IN SCHEMA segmentation, segmentation_bi
+    REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA segmentation_bi TO segmentation_reader;
+GRANT EXECUTE ON FUNCTION segmentation.no_model(bigint) TO segmentation_reader;
 DO $per_run$
 DECLARE
     fn regprocedure;
