@@ -17,7 +17,7 @@ DEFAULT_TIMEZONE = "UTC"
 TAGS = ["segmentation", "nightly"]
 DESCRIPTION = (
     "Nightly customer segmentation: retrains KMeans on the source table and publishes the segments "
-    "to the segmentation schema (BI views segmentation.current_*). Run with other parameters from "
+    "for BI in the views segmentation_bi.current_*. Run with other parameters from "
     "the Run button; the run report is in each flow run's Artifacts tab."
 )
 
