@@ -12,7 +12,8 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 COPY --from=wheel /wheels /wheels
-RUN python3 -m venv /app/.venv && /app/.venv/bin/pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# With the dask extra: the same image runs the flow, the Dask scheduler and the Dask workers.
+RUN python3 -m venv /app/.venv && /app/.venv/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[dask]" && rm -rf /wheels
 
 ENV PATH="/app/.venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \

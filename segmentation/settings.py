@@ -42,6 +42,11 @@ class Settings:
     silhouette_sample_size: int = 5_000
     keep_published_runs: int = 30
     quarantine_keep_days: int = 30
+    # The scoring pass on Dask (segmentation.tasks.ranges): a scheduler's address, or a
+    # temporary local cluster of this many worker processes; neither: in this process.
+    dask_address: str | None = None
+    dask_workers: int | None = None
+    dask_sessions: int | None = None  # concurrent COPY sessions at most; None: one per worker
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -59,7 +64,12 @@ class Settings:
             silhouette_sample_size=_positive_int("SEGMENTATION_SILHOUETTE_SAMPLE_SIZE", cls.silhouette_sample_size),
             keep_published_runs=_positive_int("SEGMENTATION_KEEP_PUBLISHED_RUNS", cls.keep_published_runs),
             quarantine_keep_days=_positive_int("SEGMENTATION_QUARANTINE_KEEP_DAYS", cls.quarantine_keep_days),
+            **_dask_settings(),
         )
+
+    @property
+    def on_dask(self) -> bool:
+        return self.dask_address is not None or self.dask_workers is not None
 
     def sizes(self) -> dict[str, int]:
         """The sampling and chunking settings, recorded with every run."""
@@ -69,6 +79,27 @@ class Settings:
             "k_selection_sample_size": self.k_selection_sample_size,
             "silhouette_sample_size": self.silhouette_sample_size,
         }
+
+    def in_force(self) -> dict[str, Any]:
+        """The settings recorded with every run (runs.params): sizes, and where it scores."""
+        return {
+            **self.sizes(),
+            "dask_address": self.dask_address,
+            "dask_workers": self.dask_workers,
+            "dask_sessions": self.dask_sessions,
+        }
+
+
+def _dask_settings() -> dict[str, Any]:
+    address = os.environ.get("SEGMENTATION_DASK_ADDRESS") or None
+    workers = _positive_int("SEGMENTATION_DASK_WORKERS", 0) if os.environ.get("SEGMENTATION_DASK_WORKERS") else None
+    if address is not None and workers is not None:
+        raise SegmentationError(
+            "SEGMENTATION_DASK_ADDRESS and SEGMENTATION_DASK_WORKERS are both set; set the address to use an "
+            "existing Dask cluster, or the number of workers to start a local one, not both"
+        )
+    sessions = _positive_int("SEGMENTATION_DASK_SESSIONS", 0) if os.environ.get("SEGMENTATION_DASK_SESSIONS") else None
+    return {"dask_address": address, "dask_workers": workers, "dask_sessions": sessions}
 
 
 def _secret_block(name: str) -> str:

@@ -49,13 +49,39 @@ def without_interpolation(value: str) -> str:
     return re.sub(r"\$\{[^}]*\}", "x", value)
 
 
-def test_the_five_services_and_their_images():
-    assert set(SERVICES) == {"postgres", "prefect-server", "db-setup", "segmentation", "demo-data"}
+def test_the_five_services_the_dask_profile_and_their_images():
+    assert {n for n, s in SERVICES.items() if "profiles" not in s} == {
+        "postgres",
+        "prefect-server",
+        "db-setup",
+        "segmentation",
+        "demo-data",
+    }
+    assert {n for n, s in SERVICES.items() if s.get("profiles") == ["dask"]} == {"dask-scheduler", "dask-worker"}
     assert SERVICES["postgres"]["image"].startswith("postgres:")
     assert SERVICES["prefect-server"]["image"].startswith("prefecthq/prefect:3")
-    for name in ("db-setup", "segmentation", "demo-data"):
+    for name in ("db-setup", "segmentation", "demo-data", "dask-scheduler", "dask-worker"):
         assert SERVICES[name]["build"] == "."
         assert SERVICES[name]["image"] == "customer-segmentation:latest"
+    # --scale dask-worker=N: no fixed name or host port.
+    assert "container_name" not in SERVICES["dask-worker"] and "ports" not in SERVICES["dask-worker"]
+
+
+def test_dask_commands_exist_and_the_workers_reach_the_scheduler_and_the_database():
+    scheduler, worker = commands(SERVICES["dask-scheduler"]), commands(SERVICES["dask-worker"])
+    assert scheduler == [["dask", "scheduler", "--host", "0.0.0.0", "--port", "8786", "--no-dashboard"]]
+    assert worker == [["dask", "worker", "tcp://dask-scheduler:8786", "--nthreads", "1", "--no-dashboard"]]
+    for argv in (scheduler[0], worker[0]):
+        help_text = subprocess.run(
+            [str(Path(sys.executable).parent / "dask"), argv[1], "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        for option in (a for a in argv[2:] if a.startswith("--")):
+            assert option in help_text, option
+    # The workers have what the flow has: the database URL and the Prefect API.
+    assert SERVICES["dask-worker"]["environment"] == SERVICES["segmentation"]["environment"]
+    assert SERVICES["segmentation"]["environment"]["SEGMENTATION_DASK_ADDRESS"] == "${SEGMENTATION_DASK_ADDRESS:-}"
+    assert "SEGMENTATION_DASK_ADDRESS=tcp://dask-scheduler:8786" in (ROOT / ".env.example").read_text()
+    assert "8786" in " ".join(SERVICES["dask-scheduler"]["healthcheck"]["test"])
 
 
 def test_segmentation_commands_exist_in_the_cli():
@@ -88,7 +114,7 @@ def test_prefect_server_command_exists_and_listens_on_4200():
 
 def test_environment_variables_are_the_ones_the_code_and_prefect_read():
     code_reads = variables_read_by_the_code()
-    for name in ("db-setup", "segmentation", "demo-data", "prefect-server"):
+    for name in ("db-setup", "segmentation", "demo-data", "prefect-server", "dask-worker"):
         for variable in SERVICES[name]["environment"]:
             if variable.startswith("SEGMENTATION_"):
                 assert variable in code_reads, f"{name} sets {variable}, which nothing reads"
@@ -161,6 +187,7 @@ def test_health_and_start_order():
     assert SERVICES["db-setup"]["depends_on"] == {"postgres": healthy}
     assert SERVICES["segmentation"]["depends_on"] == {"postgres": healthy, "prefect-server": healthy, "db-setup": done}
     assert SERVICES["demo-data"]["depends_on"] == {"db-setup": done}
+    assert SERVICES["dask-worker"]["depends_on"] == {"dask-scheduler": healthy, "postgres": healthy}
     for name, service in SERVICES.items():
         for dependency, condition in service.get("depends_on", {}).items():
             if condition == done:
@@ -206,7 +233,7 @@ def test_dockerfile_installs_the_wheel_not_the_checkout():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.startswith("# ") and "FROM python:3.11" in dockerfile
     assert "RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ." in dockerfile
-    assert "/app/.venv/bin/pip install --no-cache-dir /wheels/*.whl" in dockerfile
+    assert '/app/.venv/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[dask]"' in dockerfile
     assert "-e " not in dockerfile and "[test]" not in dockerfile
     assert 'PATH="/app/.venv/bin:$PATH"' in dockerfile
     # The runtime stage works from a directory holding no source, like a worker image.

@@ -9,6 +9,7 @@ import pytest
 from segmentation.core import model
 from segmentation.core.binary_copy import HEADER, TRAILER, Decoder, encode_rows
 from segmentation.core.features import GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOWN, gender_codes
+from segmentation.core.ranges import id_ranges
 from segmentation.core.sampling import HashSample
 from segmentation.core.segment_stats import SegmentStats
 from segmentation.core.synthetic import generate
@@ -237,6 +238,41 @@ def test_streamed_segment_stats_equal_direct_computation():
     assert segments.loc[0, "share_female"] == pytest.approx((first.g == GENDER_FEMALE).mean())
     assert segments.loc[0, "share_unknown_gender"] == pytest.approx((first.g == GENDER_UNKNOWN).mean())
     assert segments["segment_id"].tolist() == [1, 2, 3, 4]
+
+
+def test_segment_stats_of_parts_merge_into_those_of_the_whole():
+    """What the Dask path does: each range its own figures, merged; a part may miss a segment."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(50, 10, (3000, 3))
+    labels = rng.integers(0, 5, 3000)
+    labels[:700] = np.where(labels[:700] == 4, 0, labels[:700])  # segment 4 absent from the first part
+    gender = rng.integers(0, 3, 3000).astype(np.int16)
+    whole = SegmentStats(5, ["a", "b", "c"])
+    whole.update(labels, X, gender)
+    merged = SegmentStats(5, ["a", "b", "c"])
+    for idx in (np.arange(0, 700), np.arange(700, 701), np.arange(701, 3000)):
+        part = SegmentStats(5, ["a", "b", "c"])
+        part.update(labels[idx], X[idx], gender[idx])
+        merged.merge(part)
+    merged.merge(SegmentStats(5, ["a", "b", "c"]))  # an empty range
+    assert merged.count.tolist() == whole.count.tolist() and merged.gender.tolist() == whole.gender.tolist()
+    np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-12)
+    np.testing.assert_allclose(merged.m2, whole.m2, rtol=1e-10)
+    assert (merged.min == whole.min).all() and (merged.max == whole.max).all()
+    with pytest.raises(ValueError, match="cannot be merged"):
+        merged.merge(SegmentStats(4, ["a", "b", "c"]))
+
+
+def test_id_ranges_cover_every_id_once_in_equal_widths():
+    assert id_ranges(1, 100, 4) == [(1, 26), (26, 51), (51, 76), (76, 101)]
+    assert id_ranges(5, 7, 10) == [(5, 6), (6, 7), (7, 8)]  # never an empty range
+    assert id_ranges(-3, -3, 2) == [(-3, -2)]
+    ranges = id_ranges(10, 1_000_003, 7)
+    assert ranges[0][0] == 10 and ranges[-1][1] == 1_000_004
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    assert max(r[1] - r[0] for r in ranges) - min(r[1] - r[0] for r in ranges) <= 1
+    with pytest.raises(ValueError):
+        id_ranges(2, 1, 3)
 
 
 def test_gender_is_normalised_from_any_case_and_spaces():

@@ -54,6 +54,21 @@ class SegmentStats:
                 self.max[s, j] = max(self.max[s, j], values.max())
         self.count += n_b
 
+    def merge(self, other: SegmentStats) -> None:
+        """Add the figures of another part of the same run (a range scored elsewhere), by the
+        same parallel formula as a chunk."""
+        if other.k != self.k or other.features != self.features:
+            raise ValueError("segment figures of different runs cannot be merged")
+        n_a, n_b = self.count[:, None], other.count[:, None]
+        total = np.maximum(n_a + n_b, 1)
+        delta = other.mean - self.mean
+        self.mean = np.where(n_b > 0, self.mean + delta * n_b / total, self.mean)
+        self.m2 = np.where(n_b > 0, self.m2 + other.m2 + delta**2 * n_a * n_b / total, self.m2)
+        self.min = np.minimum(self.min, other.min)
+        self.max = np.maximum(self.max, other.max)
+        self.gender += other.gender
+        self.count += other.count
+
     @property
     def n_customers(self) -> int:
         return int(self.count.sum())

@@ -12,17 +12,23 @@ from segmentation.source import validity
 from segmentation.source.catalog import Source
 
 Blocks = tuple[int, int | None]  # table blocks [first, end); end None: to the end
+IdRange = tuple[int, int]  # ids [start, stop)
 
 
-def source_rows(source: Source, blocks: Blocks | None = None) -> sql.Composable:
-    """Every source row (in the given blocks of the table), with how often its id occurs
-    when the id is not known unique."""
+def source_rows(source: Source, blocks: Blocks | None = None, ids: IdRange | None = None) -> sql.Composable:
+    """Every source row (in the given blocks of the table, or with an id in the given range),
+    with how often its id occurs when the id is not known unique. A range of ids holds every
+    row of each of its ids, so the count is right within it (a range of blocks does not)."""
     where: sql.Composable = sql.SQL("")
     if blocks is not None:
         first, end = blocks
         where = sql.SQL(" WHERE s.ctid >= {}::tid").format(sql.Literal(f"({int(first)},0)"))
         if end is not None:
             where += sql.SQL(" AND s.ctid < {}::tid").format(sql.Literal(f"({int(end)},0)"))
+    elif ids is not None:
+        where = sql.SQL(" WHERE s.{id} >= {start} AND s.{id} < {stop}").format(
+            id=sql.Identifier(source.id_column), start=sql.Literal(int(ids[0])), stop=sql.Literal(int(ids[1]))
+        )
     return sql.SQL("SELECT s.*{} FROM {} AS s{}").format(
         sql.SQL("")
         if source.id_unique
@@ -61,9 +67,9 @@ def feature_fields(source: Source) -> list[tuple[str, str]]:
     return [("customer_id", "int8"), *[(f, "float8") for f in source.features], ("gender_code", "int2")]
 
 
-def valid_copy_query(source: Source, blocks: Blocks | None = None) -> sql.Composed:
-    """Binary COPY of the valid rows (in the given blocks of the table): id, features as
-    float8, gender code; never NULL."""
+def valid_copy_query(source: Source, blocks: Blocks | None = None, ids: IdRange | None = None) -> sql.Composed:
+    """Binary COPY of the valid rows (in the given blocks of the table, or range of ids): id,
+    features as float8, gender code; never NULL."""
     code = (
         validity.gender_code(sql.SQL("c.{}").format(sql.Identifier(GENDER)), sql.Literal(GENDER_UNKNOWN))
         if source.has_gender
@@ -82,6 +88,16 @@ def valid_copy_query(source: Source, blocks: Blocks | None = None) -> sql.Compos
         id=sql.Identifier(source.id_column),
         values=sql.SQL(", ").join(values),
         gender=code,
-        rows=source_rows(source, blocks),
+        rows=source_rows(source, blocks, ids),
         invalid=validity.invalid(source),
     )
+
+
+def id_bounds(conn: psycopg.Connection, source: Source) -> tuple[int, int] | None:
+    """The smallest and largest id in the source, None when it has none."""
+    row = conn.execute(
+        sql.SQL("SELECT min({id})::bigint, max({id})::bigint FROM {table}").format(
+            id=sql.Identifier(source.id_column), table=source.table.identifier()
+        )
+    ).fetchone()
+    return None if row is None or row[0] is None else (int(row[0]), int(row[1]))

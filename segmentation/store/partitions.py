@@ -49,18 +49,26 @@ def add_key(conn: psycopg.Connection, run_id: int) -> None:
 
 class AssignmentWriter:
     """Binary COPY of (run_id, customer_id, segment_id, distance) into the run's own table,
-    created here and keyed after the load. Used inside one transaction: the table is created,
-    loaded and keyed in it (COPY FREEZE needs that), and nothing remains if it rolls back."""
+    used inside one transaction. The whole run (ids None): the table is created, loaded and
+    keyed in that transaction (COPY FREEZE needs that), and nothing remains if it rolls back.
+    One range of ids (a pass split over workers): the table exists, committed, and the range's
+    rows are replaced, so a range written twice (a retried task) is written once."""
 
-    def __init__(self, conn: psycopg.Connection, run_id: int):
-        self.conn, self.run_id, self.rows = conn, run_id, 0
-        table = create_table(conn, run_id)
+    def __init__(self, conn: psycopg.Connection, run_id: int, ids: tuple[int, int] | None = None):
+        self.conn, self.run_id, self.rows, self._ids = conn, run_id, 0, ids
+        if ids is None:
+            table = create_table(conn, run_id)
+            # FREEZE: the table was created in this transaction, so its rows can be written
+            # frozen, sparing the first readers (and autovacuum) a pass over 10 million rows.
+            options = sql.SQL("FORMAT BINARY, FREEZE")
+        else:
+            table = partition_name(run_id)
+            conn.execute(sql.SQL("DELETE FROM {} WHERE customer_id >= %s AND customer_id < %s").format(table), ids)
+            options = sql.SQL("FORMAT BINARY")
         self._cursor = conn.cursor()
-        # FREEZE: the table was created in this transaction, so its rows can be written
-        # frozen, sparing the first readers (and autovacuum) a pass over 10 million rows.
         # Queued: a worker thread feeds PostgreSQL while this thread scores the next chunk.
         self._copy_cm = self._cursor.copy(
-            sql.SQL("COPY {} FROM STDIN (FORMAT BINARY, FREEZE)").format(table),
+            sql.SQL("COPY {} FROM STDIN ({})").format(table, options),
             writer=QueuedLibpqWriter(self._cursor),
         )
         self._copy = self._copy_cm.__enter__()
@@ -80,7 +88,8 @@ class AssignmentWriter:
         self._copy.write(TRAILER)
         self._copy_cm.__exit__(None, None, None)
         self._cursor.close()
-        add_key(self.conn, self.run_id)
+        if self._ids is None:
+            add_key(self.conn, self.run_id)
 
     def abort(self) -> None:
         """End the COPY with an error, so the transaction around it can roll back."""

@@ -114,6 +114,9 @@ class Run:
             n_rows=n_rows,
         )
 
+    def id_bounds(self, source: catalog.Source) -> tuple[int, int] | None:
+        return queries.id_bounds(self._source(), source)
+
     def _second_session(self) -> psycopg.Connection:
         return db.connect_snapshot(self._url, application_name="segmentation-snapshot")
 
@@ -162,6 +165,18 @@ class Run:
             except BaseException:
                 writer.abort()
                 raise
+
+    @contextmanager
+    def assignments_by_range(self) -> Iterator[str]:
+        """The scoring pass split into ranges of ids written by other sessions (segmentation.
+        store.range_pass): the run's table is created and committed, empty, and the snapshot
+        exported for them; once they are done, the table is keyed. Yields the snapshot's id.
+        If the pass fails, the table stays unattached, and `fail` drops it."""
+        with self._transaction():
+            partitions.create_table(self._conn, self.run_id)
+        yield str(db.scalar(self._source(), "SELECT pg_export_snapshot()"))
+        with self._transaction():
+            partitions.add_key(self._conn, self.run_id)
 
     def complete(self, found: runs.Publication, *, status: str, forced: bool = False, error: str | None = None) -> None:
         """Keep the run: attach its table (committed on its own, see partitions.attach), then

@@ -1,0 +1,260 @@
+"""The scoring pass on Dask, against a real `dask scheduler` and two `dask worker` processes:
+the same results as in one process, a worker killed mid-range, a database error in one range,
+an unreachable scheduler."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import Process, assert_current_run, wait_for
+from segmentation.flows.segmentation import customer_segmentation
+from segmentation.loading import generate_customers
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+BIN = Path(sys.executable).parent
+ROWS = 60_000
+# The training set a sample, so the scoring pass reads the source again, on Dask; small chunks,
+# so a range takes long enough to be caught in the middle.
+SAMPLED = {"SEGMENTATION_TRAINING_SAMPLE_SIZE": "20000", "SEGMENTATION_CHUNK_ROWS": "2000"}
+# Staged, so every run is compared with (and takes its segment ids from) the same current run.
+PARAMS = {"n_clusters": 4, "n_init": 1, "publish": False}
+
+
+class Cluster:
+    def __init__(self, address: str, scheduler: Process, workers: list[Process]):
+        self.address, self.scheduler, self.workers = address, scheduler, workers
+
+
+@pytest.fixture
+def dask_cluster(database_url, tmp_path):
+    """A scheduler and two single-threaded workers, each its own process; the workers have
+    the database URL in their own environment, as on a real cluster."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(SEGMENTATION_DATABASE_URL=database_url, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", **SAMPLED)
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = Process(
+        [
+            str(BIN / "dask"),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(scheduler_file),
+        ],
+        env,
+        tmp_path / "scheduler.log",
+    )
+    workers: list[Process] = []
+    try:
+        address = wait_for(
+            lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}").get("address"),
+            30,
+            0.2,
+            "the Dask scheduler to start",
+        )
+        for i in range(2):
+            workers.append(
+                Process(
+                    [
+                        str(BIN / "dask"),
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--no-nanny",
+                        "--no-dashboard",
+                        "--name",
+                        f"worker-{i}",
+                    ],
+                    env,
+                    tmp_path / f"worker-{i}.log",
+                )
+            )
+        from distributed import Client
+
+        with Client(address, timeout="10s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield Cluster(address, scheduler, workers)
+    finally:
+        for process in [*workers, scheduler]:
+            process.stop()
+
+
+def run(**env) -> object:
+    """A run with these settings in the environment, back as they were afterwards."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: v for k, v in env.items() if v is not None})
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+    try:
+        return customer_segmentation(**PARAMS, return_state=True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def rows_of(conn, run_id):
+    return conn.execute(
+        f"SELECT customer_id, segment_id, distance FROM segmentation.customer_segments_run_{run_id} ORDER BY 1"
+    ).fetchall()
+
+
+def figures_of(conn, run_id):
+    segments = conn.execute(
+        "SELECT segment_id, n_customers, share, share_female, share_male FROM segmentation.segments "
+        "WHERE run_id = %s ORDER BY 1",
+        (run_id,),
+    ).fetchall()
+    centroids = conn.execute(
+        "SELECT segment_id, feature, centroid, mean, stddev, min, max FROM segmentation.segment_centroids "
+        "WHERE run_id = %s ORDER BY 1, 2",
+        (run_id,),
+    ).fetchall()
+    return segments, centroids
+
+
+def assert_same_run(conn, here: int, there: int) -> None:
+    a, b = rows_of(conn, here), rows_of(conn, there)
+    assert len(a) == len(b) == ROWS
+    assert [r[:2] for r in a] == [r[:2] for r in b]  # every customer, the same segment id
+    assert max(abs(x[2] - y[2]) for x, y in zip(a, b)) <= 1e-9
+    (segments_a, centroids_a), (segments_b, centroids_b) = figures_of(conn, here), figures_of(conn, there)
+    assert [s[:2] for s in segments_a] == [s[:2] for s in segments_b]
+    for x, y in zip(segments_a + centroids_a, segments_b + centroids_b):
+        assert x[:2] == y[:2] and x[2:] == pytest.approx(y[2:], rel=1e-12, abs=1e-12)
+
+
+def published_run(conn, seed: int) -> int:
+    generate_customers(conn, ROWS, seed=seed)
+    state = customer_segmentation(n_clusters=4, n_init=1, return_state=True)
+    assert state.is_completed(), state.message
+    return state.result()["run_id"]
+
+
+def test_dask_gives_the_same_run_as_one_process(conn, dask_cluster):
+    published_run(conn, seed=71)
+    here = run(**SAMPLED)
+    assert here.is_completed(), here.message
+    there = run(**SAMPLED, SEGMENTATION_DASK_ADDRESS=dask_cluster.address, SEGMENTATION_DASK_SESSIONS="2")
+    assert there.is_completed(), there.message
+    here_id, there_id = here.result()["run_id"], there.result()["run_id"]
+    assert_same_run(conn, here_id, there_id)
+    params = conn.execute("SELECT params FROM segmentation.runs WHERE run_id = %s", (there_id,)).fetchone()[0]
+    assert (params["dask_address"], params["dask_sessions"], params["dask_workers"]) == (
+        dask_cluster.address,
+        2,
+        None,
+    )
+    # One Prefect task per range of ids (4 a worker), each Completed, in the flow run.
+    assert score_ranges(there) == ["Completed"] * 8
+    # A temporary local cluster of worker processes gives the same run too.
+    local = run(**SAMPLED, SEGMENTATION_DASK_WORKERS="2")
+    assert local.is_completed(), local.message
+    assert_same_run(conn, here_id, local.result()["run_id"])
+
+
+def score_ranges(state) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    return sorted(t.state.name for t in task_runs if t.name.startswith("score-range"))
+
+
+def range_sessions(conn) -> list:
+    return conn.execute(
+        "SELECT pid, client_port FROM pg_stat_activity WHERE application_name = 'segmentation-range' "
+        "AND datname = current_database() AND state <> 'idle'"
+    ).fetchall()
+
+
+def worker_holding(cluster: Cluster, client_port: int) -> Process | None:
+    """The worker process whose connection comes from that port."""
+    for worker in cluster.workers:
+        if not worker.running():
+            continue
+        for c in psutil.Process(worker.popen.pid).net_connections(kind="tcp"):
+            if c.laddr and c.laddr.port == client_port:
+                return worker
+    return None
+
+
+def in_background(**env) -> tuple[threading.Thread, list]:
+    states: list = []
+    thread = threading.Thread(target=lambda: states.append(run(**env)))
+    thread.start()
+    return thread, states
+
+
+def test_a_worker_killed_mid_range_is_retried_and_every_customer_is_written_once(conn, dask_cluster):
+    published_run(conn, seed=72)
+    reference = run(**SAMPLED)
+    assert reference.is_completed(), reference.message
+    thread, states = in_background(**SAMPLED, SEGMENTATION_DASK_ADDRESS=dask_cluster.address)
+
+    def a_worker_mid_range():
+        for _, port in range_sessions(conn):
+            worker = worker_holding(dask_cluster, port)
+            if worker is not None:
+                return worker
+        return None
+
+    victim = wait_for(a_worker_mid_range, 60, 0.02, "a worker to be writing a range")
+    os.kill(victim.popen.pid, signal.SIGKILL)
+    thread.join(120)
+    assert not victim.running()
+    state = states[0]
+    assert state.is_completed(), state.message
+    assert_same_run(conn, reference.result()["run_id"], state.result()["run_id"])
+
+
+def test_a_database_error_in_one_range_fails_the_run_and_publishes_nothing(conn, dask_cluster):
+    first_id = published_run(conn, seed=73)
+    thread, states = in_background(**SAMPLED, SEGMENTATION_DASK_ADDRESS=dask_cluster.address)
+    pid = wait_for(lambda: (s := range_sessions(conn)) and s[0][0], 60, 0.02, "a range being written")
+    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    thread.join(120)
+    state = states[0]
+    assert state.is_failed()
+    assert "\n" not in state.message and "terminat" in state.message, state.message
+    failed = conn.execute("SELECT run_id, status FROM segmentation.runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    assert failed[1] == "failed"
+    # Nothing of it is left: no table, attached or not; the first run is still the current one.
+    assert conn.execute("SELECT to_regclass(%s)", (f"segmentation.customer_segments_run_{failed[0]}",)).fetchone() == (
+        None,
+    )
+    assert_current_run(conn, first_id)
+
+
+def test_an_unreachable_scheduler_fails_the_run_at_once_with_one_line(conn):
+    generate_customers(conn, 5_000, seed=74)
+    started = time.monotonic()
+    state = run(
+        **{**SAMPLED, "SEGMENTATION_TRAINING_SAMPLE_SIZE": "1000"}, SEGMENTATION_DASK_ADDRESS="tcp://127.0.0.1:1"
+    )
+    assert time.monotonic() - started < 40
+    assert state.is_failed()
+    assert state.message.startswith("cannot reach the Dask scheduler at tcp://127.0.0.1:1"), state.message
+    assert state.message.endswith("start it, or fix or unset SEGMENTATION_DASK_ADDRESS")
+    assert conn.execute("SELECT status FROM segmentation.runs").fetchall() == [("failed",)]
