@@ -13,7 +13,7 @@ from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
 from segmentation.errors import RunRejected, describe
 from segmentation.tasks.announce import announce
-from segmentation.tasks.approval import request_approval
+from segmentation.tasks.approval import awaiting_answer, finish_approval, rejection, request_approval
 from segmentation.tasks.extract import check_source, extract, quarantine_invalid
 from segmentation.tasks.model import choose_k, train
 from segmentation.tasks.publish import keep_run, prune_history
@@ -73,12 +73,22 @@ def customer_segmentation(
     run = None
     try:
         settings = prepare_database()
+        # Run again by Prefect after a suspension for approval: act on the answer, nothing more.
+        if (waiting := awaiting_answer(flow_run_id)) is not None:
+            answered, decision = finish_approval(waiting)
+            if answered is not None:
+                report(waiting)
+                announce("published", {**answered, "source_table": source_table}, flow_run_id)
+                return answered
+            reason = rejection(waiting) + decision
+            announce("rejected", {"run_id": waiting, "source_table": source_table, "error": reason}, flow_run_id)
+            return Failed(message=reason)
         run = start_run(
             settings,
             flow_run_id,
             source_table,
             list(features),
-            {**params, **settings.sizes()},
+            {**params, **settings.in_force()},
         )
         source = check_source(run, source_table, id_column, list(features))
         training = extract(run, source, random_state)

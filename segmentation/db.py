@@ -6,7 +6,9 @@ work: a method of segmentation.store.run.Run for a flow run (Run.prune hands its
 segmentation.store.retention, Run.promote to rollback.make_current, each owning its
 transactions); for the command line loading.load_csv, loading.generate_customers,
 migrations.upgrade, migrations.apply_roles, rollback.make_current, purge.purge, and the reads
-of cli (show, runs); and the reads of the report and approval-prompt tasks. The SQL helpers
+of cli (show, runs); the reads of the report and approval tasks, and the approval answered after
+a suspension (tasks.approval.publish_resumed hands its connection to rollback.make_current); and
+on a Dask worker, segmentation.store.range_pass.write_range for its range. The SQL helpers
 those call (segmentation.store.runs, .partitions, .spells, .history, .scoring, .readback,
 segmentation.source) take a connection and never begin, commit or roll back: they run in their
 caller's transaction, or as single autocommitted statements. The one exception is a

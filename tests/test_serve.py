@@ -19,7 +19,7 @@ from prefect.deployments import run_deployment
 from test_artifacts import decode_png, png_size
 
 import conftest
-from conftest import Process, base_env, prefect_client_settings, tail
+from conftest import Process, assert_current_run, base_env, prefect_client_settings, tail
 from segmentation import __version__
 from segmentation.loading import load_csv
 from segmentation.tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
@@ -180,3 +180,67 @@ def run_logs(client, flow_run_id) -> list[tuple[int, str]]:
 
 def stored_inertia(conn, run_id) -> float:
     return conn.execute("SELECT inertia FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()[0]
+
+
+def test_a_served_run_the_gate_stops_waits_for_approval_without_holding_anything(
+    prefect_server, serve, database_url, conn, mall_csv
+):
+    """In a deployment the run is suspended, not paused: its process exits, and Prefect runs the
+    flow run again when the form is answered (a paused run would lose its concurrency slot and be
+    crashed by Prefect within 5 minutes). The answer publishes that very run; nothing is recomputed."""
+    from prefect.flow_runs import resume_flow_run
+
+    load_csv(conn, mall_csv)
+    with prefect_client_settings(prefect_server), get_client(sync_client=True) as client:
+        wait_for("the deployment", lambda: _deployment(client), 60, serve.log)
+        first = run_deployment(DEPLOYMENT, parameters={"n_clusters": 5}, timeout=120)
+        assert first.state.is_completed(), tail(serve.log)
+        first_id = conn.execute("SELECT run_id FROM segmentation.runs").fetchone()[0]
+        params = {"n_clusters": 5, "min_silhouette": 0.99, "approval_timeout_minutes": 30}
+        gated = run_deployment(DEPLOYMENT, parameters=params, timeout=0)
+        suspended = wait_for(
+            "the run to wait for approval",
+            lambda: (s := flow_run_state(client, gated.id)).is_paused() and s,
+            90,
+            serve.log,
+        )
+        assert suspended.name == "Suspended"
+        run_id, status = conn.execute(
+            "SELECT run_id, status FROM segmentation.runs WHERE flow_run_id = %s", (gated.id,)
+        ).fetchone()
+        assert status == "rejected"
+        # Nothing held meanwhile: no run connection (so no run lock), and the first run still current.
+        wait_for(
+            "the suspended run's process to let go",
+            lambda: conn.execute(
+                "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name LIKE 'segmentation-run%'"
+            ).fetchone()[0],
+            30,
+            serve.log,
+        )
+        assert_current_run(conn, first_id)
+        keyset = suspended.state_details.run_input_keyset
+        prompt = client.read_flow_run_input(gated.id, keyset["description"])
+        assert f"The quality gate stopped run {run_id}" in prompt and "below the minimum 0.99" in prompt
+
+        resume_flow_run(gated.id, run_input={"approve": True, "note": "checked with marketing"})
+        done = wait_for(
+            "the approved run to end", lambda: (s := flow_run_state(client, gated.id)).is_final() and s, 90, serve.log
+        )
+        assert done.is_completed(), f"{done}\n{tail(serve.log)}"
+    assert_current_run(conn, run_id)
+    assert conn.execute(
+        "SELECT count(*), bool_and(status = 'published'), bool_and(forced) FROM segmentation.runs "
+        "WHERE flow_run_id = %s",
+        (gated.id,),
+    ).fetchone() == (1, True, True)
+    assert conn.execute(
+        "SELECT run_id, action, reason FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1"
+    ).fetchone() == (run_id, "promote", "approved in the Prefect UI: checked with marketing")
+
+
+def _deployment(client):
+    try:
+        return client.read_deployment_by_name(DEPLOYMENT)
+    except Exception:  # noqa: BLE001 - not registered yet
+        return None
