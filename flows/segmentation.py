@@ -13,7 +13,7 @@ from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
 from segmentation.errors import RunRejected, describe
 from segmentation.tasks.announce import announce
-from segmentation.tasks.approval import awaiting_answer, finish_approval, rejection, request_approval
+from segmentation.tasks.approval import awaiting_answer, finish_approval, rejection, request_approval, run_figures
 from segmentation.tasks.extract import check_source, extract, quarantine_invalid
 from segmentation.tasks.model import choose_k, train
 from segmentation.tasks.publish import keep_run, prune_history
@@ -75,13 +75,15 @@ def customer_segmentation(
         settings = prepare_database()
         # Run again by Prefect after a suspension for approval: act on the answer, nothing more.
         if (waiting := awaiting_answer(flow_run_id)) is not None:
-            answered, decision = finish_approval(waiting)
-            if answered is not None:
-                report(waiting)
-                announce("published", {**answered, "source_table": source_table}, flow_run_id)
-                return answered
-            reason = rejection(waiting) + decision
-            announce("rejected", {"run_id": waiting, "source_table": source_table, "error": reason}, flow_run_id)
+            stopped, kept_as = waiting
+            published, decision = finish_approval(stopped, kept_as)
+            report(stopped)
+            result = run_figures(stopped)
+            if published:
+                announce("published", {**result, "source_table": source_table}, flow_run_id)
+                return result
+            reason = rejection(stopped) + decision
+            announce("rejected", {**result, "source_table": source_table, "error": reason}, flow_run_id)
             return Failed(message=reason)
         run = start_run(
             settings,

@@ -24,9 +24,11 @@ COMMENT ON SCHEMA segmentation_bi IS
 
 DROP FUNCTION segmentation.predict(jsonb);
 DROP FUNCTION segmentation.predict(jsonb, bigint);
-DROP VIEW segmentation.customer_segment_spells, segmentation.customer_segment_history,
-          segmentation.current_customer_segments, segmentation.current_segments,
+DROP VIEW segmentation.current_customer_segments, segmentation.current_segments,
           segmentation.current_segment_centroids, segmentation.current_run;
+-- The history views (007) move as they are.
+ALTER VIEW segmentation.customer_segment_history SET SCHEMA segmentation_bi;
+ALTER VIEW segmentation.customer_segment_spells SET SCHEMA segmentation_bi;
 
 -- Every current_ view reads the current run and its rows in one statement: one snapshot, so a
 -- query never sees half a run or two runs mixed, however a publish or a rollback interleaves.
@@ -60,32 +62,6 @@ SELECT c.run_id, (SELECT published_at FROM segmentation_bi.current_run) AS publi
 FROM segmentation.segment_centroids AS c
 JOIN segmentation.segments AS s ON s.run_id = c.run_id AND s.segment_id = c.segment_id
 WHERE c.run_id = (SELECT run_id FROM segmentation_bi.current_run);
-
--- As in 007, from the spells (segmentation.segment_spell_versions stays internal).
-CREATE VIEW segmentation_bi.customer_segment_history AS
-SELECT sp.customer_id, r.run_id, r.published_at, sp.segment_id, s.segment_name
-FROM segmentation.segment_spell_versions AS sp
-JOIN segmentation.runs AS r
-  ON r.history_version >= coalesce(sp.began_version, 1)
- AND (sp.ended_version IS NULL OR r.history_version < sp.ended_version)
- AND r.assignments_pruned_at IS NULL
-JOIN segmentation.segments AS s ON s.run_id = r.run_id AND s.segment_id = sp.segment_id;
-
-CREATE VIEW segmentation_bi.customer_segment_spells AS
-WITH kept AS (
-    SELECT min(history_version) AS oldest, max(history_version) AS newest
-    FROM segmentation.runs WHERE history_version IS NOT NULL AND assignments_pruned_at IS NULL
-)
-SELECT sp.customer_id, sp.segment_id, s.segment_name,
-       f.run_id AS valid_from_run_id, f.published_at AS valid_from,
-       t.run_id AS valid_to_run_id, t.published_at AS valid_to
-FROM segmentation.segment_spell_versions AS sp
-CROSS JOIN kept
-JOIN segmentation.runs AS f ON f.history_version = greatest(sp.began_version, kept.oldest)
-JOIN segmentation.runs AS l ON l.history_version = coalesce(sp.ended_version - 1, kept.newest)
-LEFT JOIN segmentation.runs AS t ON t.history_version = sp.ended_version
-JOIN segmentation.segments AS s ON s.run_id = l.run_id AND s.segment_id = sp.segment_id
-WHERE sp.ended_version IS NULL OR sp.ended_version > kept.oldest;
 
 -- Scoring in SQL (006). SQL-standard bodies (BEGIN ATOMIC) are resolved when created, so a
 -- reader calls the per-run functions in segmentation through them without USAGE on that

@@ -6,7 +6,8 @@ in time leaves it rejected.
 Two ways to wait. A flow run of a deployment (served, or from a work pool) is suspended
 (suspend_flow_run): its process exits, holding neither the run lock nor a concurrency slot, and
 Prefect runs the flow run again once someone answers; the flow then finds its own rejected run
-(`awaiting_answer`) and acts on the answer without running again (`finish_approval`). It cannot
+(`awaiting_answer`: a run of this flow run whose approval key Prefect recorded as paused on)
+and acts on the answer without running again (`finish_approval`). It cannot
 stay paused in its process: Prefect 3.9 revokes a paused run's deployment concurrency slot and
 its engine then crashes the run at the next renewal of that slot's lease, within 5 minutes (seen
 231 s into a pause; PrefectHQ/prefect #22885 and #20251 are the same mechanism). A flow run
@@ -16,6 +17,7 @@ process (pause_flow_run) and keeps the run lock meanwhile."""
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
@@ -26,6 +28,7 @@ from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from prefect.states import Running
+from psycopg.rows import dict_row
 from pydantic import Field
 
 from segmentation import db
@@ -128,23 +131,35 @@ def request_approval(run: Run, issues: list[str], minutes: float) -> tuple[bool,
         return False, f" The approval could not be completed: {describe(exc)}"
 
 
-def awaiting_answer(flow_run_id: str | None) -> int | None:
-    """The run this flow run stopped at the quality gate before it was suspended for approval,
-    when Prefect now runs it again; None for a flow run that has not run yet."""
+def awaiting_answer(flow_run_id: str | None) -> tuple[int, str] | None:
+    """(run id, status) of the run this flow run was suspended for, to ask for its approval,
+    when Prefect now runs the flow run again; None for any other run of the flow, including a
+    retry of a flow run whose gate rejected at once (it was never suspended)."""
     if flow_run_id is None or runtime.deployment.id is None:
         return None
+    with get_client(sync_client=True) as client:
+        keys = client.read_flow_run(UUID(flow_run_id)).empirical_policy.pause_keys or set()
     with _connect() as conn:
         row = conn.execute(
-            "SELECT run_id FROM segmentation.runs WHERE flow_run_id = %s AND status = 'rejected'", (flow_run_id,)
+            "SELECT run_id, status FROM segmentation.runs WHERE flow_run_id = %s ORDER BY run_id DESC LIMIT 1",
+            (flow_run_id,),
         ).fetchone()
-    return None if row is None else int(row[0])
+    if row is None or _key(row[0]) not in keys:
+        return None
+    return int(row[0]), str(row[1])
 
 
 @task(name="publish-approved", cache_policy=NO_CACHE)
-def publish_resumed(run_id: int, note: str) -> dict[str, Any]:
+def publish_resumed(run_id: int, note: str) -> None:
     """Publish a run approved while its flow run was suspended, unless a newer run was
-    published meanwhile (approving would then replace it: that is a promotion to ask for)."""
+    published meanwhile (approving would then replace it: that is a promotion to ask for).
+    Checked and switched under the run lock, which make_current takes again."""
     with _connect() as conn:
+        if not db.scalar(conn, "SELECT pg_try_advisory_lock(%s)", (runs.RUN_LOCK_KEY,)):
+            raise SegmentationError(
+                f"a segmentation run is in progress; once it ends, publish run {run_id} with: "
+                f"segmentation promote {run_id} --force --reason '...'"
+            )
         current = runs.current_switch(conn)
         if current is not None and current["run_id"] > run_id:
             raise SegmentationError(
@@ -152,32 +167,36 @@ def publish_resumed(run_id: int, note: str) -> dict[str, Any]:
                 f"to replace that one anyway: segmentation promote {run_id} --force --reason '...'"
             )
         make_current(conn, run_id=run_id, reason=_reason(note), force=True)
-        figures = conn.execute(
-            "SELECT k, n_customers, n_quarantined, churn FROM segmentation.runs WHERE run_id = %s", (run_id,)
-        ).fetchone()
     get_run_logger().info("run %d approved and published (forced): %s", run_id, note or "(no note)")
-    k, n_customers, n_quarantined, churn = figures
-    return {
-        "run_id": run_id,
-        "status": "published",
-        "forced": True,
-        "k": k,
-        "n_customers": n_customers,
-        "n_quarantined": n_quarantined,
-        "churn": churn,
-    }
 
 
-def finish_approval(run_id: int) -> tuple[dict[str, Any] | None, str]:
-    """Act on the answer to a suspended flow run's form: (the published run's figures, "") or
-    (None, what became of it, as a sentence to add to the rejection)."""
+def run_figures(run_id: int) -> dict[str, Any]:
+    """What a run's event and result carry, read back."""
+    with _connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            """SELECT run_id, status, forced, k, n_customers, n_quarantined, churn, quality_issues
+               FROM segmentation.runs WHERE run_id = %s""",
+            (run_id,),
+        ).fetchone()
+    return dict(row or {"run_id": run_id})
+
+
+def finish_approval(run_id: int, status: str) -> tuple[bool, str]:
+    """Act on the answer to a suspended flow run's form: (published, what became of it, as a
+    sentence to add to the rejection). A run made current meanwhile by other means (segmentation
+    promote) stays as it is."""
+    if status == "published":
+        return True, ""
+    if status != "rejected":
+        return False, f" It is {status} now; nothing was done."
     try:
         decision = suspend_flow_run(wait_for_input=Approval, key=_key(run_id))  # answered: returns it
         if decision is None or not decision.approve:
-            return None, f" Rejected in the Prefect UI: {(decision.note if decision else '') or '(no note)'}"
-        return publish_resumed(run_id, decision.note), ""
+            return False, f" Rejected in the Prefect UI: {(decision.note if decision else '') or '(no note)'}"
+        publish_resumed(run_id, decision.note)
+        return True, ""
     except Exception as exc:  # noqa: BLE001 - the run stays rejected, and says why
-        return None, f" The approval could not be completed: {describe(exc)}"
+        return False, f" The approval could not be completed: {describe(exc)}"
 
 
 def rejection(run_id: int) -> str:

@@ -192,6 +192,17 @@ def keep_assignments(conn, run_id: int) -> str:
     return table
 
 
+# The BI contract: everything in schema segmentation_bi a reader may select.
+BI_VIEWS = {
+    "current_run",
+    "current_customer_segments",
+    "current_segments",
+    "current_segment_centroids",
+    "customer_segment_history",
+    "customer_segment_spells",
+}
+
+
 def assert_current_run(conn, run_id) -> None:
     """Every current_ view shows exactly run `run_id`, complete."""
     current, n_customers, k = conn.execute("SELECT run_id, n_customers, k FROM segmentation_bi.current_run").fetchone()

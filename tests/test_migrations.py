@@ -3,6 +3,7 @@ import threading
 import psycopg
 import pytest
 
+from conftest import BI_VIEWS
 from segmentation import migrations
 from segmentation.errors import SegmentationError
 
@@ -12,14 +13,7 @@ def test_upgrade_is_recorded_and_idempotent(conn):
     assert rows == [(m.version, m.name) for m in migrations.discover()]
     assert migrations.upgrade(conn) == []
     views = {r[0] for r in conn.execute("SELECT viewname FROM pg_views WHERE schemaname = 'segmentation_bi'")}
-    assert views == {
-        "current_run",
-        "current_customer_segments",
-        "current_segments",
-        "current_segment_centroids",
-        "customer_segment_history",
-        "customer_segment_spells",
-    }
+    assert views == BI_VIEWS
 
 
 def test_two_processes_upgrading_at_once_apply_each_migration_once(server_url, database_url):

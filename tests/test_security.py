@@ -7,6 +7,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from conftest import BI_VIEWS
 from segmentation import migrations
 from segmentation.cli import main
 from segmentation.flows.segmentation import customer_segmentation
@@ -183,16 +184,6 @@ def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, p
         for statement in denied:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 reader.execute(statement)
-
-
-BI_VIEWS = {
-    "current_run",
-    "current_customer_segments",
-    "current_segments",
-    "current_segment_centroids",
-    "customer_segment_history",
-    "customer_segment_spells",
-}
 
 
 def test_a_bi_tool_lists_only_what_the_reader_can_chart(conn, logins, monkeypatch, prefect_harness):

@@ -196,6 +196,23 @@ def test_a_served_run_the_gate_stops_waits_for_approval_without_holding_anything
         first = run_deployment(DEPLOYMENT, parameters={"n_clusters": 5}, timeout=120)
         assert first.state.is_completed(), tail(serve.log)
         first_id = conn.execute("SELECT run_id FROM segmentation.runs").fetchone()[0]
+        # A flow run the gate rejected at once, run again (the UI's Retry): a new run, rejected
+        # again, not taken for a run coming back from a suspension.
+        from prefect.states import Scheduled
+
+        strict = run_deployment(DEPLOYMENT, parameters={"n_clusters": 5, "min_silhouette": 0.99}, timeout=90)
+        assert strict.state.is_failed(), tail(serve.log)
+        client.set_flow_run_state(strict.id, Scheduled(), force=True)
+        again = wait_for(
+            "the retried run to end",
+            lambda: (f := client.read_flow_run(strict.id)).run_count > 1 and f.state.is_final() and f.state,
+            90,
+            serve.log,
+        )
+        assert again.is_failed() and "below the minimum 0.99" in again.message, again
+        assert conn.execute(
+            "SELECT array_agg(status ORDER BY run_id) FROM segmentation.runs WHERE flow_run_id = %s", (strict.id,)
+        ).fetchone()[0] == ["rejected", "rejected"]
         params = {"n_clusters": 5, "min_silhouette": 0.99, "approval_timeout_minutes": 30}
         gated = run_deployment(DEPLOYMENT, parameters=params, timeout=0)
         suspended = wait_for(

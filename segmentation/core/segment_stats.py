@@ -57,7 +57,7 @@ class SegmentStats:
     def merge(self, other: SegmentStats) -> None:
         """Add the figures of another part of the same run (a range scored elsewhere), by the
         same parallel formula as a chunk."""
-        if other.k != self.k or other.features != self.features:
+        if other.k != self.k or other.features != self.features or (other.segment_ids != self.segment_ids).any():
             raise ValueError("segment figures of different runs cannot be merged")
         n_a, n_b = self.count[:, None], other.count[:, None]
         total = np.maximum(n_a + n_b, 1)

@@ -80,8 +80,8 @@ BEGIN
 END
 $functions$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA segmentation, segmentation_bi FROM PUBLIC;
-ALTER DEFAULT PRIVILEGES FOR ROLE segmentation_writer IN SCHEMA segmentation, segmentation_bi
-    REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+-- Global, not per schema: PostgreSQL cannot revoke per schema what is granted globally.
+ALTER DEFAULT PRIVILEGES FOR ROLE segmentation_writer REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA segmentation_bi TO segmentation_reader;
 GRANT EXECUTE ON FUNCTION segmentation.no_model(bigint) TO segmentation_reader;
 DO $per_run$
