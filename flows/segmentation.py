@@ -99,7 +99,7 @@ def customer_segmentation(
         choice = choose_k(training, settings, n_clusters, k_min, k_max, random_state, n_init)
         model = train(settings, choice, random_state, n_init, warm_start(previous, source, choice.k))
         identity = match_segments(run, source, model, previous, match_threshold)
-        stats = score(run, source, training, model, identity.ids)
+        stats = score(run, source, training, model, identity.ids, previous)
         drift = measure_drift(run, source, previous)
         issues = quality_gate(source, stats, model, previous, n_quarantined, gate)
         result = keep_run(

@@ -21,6 +21,7 @@ from segmentation.source.catalog import Source
 from segmentation.source.queries import IdRange
 from segmentation.source.stream import Chunk
 from segmentation.store import range_pass
+from segmentation.store.history import PreviousRun
 from segmentation.store.run import Run
 from segmentation.tasks.dask import task_runner
 from segmentation.tasks.extract import TrainingSet
@@ -40,15 +41,22 @@ def _chunks(run: Run, source: Source, training: TrainingSet) -> Iterator[Chunk]:
 
 
 def score(
-    run: Run, source: Source, training: TrainingSet, model: TrainedModel, segment_ids: np.ndarray
+    run: Run,
+    source: Source,
+    training: TrainingSet,
+    model: TrainedModel,
+    segment_ids: np.ndarray,
+    previous: PreviousRun | None = None,
 ) -> SegmentStats:
     """The scoring pass: the score task, in this process; or, when the training set is a sample
     and Dask is set, a score-range task per range of ids on Dask, submitted from the flow run
-    (a task's parameters travel with what it submits, and a Run's connections cannot)."""
+    (a task's parameters travel with what it submits, and a Run's connections cannot). In this
+    process, each chunk is also compared with the previous run on the same table, for the drift."""
     if run.settings.on_dask and not training.complete:
         stats = _score_on_dask(run, source, training, model, segment_ids)
     else:
-        stats = score_here(run, source, training, model, segment_ids)
+        same_table = previous is not None and previous.same_table(str(source.table))
+        stats = score_here(run, source, training, model, segment_ids, previous if same_table else None)
     if stats.n_customers != training.n_valid:
         raise RuntimeError(f"scored {stats.n_customers} customers but the snapshot has {training.n_valid}")
     get_run_logger().info("score: %s customers assigned to %d segments", f"{stats.n_customers:,}", model.k)
@@ -57,14 +65,19 @@ def score(
 
 @task(name="score", cache_policy=NO_CACHE)
 def score_here(
-    run: Run, source: Source, training: TrainingSet, model: TrainedModel, segment_ids: np.ndarray
+    run: Run,
+    source: Source,
+    training: TrainingSet,
+    model: TrainedModel,
+    segment_ids: np.ndarray,
+    compare_with: PreviousRun | None = None,
 ) -> SegmentStats:
     """Stream chunk by chunk: assign, write with COPY, and accumulate the segment figures,
     so memory is bounded by the chunk and the training set, not by the table."""
     logger = get_run_logger()
     stats = SegmentStats(model.k, source.features, segment_ids)
     progress = Progress("score", "customers assigned", training.n_valid, start=time.monotonic())
-    with run.assignments() as writer:
+    with run.assignments(compare_with) as writer:
         for chunk in _chunks(run, source, training):
             labels, distances = assign(model.centers, model.scaler.transform(chunk.X))
             writer.write(chunk.ids, segment_ids[labels].astype(np.int32), distances)

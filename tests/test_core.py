@@ -8,6 +8,7 @@ import pytest
 
 from segmentation.core import model
 from segmentation.core.binary_copy import HEADER, TRAILER, Decoder, encode_rows
+from segmentation.core.comparison import ABSENT, Comparison, counts
 from segmentation.core.features import GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOWN, gender_codes
 from segmentation.core.ranges import id_ranges
 from segmentation.core.sampling import HashSample
@@ -301,3 +302,37 @@ def test_synthetic_customers_are_valid_and_reproducible():
     Z = model.Scaler.fit(X).transform(X)
     k, _, _ = model.select_k(Z, 2, 8, random_state=0, n_init=4, selection_sample_size=5000, silhouette_sample_size=3000)
     assert k == 5
+
+
+def test_the_in_memory_comparison_finds_exactly_the_changed_customers():
+    rng = np.random.default_rng(5)
+    before = {int(c): int(rng.integers(1, 6)) for c in rng.choice(np.arange(100, 5000), 3000, replace=False)}
+    now = {c: (s if rng.random() < 0.9 else int(rng.integers(1, 6))) for c, s in before.items() if rng.random() < 0.95}
+    now.update(
+        {int(c): int(rng.integers(1, 6)) for c in (list(range(5000, 5100)) + list(range(1, 50)))}
+    )  # added, outside
+    comparison = Comparison(min(before), max(before), max_changes=10_000)
+    ids = np.array(list(before))
+    comparison.add_previous(ids, np.array([before[c] for c in ids], dtype=np.int32))
+    order = rng.permutation(np.array(list(now)))
+    for part in np.array_split(order, 7):
+        comparison.update(part, np.array([now[c] for c in part], dtype=np.int32))
+    found = comparison.changes()
+    assert found is not None
+    got = {(int(c), int(b), int(a)) for c, b, a in zip(*found, strict=True)}
+    expected = {
+        (c, before.get(c, ABSENT), now.get(c, ABSENT))
+        for c in set(before) | set(now)
+        if before.get(c, ABSENT) != now.get(c, ABSENT)
+    }
+    assert got == expected and len(found[0]) == len(expected)
+    pairs = counts(found[1], found[2])
+    assert sum(n for _, _, n in pairs) == len(expected)
+    assert (
+        all(b != a for b, a, _ in pairs) and any(b is None for b, _, _ in pairs) and any(a is None for _, a, _ in pairs)
+    )
+    # Past max_changes it gives up, for the SQL comparison to take over.
+    small = Comparison(min(before), max(before), max_changes=10)
+    small.add_previous(ids, np.array([before[c] for c in ids], dtype=np.int32))
+    small.update(order, np.array([now[c] for c in order], dtype=np.int32))
+    assert small.changes() is None

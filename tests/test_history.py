@@ -18,6 +18,7 @@ import pytest
 from segmentation.core.model import KCandidate
 from segmentation.rollback import make_current
 from segmentation.settings import Settings
+from segmentation.store import history as store_history
 from segmentation.store import scoring
 from segmentation.store.run import Run
 from segmentation.store.runs import Publication
@@ -64,18 +65,18 @@ def publication(rows: dict[int, int], drift: dict | None) -> Publication:
     )
 
 
-def write_run(rows: dict[int, int], status: str, rng: np.random.Generator) -> int:
-    """One run through the store: its rows, drift against the current run, kept as `status`,
-    then retention."""
+def write_run(rows: dict[int, int], status: str, rng: np.random.Generator, in_memory: bool) -> int:
+    """One run through the store: its rows, drift against the current run (compared in memory
+    as the rows are written, or in SQL afterwards), kept as `status`, then retention."""
     run, _ = Run.start(
         Settings.from_env(), flow_run_id=None, source_table="public.customers", features=["age"], params={}
     )
     try:
-        ids = np.array(sorted(rows), dtype=np.int64)
-        with run.assignments() as writer:
+        ids = rng.permutation(np.array(sorted(rows), dtype=np.int64))  # in no particular order
+        previous = run.previous()
+        with run.assignments(previous if in_memory else None) as writer:
             for part in np.array_split(ids, 3):
                 writer.write(part, np.array([rows[c] for c in part], dtype=np.int32), rng.random(len(part)))
-        previous = run.previous()
         drift = run.drift(previous) if previous is not None else None
         run.complete(publication(rows, asdict(drift) if drift else None), status=status)
         run.prune(KEEP)
@@ -166,7 +167,10 @@ def current(conn) -> tuple[int, dict[int, int], int]:
 
 
 @pytest.mark.usefixtures("database_url")
-def test_the_history_answers_for_every_run_as_full_rows_would(conn):
+def test_the_history_answers_for_every_run_as_full_rows_would(conn, monkeypatch):
+    in_sql: list[int] = []
+    measure_in_sql = store_history.measure_drift
+    monkeypatch.setattr(store_history, "measure_drift", lambda c, r, p: in_sql.append(r) or measure_in_sql(c, r, p))
     rng = np.random.default_rng(61)
     rows = {c: int(rng.integers(1, 7)) for c in range(1, 3001)}
     gone: dict[int, int] = {}
@@ -176,10 +180,11 @@ def test_the_history_answers_for_every_run_as_full_rows_would(conn):
     staged = []
     for night in range(24):
         status = "staged" if night in (5, 11) else "rejected" if night == 8 else "published"
-        run_id = write_run(rows, status, rng)
+        run_id = write_run(rows, status, rng, in_memory=night % 2 == 0)
         truth[run_id] = rows
         if current_id is not None:
             assert drift_of(conn, run_id) == straightforward_drift(current_id, truth[current_id], rows)
+            assert (run_id in in_sql) == (night % 2 == 1), f"night {night}: compared in the wrong place"
         if status == "published":
             current_id = run_id
         else:

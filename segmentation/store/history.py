@@ -8,11 +8,21 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
+from segmentation.core.binary_copy import Decoder
+from segmentation.core.comparison import Comparison, counts
 from segmentation.core.segments import compare_from_changes
 from segmentation.db import scalar
+from segmentation.source.copy_out import copy_out
 from segmentation.store import spells
-from segmentation.store.partitions import exists
+from segmentation.store.partitions import exists, partition_name
+
+# The in-memory comparison holds a slot (two bytes) for every id between the previous run's
+# smallest and largest: used when that is at most this many slots per customer and in all.
+SLOTS_PER_CUSTOMER = 4
+MAX_SLOTS = 250_000_000
+PIECE_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -81,4 +91,48 @@ def measure_drift(conn: psycopg.Connection, run_id: int, previous: PreviousRun) 
     if not exists(conn, previous.run_id):
         return None
     found = compare_from_changes(spells.compare(conn, run_id, previous.run_id), previous.sizes)
+    return Drift(previous.run_id, **asdict(found))
+
+
+def start_comparison(conn: psycopg.Connection, previous: PreviousRun) -> Comparison | None:
+    """The previous run's rows read into an in-memory Comparison (segmentation.core.comparison),
+    for the new run's rows to be compared with as they are written; None when its rows are gone
+    or its ids too sparse for it (the SQL comparison, measure_drift, then). Gives up past a
+    tenth of the customers changed, which bounds its memory."""
+    if not exists(conn, previous.run_id):
+        return None
+    table = partition_name(previous.run_id)
+    smallest, largest = conn.execute(
+        sql.SQL("SELECT min(customer_id), max(customer_id) FROM {} WHERE run_id = %s").format(table),
+        (previous.run_id,),
+    ).fetchone() or (None, None)
+    if smallest is None:
+        return None
+    span = int(largest) - int(smallest) + 1
+    if span > MAX_SLOTS or span > SLOTS_PER_CUSTOMER * max(previous.n_customers, 1):
+        return None
+    comparison = Comparison(
+        int(smallest),
+        int(largest),
+        max_changes=max(100_000, previous.n_customers // 10),
+        largest_segment_id=int(previous.segment_ids.max(initial=0)),
+    )
+    decoder = Decoder([("customer_id", "int8"), ("segment_id", "int4")])
+    query = sql.SQL("COPY (SELECT customer_id, segment_id FROM {}) TO STDOUT (FORMAT BINARY)").format(table)
+    for piece in copy_out(conn, query, PIECE_BYTES):
+        columns = decoder.feed(piece)
+        comparison.add_previous(columns["customer_id"], columns["segment_id"])
+    decoder.finish()
+    return comparison
+
+
+def drift_from_comparison(conn: psycopg.Connection, previous: PreviousRun, comparison: Comparison) -> Drift | None:
+    """The drift from a comparison made while the run was written: its changes are kept in the
+    session's table, as spells.compare keeps them. None when it gave up."""
+    changes = comparison.changes()
+    if changes is None:
+        return None
+    ids, before, now = changes
+    spells.keep_changes(conn, ids, before, now)
+    found = compare_from_changes(counts(before, now), previous.sizes)
     return Drift(previous.run_id, **asdict(found))

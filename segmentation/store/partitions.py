@@ -16,6 +16,7 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
+from segmentation.core.comparison import Comparison
 from segmentation.db import give_to_writer, scalar
 
 ASSIGNMENT_FIELDS = [("run_id", "int8"), ("customer_id", "int8"), ("segment_id", "int4"), ("distance", "float8")]
@@ -54,8 +55,15 @@ class AssignmentWriter:
     One range of ids (a pass split over workers): the table exists, committed, and the range's
     rows are replaced, so a range written twice (a retried task) is written once."""
 
-    def __init__(self, conn: psycopg.Connection, run_id: int, ids: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        run_id: int,
+        ids: tuple[int, int] | None = None,
+        comparison: Comparison | None = None,
+    ):
         self.conn, self.run_id, self.rows, self._ids = conn, run_id, 0, ids
+        self.comparison = comparison  # the previous run's rows, compared with as these are written
         if ids is None:
             table = create_table(conn, run_id)
             # FREEZE: the table was created in this transaction, so its rows can be written
@@ -83,6 +91,8 @@ class AssignmentWriter:
         }
         self._copy.write(encode_rows(ASSIGNMENT_FIELDS, columns))
         self.rows += len(customer_ids)
+        if self.comparison is not None:
+            self.comparison.update(customer_ids, segment_ids)
 
     def finish(self) -> None:
         self._copy.write(TRAILER)

@@ -25,6 +25,7 @@ from contextlib import contextmanager, suppress
 import psycopg
 
 from segmentation import db
+from segmentation.core.comparison import Comparison
 from segmentation.errors import SegmentationError
 from segmentation.settings import Settings
 from segmentation.source import catalog, queries, split_read
@@ -43,6 +44,7 @@ class Run:
         self._snapshot = snapshot
         self._snapshot_ended = False
         self._compared_with: int | None = None  # the run the session's changes table was measured against
+        self._comparison: tuple[int, Comparison] | None = None  # made in memory while writing, against that run
 
     def __repr__(self) -> str:
         return f"Run(run_id={self.run_id})"
@@ -143,10 +145,17 @@ class Run:
         return history.next_segment_id(self._conn)
 
     def drift(self, previous: history.PreviousRun) -> history.Drift | None:
-        """Compare with the previous run customer by customer. The changes found are kept for
-        `complete`: against the newest history run, they are what the run adds to the history."""
+        """Compare with the previous run customer by customer: from the comparison made in
+        memory while the assignments were written, when there is one against that run, else in
+        SQL. The changes found are kept for `complete`: against the newest history run, they are
+        what the run adds to the history."""
         with self._transaction():
-            drift = history.measure_drift(self._conn, self.run_id, previous)
+            drift = None
+            if self._comparison is not None and self._comparison[0] == previous.run_id:
+                drift = history.drift_from_comparison(self._conn, previous, self._comparison[1])
+            if drift is None:
+                drift = history.measure_drift(self._conn, self.run_id, previous)
+        self._comparison = None
         if drift is not None:
             self._compared_with = previous.run_id
         return drift
@@ -154,17 +163,24 @@ class Run:
     # Writing the run.
 
     @contextmanager
-    def assignments(self) -> Iterator[partitions.AssignmentWriter]:
+    def assignments(self, compare_with: history.PreviousRun | None = None) -> Iterator[partitions.AssignmentWriter]:
         """One transaction: the run's table is created, loaded and keyed; if the block fails,
-        nothing of it remains."""
+        nothing of it remains. compare_with: a previous run whose rows are read first, so each
+        row written is compared with its own there (the drift, without a second pass)."""
+        comparison = None
+        if compare_with is not None:
+            with self._transaction():
+                comparison = history.start_comparison(self._conn, compare_with)
         with self._transaction():
-            writer = partitions.AssignmentWriter(self._conn, self.run_id)
+            writer = partitions.AssignmentWriter(self._conn, self.run_id, comparison=comparison)
             try:
                 yield writer
                 writer.finish()
             except BaseException:
                 writer.abort()
                 raise
+        if compare_with is not None and comparison is not None:
+            self._comparison = (compare_with.run_id, comparison)
 
     @contextmanager
     def assignments_by_range(self) -> Iterator[str]:

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
+from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
+from segmentation.core.comparison import ABSENT
 from segmentation.store import partitions
 
+_CHANGE_FIELDS = [("customer_id", "int8"), ("segment_before", "int4"), ("segment_now", "int4")]
 _CHANGES = sql.Identifier("pg_temp", "run_changes")  # the session's own, never a table of that name elsewhere
 
 
@@ -71,6 +75,26 @@ def compare(conn: psycopg.Connection, run_id: int, against: int) -> list[tuple[i
             sql.SQL("SELECT segment_before, segment_now, count(*) FROM {} GROUP BY 1, 2").format(_CHANGES)
         )
     ]
+
+
+def keep_changes(conn: psycopg.Connection, ids: np.ndarray, before: np.ndarray, now: np.ndarray) -> None:
+    """What `compare` keeps, from a comparison made in memory (segmentation.core.comparison):
+    the changed customers, with their segment before and now (ABSENT for none, NULL here)."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_CHANGES))
+    conn.execute(
+        sql.SQL("CREATE TEMPORARY TABLE {} (customer_id bigint, segment_before integer, segment_now integer)").format(
+            _CHANGES
+        )
+    )
+    with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(_CHANGES)) as copy:
+        copy.write(HEADER)
+        copy.write(encode_rows(_CHANGE_FIELDS, {"customer_id": ids, "segment_before": before, "segment_now": now}))
+        copy.write(TRAILER)
+    for column in ("segment_before", "segment_now"):
+        conn.execute(
+            sql.SQL("UPDATE {table} SET {c} = NULL WHERE {c} = %s").format(table=_CHANGES, c=sql.Identifier(column)),
+            (ABSENT,),
+        )
 
 
 def enter(conn: psycopg.Connection, run_id: int, *, compared_with: int | None) -> int:
