@@ -79,9 +79,7 @@ def score_here(
     progress = Progress("score", "customers assigned", training.n_valid, start=time.monotonic())
     with run.assignments(compare_with) as writer:
         for chunk in _chunks(run, source, training):
-            labels, distances = assign(model.centers, model.scaler.transform(chunk.X))
-            writer.write(chunk.ids, segment_ids[labels].astype(np.int32), distances)
-            stats.update(labels, chunk.X, chunk.gender)
+            writer.write(chunk.ids, *_assign(model, segment_ids, stats, chunk))
             if line := progress.update(writer.rows, time.monotonic()):
                 logger.info(line)
         run.end_snapshot()  # the last read of the source is done
@@ -140,11 +138,17 @@ def score_range(
     """On a Dask worker: the range's customers assigned and written (segmentation.store.
     range_pass), and their segment figures for the run to merge."""
     stats = SegmentStats(model.k, source.features, segment_ids)
-
-    def assign_chunk(chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
-        labels, distances = assign(model.centers, model.scaler.transform(chunk.X))
-        stats.update(labels, chunk.X, chunk.gender)
-        return segment_ids[labels].astype(np.int32), distances
-
-    range_pass.write_range(run_id, snapshot, source, ids, chunk_rows, assign_chunk)
+    range_pass.write_range(
+        run_id, snapshot, source, ids, chunk_rows, lambda chunk: _assign(model, segment_ids, stats, chunk)
+    )
     return stats
+
+
+def _assign(
+    model: TrainedModel, segment_ids: np.ndarray, stats: SegmentStats, chunk: Chunk
+) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's published segment ids and distances, its figures added to stats: the same in
+    this process and on a worker."""
+    labels, distances = assign(model.centers, model.scaler.transform(chunk.X))
+    stats.update(labels, chunk.X, chunk.gender)
+    return segment_ids[labels].astype(np.int32), distances

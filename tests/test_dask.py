@@ -12,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from conftest import Process, assert_current_run, wait_for
@@ -183,21 +182,18 @@ def score_ranges(state) -> list[str]:
 
 
 def range_sessions(conn) -> list:
-    return conn.execute(
-        "SELECT pid, client_port FROM pg_stat_activity WHERE application_name = 'segmentation-range' "
-        "AND datname = current_database() AND state <> 'idle'"
-    ).fetchall()
+    """(backend pid, pid of the worker process holding it) of the range sessions writing now."""
+    return [
+        (pid, int(name.rsplit("-", 1)[1]))
+        for pid, name in conn.execute(
+            "SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE 'segmentation-range-%' "
+            "AND datname = current_database() AND state <> 'idle'"
+        )
+    ]
 
 
-def worker_holding(cluster: Cluster, client_port: int) -> Process | None:
-    """The worker process whose connection comes from that port."""
-    for worker in cluster.workers:
-        if not worker.running():
-            continue
-        for c in psutil.Process(worker.popen.pid).net_connections(kind="tcp"):
-            if c.laddr and c.laddr.port == client_port:
-                return worker
-    return None
+def worker_holding(cluster: Cluster, process_id: int) -> Process | None:
+    return next((w for w in cluster.workers if w.running() and w.popen.pid == process_id), None)
 
 
 def in_background(**env) -> tuple[threading.Thread, list]:
@@ -214,8 +210,8 @@ def test_a_worker_killed_mid_range_is_retried_and_every_customer_is_written_once
     thread, states = in_background(**SAMPLED, SEGMENTATION_DASK_ADDRESS=dask_cluster.address)
 
     def a_worker_mid_range():
-        for _, port in range_sessions(conn):
-            worker = worker_holding(dask_cluster, port)
+        for _, process_id in range_sessions(conn):
+            worker = worker_holding(dask_cluster, process_id)
             if worker is not None:
                 return worker
         return None

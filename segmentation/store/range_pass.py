@@ -10,6 +10,7 @@ block named there), never from the task's parameters."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -29,9 +30,10 @@ Assign = Callable[[Chunk], tuple[np.ndarray, np.ndarray]]
 def write_range(run_id: int, snapshot: str, source: Source, ids: IdRange, chunk_rows: int, assign: Assign) -> int:
     """Score the range's valid rows chunk by chunk and write them; returns how many."""
     url = db.database_url(Settings.from_env())
+    name = f"segmentation-range-{os.getpid()}"  # which worker process holds the session
     with (
-        db.connect_snapshot(url, application_name="segmentation-range") as reader,
-        db.connect(url, application_name="segmentation-range") as conn,
+        db.connect_snapshot(url, application_name=name) as reader,
+        db.connect(url, application_name=name) as conn,
     ):
         reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
         with conn.transaction():
