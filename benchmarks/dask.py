@@ -56,6 +56,8 @@ def main() -> None:
     print(f"{'route':<28} {'seconds':>8} {'peak RSS MB':>12}  {'customers':>12}  inertia")
     for route, r in results.items():
         print(f"{route:<28} {r['total']:>8.2f} {r['rss_mb']:>12.0f}  {r['n']:>12,}  {r['inertia']:.1f}")
+    for route, r in results.items():  # Prefect's task run times; score-range: one of the ranges
+        print(f"{route}: " + ", ".join(f"{s} {v:.2f}" for s, v in r["stages"].items()))
     single, dask = results.values()
     print(f"\nDask / one process = {dask['total'] / single['total']:.2f}  (goal <= 1.15 on this 2-core machine)")
 
