@@ -13,7 +13,7 @@ from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
 from segmentation.errors import RunRejected, describe
 from segmentation.tasks.announce import announce
-from segmentation.tasks.approval import awaiting_answer, finish_approval, rejection, request_approval, run_figures
+from segmentation.tasks.approval import awaiting_answer, finish_approval, request_approval, run_figures
 from segmentation.tasks.extract import check_source, extract, quarantine_invalid
 from segmentation.tasks.model import choose_k, train
 from segmentation.tasks.publish import keep_run, prune_history
@@ -82,7 +82,7 @@ def customer_segmentation(
             if published:
                 announce("published", {**result, "source_table": source_table}, flow_run_id)
                 return result
-            reason = rejection(stopped) + decision
+            reason = (result["error"] or f"run {stopped} was rejected by the quality gate") + decision
             announce("rejected", {**result, "source_table": source_table, "error": reason}, flow_run_id)
             return Failed(message=reason)
         run = start_run(

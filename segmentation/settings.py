@@ -90,16 +90,23 @@ class Settings:
         }
 
 
+def _optional_positive_int(name: str) -> int | None:
+    return _positive_int(name, 0) if os.environ.get(name) else None
+
+
 def _dask_settings() -> dict[str, Any]:
     address = os.environ.get("SEGMENTATION_DASK_ADDRESS") or None
-    workers = _positive_int("SEGMENTATION_DASK_WORKERS", 0) if os.environ.get("SEGMENTATION_DASK_WORKERS") else None
+    workers = _optional_positive_int("SEGMENTATION_DASK_WORKERS")
     if address is not None and workers is not None:
         raise SegmentationError(
             "SEGMENTATION_DASK_ADDRESS and SEGMENTATION_DASK_WORKERS are both set; set the address to use an "
             "existing Dask cluster, or the number of workers to start a local one, not both"
         )
-    sessions = _positive_int("SEGMENTATION_DASK_SESSIONS", 0) if os.environ.get("SEGMENTATION_DASK_SESSIONS") else None
-    return {"dask_address": address, "dask_workers": workers, "dask_sessions": sessions}
+    return {
+        "dask_address": address,
+        "dask_workers": workers,
+        "dask_sessions": _optional_positive_int("SEGMENTATION_DASK_SESSIONS"),
+    }
 
 
 def _secret_block(name: str) -> str:

@@ -101,6 +101,10 @@ def _reason(note: str) -> str:
     return f"approved in the Prefect UI: {note.strip() or '(no note)'}"
 
 
+def _rejected(decision: Approval) -> str:
+    return f" Rejected in the Prefect UI: {decision.note or '(no note)'}"
+
+
 def request_approval(run: Run, issues: list[str], minutes: float) -> tuple[bool, str]:
     """Ask, and publish the run when someone approves it. Called from the flow itself (only a
     flow run can pause). Returns (published, what became of it, as a sentence to add to the
@@ -124,7 +128,7 @@ def request_approval(run: Run, issues: list[str], minutes: float) -> tuple[bool,
         if decision is None:
             return False, f" No one approved it within {minutes:g} minutes."
         if not decision.approve:
-            return False, f" Rejected in the Prefect UI: {decision.note or '(no note)'}"
+            return False, _rejected(decision)
         publish_approved(run, decision.note)
         return True, ""
     except Exception as exc:  # noqa: BLE001 - the run stays rejected, and says why
@@ -171,14 +175,14 @@ def publish_resumed(run_id: int, note: str) -> None:
 
 
 def run_figures(run_id: int) -> dict[str, Any]:
-    """What a run's event and result carry, read back."""
+    """What a run's event and result carry, read back, with the gate's reason as `error`."""
     with _connect() as conn, conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            """SELECT run_id, status, forced, k, n_customers, n_quarantined, churn, quality_issues
+            """SELECT run_id, status, forced, k, n_customers, n_quarantined, churn, quality_issues, error
                FROM segmentation.runs WHERE run_id = %s""",
             (run_id,),
         ).fetchone()
-    return dict(row or {"run_id": run_id})
+    return dict(row or {"run_id": run_id, "error": None})
 
 
 def finish_approval(run_id: int, status: str) -> tuple[bool, str]:
@@ -191,16 +195,9 @@ def finish_approval(run_id: int, status: str) -> tuple[bool, str]:
         return False, f" It is {status} now; nothing was done."
     try:
         decision = suspend_flow_run(wait_for_input=Approval, key=_key(run_id))  # answered: returns it
-        if decision is None or not decision.approve:
-            return False, f" Rejected in the Prefect UI: {(decision.note if decision else '') or '(no note)'}"
+        if not decision.approve:
+            return False, _rejected(decision)
         publish_resumed(run_id, decision.note)
         return True, ""
     except Exception as exc:  # noqa: BLE001 - the run stays rejected, and says why
         return False, f" The approval could not be completed: {describe(exc)}"
-
-
-def rejection(run_id: int) -> str:
-    """The gate's reason recorded with the run."""
-    with _connect() as conn:
-        row = conn.execute("SELECT error FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()
-    return str(row[0]) if row and row[0] else f"run {run_id} was rejected by the quality gate"

@@ -50,7 +50,8 @@ def add_key(conn: psycopg.Connection, run_id: int) -> None:
 
 class AssignmentWriter:
     """Binary COPY of (run_id, customer_id, segment_id, distance) into the run's own table,
-    used inside one transaction. The whole run (ids None): the table is created, loaded and
+    used inside one transaction, as a context manager: the load is finished when the block
+    ends, or the COPY ended with an error when it raises. The whole run (ids None): the table is created, loaded and
     keyed in that transaction (COPY FREEZE needs that), and nothing remains if it rolls back.
     One range of ids (a pass split over workers): the table exists, committed, and the range's
     rows are replaced, so a range written twice (a retried task) is written once."""
@@ -107,6 +108,15 @@ class AssignmentWriter:
         with contextlib.suppress(Exception):
             self._copy_cm.__exit__(RuntimeError, RuntimeError("aborted"), None)
         self._cursor.close()
+
+    def __enter__(self) -> AssignmentWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.finish()
+        else:
+            self.abort()
 
 
 def is_attached(conn: psycopg.Connection, run_id: int) -> bool:

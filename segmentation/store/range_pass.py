@@ -36,15 +36,8 @@ def write_range(run_id: int, snapshot: str, source: Source, ids: IdRange, chunk_
         db.connect(url, application_name=name) as conn,
     ):
         reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-        with conn.transaction():
-            writer = AssignmentWriter(conn, run_id, ids)
-            try:
-                for chunk in stream_valid(reader, source, chunk_rows, valid_copy_query(source, ids=ids)):
-                    segment_ids, distances = assign(chunk)
-                    writer.write(chunk.ids, segment_ids, distances)
-                writer.finish()
-            except BaseException:
-                writer.abort()
-                raise
+        with conn.transaction(), AssignmentWriter(conn, run_id, ids) as writer:
+            for chunk in stream_valid(reader, source, chunk_rows, valid_copy_query(source, ids=ids)):
+                writer.write(chunk.ids, *assign(chunk))
         reader.rollback()
         return writer.rows

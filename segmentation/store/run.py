@@ -171,14 +171,8 @@ class Run:
         if compare_with is not None:
             with self._transaction():
                 comparison = history.start_comparison(self._conn, compare_with)
-        with self._transaction():
-            writer = partitions.AssignmentWriter(self._conn, self.run_id, comparison=comparison)
-            try:
-                yield writer
-                writer.finish()
-            except BaseException:
-                writer.abort()
-                raise
+        with self._transaction(), partitions.AssignmentWriter(self._conn, self.run_id, comparison=comparison) as writer:
+            yield writer
         if compare_with is not None and comparison is not None:
             self._comparison = (compare_with.run_id, comparison)
 
