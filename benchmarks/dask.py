@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-
-import psycopg
 
 from benchmarks.e2e import BENCH_DB, _child, _copy_of
-from benchmarks.scratch import scratch_database
+from benchmarks.scratch import customers_database
 
 
 def main() -> None:
@@ -30,19 +27,11 @@ def main() -> None:
     parser.add_argument("--database-url")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from segmentation import db, migrations
-    from segmentation.loading import generate_customers
+    from segmentation import db
 
     server = args.database_url or db.database_url()
     results = {}
-    with scratch_database(server, BENCH_DB) as bench:
-        with psycopg.connect(bench) as conn:
-            migrations.upgrade(conn)
-            started = time.perf_counter()
-            generate_customers(conn, args.rows, seed=1)
-            print(f"generated {args.rows:,} customers in {time.perf_counter() - started:.1f} s", flush=True)
-        with psycopg.connect(bench, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE customers")
+    with customers_database(server, BENCH_DB, args.rows) as bench:
         for route, workers in (("one process", None), (f"Dask, {args.workers} local workers", args.workers)):
             if workers is None:
                 os.environ.pop("SEGMENTATION_DASK_WORKERS", None)

@@ -40,7 +40,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from benchmarks.scratch import scratch_database
+from benchmarks.scratch import customers_database
 
 FEATURES = ["age", "annual_income", "spending_score"]
 BENCH_DB = "segmentation_bench"
@@ -262,18 +262,10 @@ def main() -> None:
         print(json.dumps(runner()))
         return
 
-    from segmentation import db, migrations
-    from segmentation.loading import generate_customers
+    from segmentation import db
 
     server = db.database_url() if not args.database_url else args.database_url
-    with scratch_database(server, BENCH_DB) as bench:
-        with psycopg.connect(bench) as conn:
-            migrations.upgrade(conn)
-            t = time.perf_counter()
-            generate_customers(conn, args.rows, seed=1)
-            print(f"generated {args.rows:,} customers in {time.perf_counter() - t:.1f} s", flush=True)
-        with psycopg.connect(bench, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE customers")
+    with customers_database(server, BENCH_DB, args.rows) as bench:
         results, runs = {}, {"floor": [], "flow": []}
         for _ in range(args.repeat):
             for stage in runs:

@@ -16,7 +16,7 @@ import time
 
 import psycopg
 
-from benchmarks.scratch import scratch_database
+from benchmarks.scratch import customers_database
 
 BENCH_DB = "segmentation_bench_predict"
 QUERIES = {
@@ -36,17 +36,12 @@ def main() -> None:
     parser.add_argument("--database-url")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from segmentation import db, migrations
+    from segmentation import db
     from segmentation.flows.segmentation import customer_segmentation
-    from segmentation.loading import generate_customers
 
     server = args.database_url or db.database_url()
-    with scratch_database(server, BENCH_DB) as bench:
+    with customers_database(server, BENCH_DB, args.rows, seed=0) as bench:
         os.environ["SEGMENTATION_DATABASE_URL"] = bench
-        with psycopg.connect(bench, autocommit=True) as conn:
-            migrations.upgrade(conn)
-            generate_customers(conn, args.rows, seed=0)
-            conn.execute("VACUUM ANALYZE public.customers")
         state = customer_segmentation(n_clusters=5, return_state=True)
         run_id = state.result()["run_id"]
         print(f"{args.rows:,} customers, k=5, features age, annual_income, spending_score; run {run_id}")

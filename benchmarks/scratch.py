@@ -1,7 +1,9 @@
-"""A scratch database for a benchmark: created empty on the given server, dropped afterwards."""
+"""A scratch database for a benchmark: created on the given server (empty, or with generated
+customers), dropped afterwards."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,3 +27,19 @@ def scratch_database(server: str, name: str) -> Iterator[str]:
         yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
         drop(server, name)
+
+
+@contextmanager
+def customers_database(server: str, name: str, rows: int, seed: int = 1) -> Iterator[str]:
+    """scratch_database with the schema and `rows` generated customers, vacuumed and analysed."""
+    from segmentation import migrations
+    from segmentation.loading import generate_customers
+
+    with scratch_database(server, name) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrations.upgrade(conn)
+            started = time.perf_counter()
+            generate_customers(conn, rows, seed=seed)
+            print(f"generated {rows:,} customers in {time.perf_counter() - started:.1f} s", flush=True)
+            conn.execute("VACUUM ANALYZE public.customers")
+        yield url
