@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,12 @@ def _dask_settings() -> dict[str, Any]:
         raise SegmentationError(
             "SEGMENTATION_DASK_ADDRESS and SEGMENTATION_DASK_WORKERS are both set; set the address to use an "
             "existing Dask cluster, or the number of workers to start a local one, not both"
+        )
+    # Said when the run starts, not after its first pass over the source.
+    if (address is not None or workers is not None) and find_spec("prefect_dask") is None:
+        raise SegmentationError(
+            "SEGMENTATION_DASK_ADDRESS or SEGMENTATION_DASK_WORKERS is set but prefect-dask is not installed; "
+            "pip install 'customer-segmentation[dask]', or unset them"
         )
     return {
         "dask_address": address,

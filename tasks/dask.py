@@ -18,13 +18,8 @@ CONNECT_TIMEOUT = "10s"  # an unreachable scheduler fails the run, it does not h
 @contextmanager
 def task_runner(settings: Settings) -> Iterator[tuple[Any, int]]:
     """A started DaskTaskRunner and how many workers its cluster has."""
-    try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError:
-        raise SegmentationError(
-            "SEGMENTATION_DASK_ADDRESS or SEGMENTATION_DASK_WORKERS is set but prefect-dask is not installed; "
-            "pip install 'customer-segmentation[dask]', or unset them"
-        ) from None
+    from prefect_dask import DaskTaskRunner  # installed: Settings checks it when the run starts
+
     if settings.dask_address is not None:
         runner = DaskTaskRunner(address=settings.dask_address, client_kwargs={"timeout": CONNECT_TIMEOUT})
     else:

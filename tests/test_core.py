@@ -336,3 +336,19 @@ def test_the_in_memory_comparison_finds_exactly_the_changed_customers():
     small.add_previous(ids, np.array([before[c] for c in ids], dtype=np.int32))
     small.update(order, np.array([now[c] for c in order], dtype=np.int32))
     assert small.changes() is None
+
+
+def test_dask_settings_are_checked_when_read(monkeypatch):
+    from segmentation import settings
+
+    monkeypatch.setenv("SEGMENTATION_DASK_WORKERS", "2")
+    assert settings.Settings.from_env().dask_workers == 2
+    monkeypatch.setenv("SEGMENTATION_DASK_ADDRESS", "tcp://scheduler:8786")
+    with pytest.raises(SegmentationError, match="both set"):
+        settings.Settings.from_env()
+    monkeypatch.delenv("SEGMENTATION_DASK_WORKERS")
+    monkeypatch.setattr(settings, "find_spec", lambda name: None)  # a base install, without the dask extra
+    with pytest.raises(
+        SegmentationError, match=r"prefect-dask is not installed; pip install 'customer-segmentation\[dask\]'"
+    ):
+        settings.Settings.from_env()
