@@ -93,7 +93,9 @@ def _run_flow(params: dict) -> int:
     run published (or was staged), whatever went wrong around it; non-zero when it did not, or
     when that cannot be known (then say how to check)."""
     from segmentation.flows.segmentation import customer_segmentation
+    from segmentation.settings import Settings
 
+    Settings.from_env()  # a bad setting is one line here, before Prefect starts
     state = customer_segmentation(**params, return_state=True)
     if state.is_completed():
         result = state.result()

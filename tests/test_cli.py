@@ -64,6 +64,14 @@ def test_run_that_does_not_publish_exits_non_zero_with_the_reason(cli, database_
     assert "error: the run did not publish: source table public.customerz does not exist" in err
 
 
+def test_a_bad_setting_stops_run_before_any_flow_run_in_one_line(cli, database_url, conn, monkeypatch):
+    monkeypatch.setenv("SEGMENTATION_CHUNK_ROWS", "lots")
+    code, out, err = cli("run")
+    assert code == 1 and out == ""
+    assert err == "error: SEGMENTATION_CHUNK_ROWS='lots' is not a positive whole number; unset it or fix it\n"
+    assert conn.execute("SELECT count(*) FROM segmentation.runs").fetchone() == (0,)  # no run began
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_demo_fills_an_empty_table_and_prints_segments(cli, database_url, conn):
     code, out, _ = cli("demo", "--rows", "1500")
