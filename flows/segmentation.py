@@ -14,6 +14,7 @@ from segmentation.core.segments import QualityGate
 from segmentation.errors import RunRejected, describe
 from segmentation.tasks.announce import announce
 from segmentation.tasks.approval import awaiting_answer, finish_approval, request_approval, run_figures
+from segmentation.tasks.dask import Cluster
 from segmentation.tasks.extract import check_source, extract, quarantine_invalid
 from segmentation.tasks.model import choose_k, train
 from segmentation.tasks.publish import keep_run, prune_history
@@ -71,6 +72,7 @@ def customer_segmentation(
     gate = QualityGate(min_silhouette, min_segment_share, max_customer_drop, max_quarantined_share)
     flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     run = None
+    cluster = None
     try:
         settings = prepare_database()
         # Run again by Prefect after a suspension for approval: act on the answer, nothing more.
@@ -92,14 +94,16 @@ def customer_segmentation(
             list(features),
             {**params, **settings.in_force()},
         )
+        cluster = Cluster(settings)  # Dask, when set: started by the first pass that needs it
         source = check_source(run, source_table, id_column, list(features))
-        training = extract(run, source, random_state)
+        training = extract(run, source, random_state, cluster)
         n_quarantined = quarantine_invalid(run, source, training)
         previous = load_previous(run, source)
         choice = choose_k(training, settings, n_clusters, k_min, k_max, random_state, n_init)
         model = train(settings, choice, random_state, n_init, warm_start(previous, source, choice.k))
         identity = match_segments(run, source, model, previous, match_threshold)
-        stats = score(run, source, training, model, identity.ids, previous)
+        stats = score(run, source, training, model, identity.ids, previous, cluster)
+        cluster.close()  # the passes over the source are done
         drift = measure_drift(run, source, previous)
         issues = quality_gate(source, stats, model, previous, n_quarantined, gate)
         result = keep_run(
@@ -147,5 +151,7 @@ def customer_segmentation(
             fail_run(run, describe(exc))
         raise
     finally:
+        if cluster is not None:
+            cluster.close()
         if run is not None:
             run.close()

@@ -1,22 +1,76 @@
-"""The Dask cluster a run's scoring pass goes to, through Prefect's own integration
+"""The Dask cluster a run's passes over the source go to, through Prefect's own integration
 (prefect-dask, the optional extra `dask`): an existing scheduler (SEGMENTATION_DASK_ADDRESS)
-or a temporary local cluster of worker processes (SEGMENTATION_DASK_WORKERS)."""
+or a temporary local cluster of worker processes (SEGMENTATION_DASK_WORKERS). One cluster
+serves the run's passes (the extract, the scoring pass): a temporary one starts once."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from segmentation.core.ranges import id_ranges
 from segmentation.errors import SegmentationError
 from segmentation.settings import Settings
+from segmentation.source.queries import IdRange
 
 CONNECT_TIMEOUT = "10s"  # an unreachable scheduler fails the run, it does not hang it
+RANGES_PER_WORKER = 4  # smaller ranges: less to redo when a worker dies, and an even finish
+
+
+class Cluster:
+    """The run's cluster, started when a pass first needs it and closed with the run."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._stack = ExitStack()
+        self._runner: Any = None
+        self.workers = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.on_dask
+
+    @property
+    def sessions(self) -> int:
+        """Ranges in flight at most: each holds database sessions."""
+        return self.settings.dask_sessions or self.workers
+
+    def ranges(self, bounds: tuple[int, int] | None) -> list[IdRange]:
+        """The ranges of ids a pass is split into, from the smallest and largest id: the same
+        for every pass of the run, so a range has one number."""
+        self._start()
+        return id_ranges(*bounds, RANGES_PER_WORKER * self.workers) if bounds else []
+
+    def map(self, task: Any, parameters: Iterable[dict[str, Any]]) -> Iterator[Any]:
+        """The task's results, one per set of parameters, in order; at most `sessions` in
+        flight. The first failure fails the pass: what is still running is cancelled."""
+        runner = self._start()
+        pending, running = deque(parameters), deque[Any]()
+        try:
+            while pending or running:
+                while pending and len(running) < self.sessions:
+                    running.append(runner.submit(task, parameters=pending.popleft()))
+                yield running.popleft().result()
+        except BaseException:
+            for future in running:
+                future.wrapped_future.cancel()
+            raise
+
+    def _start(self) -> Any:
+        if self._runner is None:
+            self._runner, self.workers = self._stack.enter_context(_task_runner(self.settings))
+        return self._runner
+
+    def close(self) -> None:
+        self._stack.close()
+        self._runner = None
 
 
 @contextmanager
-def task_runner(settings: Settings) -> Iterator[tuple[Any, int]]:
+def _task_runner(settings: Settings) -> Iterator[tuple[Any, int]]:
     """A started DaskTaskRunner and how many workers its cluster has."""
     from prefect_dask import DaskTaskRunner  # installed: Settings checks it when the run starts
 

@@ -11,9 +11,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segmentation.core.progress import Progress
-from segmentation.core.sampling import HashSample
+from segmentation.core.sampling import HashSample, SplitSample
 from segmentation.source.catalog import Source
+from segmentation.source.queries import IdRange
+from segmentation.store import range_pass
 from segmentation.store.run import Run
+from segmentation.tasks.dask import Cluster
 
 
 @dataclass
@@ -29,6 +32,17 @@ class TrainingSet:
         return len(self.ids) == self.n_valid
 
 
+@dataclass
+class SampledRange:
+    """What an extract-range task sends back: its part of the sample, and how many valid rows
+    it read."""
+
+    seen: int
+    ids: np.ndarray
+    X: np.ndarray
+    gender: np.ndarray
+
+
 @task(name="check-source", cache_policy=NO_CACHE)
 def check_source(run: Run, source_table: str, id_column: str, features: list[str]) -> Source:
     source = run.resolve_source(source_table, id_column, features)
@@ -36,10 +50,19 @@ def check_source(run: Run, source_table: str, id_column: str, features: list[str
     return source
 
 
-@task(name="extract", cache_policy=NO_CACHE)
-def extract(run: Run, source: Source, random_state: int) -> TrainingSet:
+def extract(run: Run, source: Source, random_state: int, cluster: Cluster) -> TrainingSet:
     """One pass over the valid rows: all of them when they fit the training sample size,
-    otherwise a uniform random sample of that size, reproducible from random_state."""
+    otherwise a uniform random sample of that size, reproducible from random_state. The extract
+    task, in this process; or, with Dask set, an extract-range task per range of ids on Dask,
+    submitted from the flow run (as the scoring pass's are, segmentation.tasks.score): the same
+    training set either way."""
+    if cluster.enabled:
+        return _extract_on_dask(run, source, random_state, cluster)
+    return extract_here(run, source, random_state)
+
+
+@task(name="extract", cache_policy=NO_CACHE)
+def extract_here(run: Run, source: Source, random_state: int) -> TrainingSet:
     logger = get_run_logger()
     n_rows = run.count_rows(source)
     sample = HashSample(run.settings.training_sample_size, random_state)
@@ -50,11 +73,70 @@ def extract(run: Run, source: Source, random_state: int) -> TrainingSet:
         sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
         if line := progress.update(sample.seen, time.monotonic()):
             logger.info(line)
-    ids, columns = sample.result()
+    return _training_set(source, *sample.result(), sample.seen, n_rows)
+
+
+def _extract_on_dask(run: Run, source: Source, random_state: int, cluster: Cluster) -> TrainingSet:
+    """Each range sends its part of the sample (segmentation.core.sampling.SplitSample): about
+    a range's share of 1.25 times the sample size, not its rows. Read again, with a higher key
+    limit, in the rare case that too few rows passed it."""
+    logger = get_run_logger()
+    n_rows = run.count_rows(source)
+    ranges = cluster.ranges(run.id_bounds(source))
+    snapshot = run.export_snapshot()
+    split = SplitSample(run.settings.training_sample_size, random_state, n_rows)
+    logger.info(
+        "extract: %d ranges of ids on %d Dask workers, %d at a time", len(ranges), cluster.workers, cluster.sessions
+    )
+    while True:
+        progress = Progress("extract", "rows read (valid ones counted)", n_rows, start=time.monotonic())
+        parameters = [
+            {
+                "snapshot": snapshot,
+                "source": source,
+                "ids": ids,
+                "chunk_rows": run.settings.chunk_rows,
+                "size": split.size,
+                "seed": random_state,
+                "below": split.below,
+            }
+            for ids in ranges
+        ]
+        for part in cluster.map(extract_range, parameters):
+            split.add(part.seen, part.ids, X=part.X, gender=part.gender)
+            if line := progress.update(split.seen, time.monotonic()):
+                logger.info(line)
+        if split.finished():
+            break
+        logger.info("extract: fewer valid rows than the sample passed the ranges' key limit; reading them again")
+    return _training_set(source, *split.result(), split.seen, n_rows)
+
+
+@task(name="extract-range", cache_policy=NO_CACHE)
+def extract_range(
+    snapshot: str, source: Source, ids: IdRange, chunk_rows: int, size: int, seed: int, below: int | None
+) -> SampledRange:
+    """On a Dask worker: the range's valid rows read in the run's snapshot, and the sample of
+    those whose key is below `below`."""
+    sample = HashSample(size, seed, below=below)
+    for chunk in range_pass.read_range(snapshot, source, ids, chunk_rows):
+        sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
+    sampled, columns = sample.result()
+    X, gender = _columns(source, columns)
+    return SampledRange(sample.seen, sampled, X, gender)
+
+
+def _columns(source: Source, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """X and gender of a sample, empty ones when it has no rows."""
     X = columns.get("X", np.empty((0, len(source.features))))
-    gender = columns.get("gender", np.empty(0, dtype=np.int16))
-    logger.info("extract: %d valid customers of %d rows, training on %d", sample.seen, n_rows, len(ids))
-    return TrainingSet(ids, X, gender, sample.seen, n_rows)
+    return X, columns.get("gender", np.empty(0, dtype=np.int16))
+
+
+def _training_set(
+    source: Source, ids: np.ndarray, columns: dict[str, np.ndarray], n_valid: int, n_rows: int
+) -> TrainingSet:
+    get_run_logger().info("extract: %d valid customers of %d rows, training on %d", n_valid, n_rows, len(ids))
+    return TrainingSet(ids, *_columns(source, columns), n_valid, n_rows)
 
 
 @task(name="quarantine-invalid", cache_policy=NO_CACHE)

@@ -5,7 +5,6 @@ task per range of ids, each reading and writing its range itself."""
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,7 +14,6 @@ from prefect.logging import get_run_logger
 
 from segmentation.core.model import assign
 from segmentation.core.progress import Progress
-from segmentation.core.ranges import id_ranges
 from segmentation.core.segment_stats import SegmentStats
 from segmentation.source.catalog import Source
 from segmentation.source.queries import IdRange
@@ -23,11 +21,9 @@ from segmentation.source.stream import Chunk
 from segmentation.store import range_pass
 from segmentation.store.history import PreviousRun
 from segmentation.store.run import Run
-from segmentation.tasks.dask import task_runner
+from segmentation.tasks.dask import Cluster
 from segmentation.tasks.extract import TrainingSet
 from segmentation.tasks.model import TrainedModel
-
-RANGES_PER_WORKER = 4  # smaller ranges: less to redo when a worker dies, and an even finish
 
 
 def _chunks(run: Run, source: Source, training: TrainingSet) -> Iterator[Chunk]:
@@ -46,14 +42,15 @@ def score(
     training: TrainingSet,
     model: TrainedModel,
     segment_ids: np.ndarray,
-    previous: PreviousRun | None = None,
+    previous: PreviousRun | None,
+    cluster: Cluster,
 ) -> SegmentStats:
     """The scoring pass: the score task, in this process; or, when the training set is a sample
     and Dask is set, a score-range task per range of ids on Dask, submitted from the flow run
     (a task's parameters travel with what it submits, and a Run's connections cannot). In this
     process, each chunk is also compared with the previous run on the same table, for the drift."""
-    if run.settings.on_dask and not training.complete:
-        stats = _score_on_dask(run, source, training, model, segment_ids)
+    if cluster.enabled and not training.complete:
+        stats = _score_on_dask(run, source, training, model, segment_ids, cluster)
     else:
         same_table = previous is not None and previous.same_table(str(source.table))
         stats = score_here(run, source, training, model, segment_ids, previous if same_table else None)
@@ -87,40 +84,35 @@ def score_here(
 
 
 def _score_on_dask(
-    run: Run, source: Source, training: TrainingSet, model: TrainedModel, segment_ids: np.ndarray
+    run: Run, source: Source, training: TrainingSet, model: TrainedModel, segment_ids: np.ndarray, cluster: Cluster
 ) -> SegmentStats:
     """One score-range task per range of ids, at most SEGMENTATION_DASK_SESSIONS (default: one
     per worker) at a time, since each holds two database sessions. The first failure fails the
-    pass: the ranges not started are cancelled, and the run's table is never attached."""
+    pass, and the run's table is never attached."""
     logger = get_run_logger()
     stats = SegmentStats(model.k, source.features, segment_ids)
-    bounds = run.id_bounds(source)
+    ranges = cluster.ranges(run.id_bounds(source))
     progress = Progress("score", "customers assigned", training.n_valid, start=time.monotonic())
-    with task_runner(run.settings) as (runner, workers), run.assignments_by_range() as snapshot:
-        sessions = run.settings.dask_sessions or workers
-        pending = deque(id_ranges(*bounds, RANGES_PER_WORKER * workers) if bounds else [])
-        logger.info("score: %d ranges of ids on %d Dask workers, %d at a time", len(pending), workers, sessions)
-        running: deque = deque()
-        try:
-            while pending or running:
-                while pending and len(running) < sessions:
-                    parameters = {
-                        "run_id": run.run_id,
-                        "snapshot": snapshot,
-                        "source": source,
-                        "ids": pending.popleft(),
-                        "model": model,
-                        "segment_ids": segment_ids,
-                        "chunk_rows": run.settings.chunk_rows,
-                    }
-                    running.append(runner.submit(score_range, parameters=parameters))
-                stats.merge(running.popleft().result())
-                if line := progress.update(stats.n_customers, time.monotonic()):
-                    logger.info(line)
-        except BaseException:
-            for future in running:
-                future.wrapped_future.cancel()
-            raise
+    logger.info(
+        "score: %d ranges of ids on %d Dask workers, %d at a time", len(ranges), cluster.workers, cluster.sessions
+    )
+    with run.assignments_by_range() as snapshot:
+        parameters = [
+            {
+                "run_id": run.run_id,
+                "snapshot": snapshot,
+                "source": source,
+                "part": part,
+                "model": model,
+                "segment_ids": segment_ids,
+                "chunk_rows": run.settings.chunk_rows,
+            }
+            for part in enumerate(ranges)
+        ]
+        for range_stats in cluster.map(score_range, parameters):
+            stats.merge(range_stats)
+            if line := progress.update(stats.n_customers, time.monotonic()):
+                logger.info(line)
     run.end_snapshot()
     return stats
 
@@ -130,16 +122,17 @@ def score_range(
     run_id: int,
     snapshot: str,
     source: Source,
-    ids: IdRange,
+    part: tuple[int, IdRange],
     model: TrainedModel,
     segment_ids: np.ndarray,
     chunk_rows: int,
 ) -> SegmentStats:
     """On a Dask worker: the range's customers assigned and written (segmentation.store.
-    range_pass), and their segment figures for the run to merge."""
+    range_pass), and their segment figures for the run to merge. part: the range's number
+    and ids."""
     stats = SegmentStats(model.k, source.features, segment_ids)
     range_pass.write_range(
-        run_id, snapshot, source, ids, chunk_rows, lambda chunk: _assign(model, segment_ids, stats, chunk)
+        run_id, snapshot, source, part, chunk_rows, lambda chunk: _assign(model, segment_ids, stats, chunk)
     )
     return stats
 

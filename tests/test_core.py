@@ -11,7 +11,7 @@ from segmentation.core.binary_copy import HEADER, TRAILER, Decoder, encode_rows
 from segmentation.core.comparison import ABSENT, Comparison, counts
 from segmentation.core.features import GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOWN, gender_codes
 from segmentation.core.ranges import id_ranges
-from segmentation.core.sampling import HashSample
+from segmentation.core.sampling import HashSample, SplitSample
 from segmentation.core.segment_stats import SegmentStats
 from segmentation.core.synthetic import generate
 from segmentation.errors import SegmentationError
@@ -87,6 +87,47 @@ def test_hash_sample_keeps_everything_below_its_size():
     s.offer(np.array([5, 3, 9], dtype=np.int64), v=np.array([1.0, 2.0, 3.0]))
     ids, cols = s.result()
     assert ids.tolist() == [3, 5, 9] and cols["v"].tolist() == [2.0, 1.0, 3.0]
+
+
+def split_sample(size, seed, rows, valid_ids, parts):
+    """SplitSample over `parts` parts of the valid ids, read again until it is finished, as
+    the Dask extract does; returns it and how many reads it took."""
+    split = SplitSample(size, seed, rows)
+    for reads in itertools.count(1):
+        for part in np.array_split(valid_ids, parts):
+            own = HashSample(size, seed, below=split.below)
+            for chunk in np.array_split(part, 3):
+                own.offer(chunk, v=chunk * 0.5)
+            ids, columns = own.result()
+            split.add(own.seen, ids, **columns)
+        if split.finished():
+            return split, reads
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(
+    ("size", "rows", "valid_share", "parts", "reads"),
+    [
+        (2_000, 40_000, 1.0, 8, 1),  # the usual night: one read, each part sending about 1/8 of 1.25 x size
+        (2_000, 40_000, 0.7, 8, 2),  # 30% invalid: too few rows pass the limit made from the row count
+        (2_000, 40_000, 1.0, 1, 1),  # one part
+        (5_000, 5_500, 1.0, 4, 1),  # about the sample's size: no limit, every row sent
+        (5_000, 8_000, 0.5, 4, 2),  # more rows than the sample, fewer valid ones: the whole table, read twice
+        (3, 40, 1.0, 4, None),  # a tiny sample: a read or more, never a wrong one
+    ],
+)
+def test_a_sample_taken_in_parts_is_the_whole_tables_sample(size, rows, valid_share, parts, reads):
+    rng = np.random.default_rng(size + rows)
+    valid_ids = np.sort(rng.choice(10 * rows, int(rows * valid_share), replace=False)).astype(np.int64)
+    whole = HashSample(size, seed=11)
+    whole.offer(valid_ids, v=valid_ids * 0.5)
+    split, n_reads = split_sample(size, 11, rows, valid_ids, parts)
+    ids, columns = split.result()
+    assert np.array_equal(ids, whole.result()[0]) and np.array_equal(columns["v"], ids * 0.5)
+    assert len(ids) == min(size, len(valid_ids)) and split.seen == len(valid_ids)
+    assert reads is None or n_reads == reads
+    if reads == 1 and split.below is not None:  # each part sent only what passed the limit
+        assert size <= split.sent < 1.5 * size
 
 
 def three_blobs(n_each=100, seed=0):

@@ -1,6 +1,6 @@
-"""The scoring pass on Dask, against a real `dask scheduler` and two `dask worker` processes:
-the same results as in one process, a worker killed mid-range, a database error in one range,
-an unreachable scheduler."""
+"""The passes over the source on Dask (the extract, the scoring pass), against a real `dask
+scheduler` and two `dask worker` processes: the same results as in one process, a worker killed
+mid-range, a database error in one range, an unreachable scheduler; and a range written twice."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import Process, assert_current_run, wait_for
+from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
+from segmentation.settings import Settings
+from segmentation.store import range_pass
+from segmentation.store.run import Run
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -25,6 +30,10 @@ ROWS = 60_000
 # The training set a sample, so the scoring pass reads the source again, on Dask; small chunks,
 # so a range takes long enough to be caught in the middle.
 SAMPLED = {"SEGMENTATION_TRAINING_SAMPLE_SIZE": "20000", "SEGMENTATION_CHUNK_ROWS": "2000"}
+# Every customer in the training set: the extract on Dask, the scoring pass from memory.
+WHOLE = {**SAMPLED, "SEGMENTATION_TRAINING_SAMPLE_SIZE": str(2 * ROWS)}
+# What a range's session runs, by pass: the extract only reads; the scoring pass's writer COPYs in.
+PASS_QUERY = {"extract": "%TO STDOUT%", "score": "%FROM STDIN%"}
 # Staged, so every run is compared with (and takes its segment ids from) the same current run.
 PARAMS = {"n_clusters": 4, "n_init": 1, "publish": False}
 
@@ -162,15 +171,23 @@ def test_dask_gives_the_same_run_as_one_process(conn, dask_cluster):
         2,
         None,
     )
-    # One Prefect task per range of ids (4 a worker), each Completed, in the flow run.
-    assert score_ranges(there) == ["Completed"] * 8
+    # One Prefect task per range of ids (4 a worker) and pass, each Completed, in the flow run.
+    assert range_tasks(there) == {"extract-range": ["Completed"] * 8, "score-range": ["Completed"] * 8}
     # A temporary local cluster of worker processes gives the same run too.
     local = run(**SAMPLED, SEGMENTATION_DASK_WORKERS="2")
     assert local.is_completed(), local.message
     assert_same_run(conn, here_id, local.result()["run_id"])
+    # Every customer trained on: each range sends all its rows, and the scoring pass needs no
+    # second read, so it stays here.
+    whole_here = run(**WHOLE)
+    whole_there = run(**WHOLE, SEGMENTATION_DASK_ADDRESS=dask_cluster.address)
+    assert whole_here.is_completed() and whole_there.is_completed(), whole_there.message
+    assert_same_run(conn, whole_here.result()["run_id"], whole_there.result()["run_id"])
+    assert range_tasks(whole_there) == {"extract-range": ["Completed"] * 8}
 
 
-def score_ranges(state) -> list[str]:
+def range_tasks(state) -> dict[str, list[str]]:
+    """The states of the flow run's range tasks, by task."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -178,16 +195,23 @@ def score_ranges(state) -> list[str]:
         task_runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
         )
-    return sorted(t.state.name for t in task_runs if t.name.startswith("score-range"))
+    found: dict[str, list[str]] = {}
+    for t in task_runs:
+        name = t.name.rsplit("-", 1)[0]
+        if name.endswith("-range"):
+            found.setdefault(name, []).append(t.state.name)
+    return {name: sorted(states) for name, states in found.items()}
 
 
-def range_sessions(conn) -> list:
-    """(backend pid, pid of the worker process holding it) of the range sessions writing now."""
+def range_sessions(conn, during: str) -> list:
+    """(backend pid, pid of the worker process holding it) of the range sessions busy now in
+    the given pass."""
     return [
         (pid, int(name.rsplit("-", 1)[1]))
         for pid, name in conn.execute(
-            "SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE 'segmentation-range-%' "
-            "AND datname = current_database() AND state <> 'idle'"
+            "SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE 'segmentation-range-%%' "
+            "AND datname = current_database() AND state <> 'idle' AND query LIKE %s",
+            (PASS_QUERY[during],),
         )
     ]
 
@@ -203,14 +227,15 @@ def in_background(**env) -> tuple[threading.Thread, list]:
     return thread, states
 
 
-def test_a_worker_killed_mid_range_is_retried_and_every_customer_is_written_once(conn, dask_cluster):
+@pytest.mark.parametrize("during", ["extract", "score"])
+def test_a_worker_killed_mid_range_is_retried_and_every_customer_is_written_once(conn, dask_cluster, during):
     published_run(conn, seed=72)
     reference = run(**SAMPLED)
     assert reference.is_completed(), reference.message
     thread, states = in_background(**SAMPLED, SEGMENTATION_DASK_ADDRESS=dask_cluster.address)
 
     def a_worker_mid_range():
-        for _, process_id in range_sessions(conn):
+        for _, process_id in range_sessions(conn, during):
             worker = worker_holding(dask_cluster, process_id)
             if worker is not None:
                 return worker
@@ -225,10 +250,11 @@ def test_a_worker_killed_mid_range_is_retried_and_every_customer_is_written_once
     assert_same_run(conn, reference.result()["run_id"], state.result()["run_id"])
 
 
-def test_a_database_error_in_one_range_fails_the_run_and_publishes_nothing(conn, dask_cluster):
+@pytest.mark.parametrize("during", ["extract", "score"])
+def test_a_database_error_in_one_range_fails_the_run_and_publishes_nothing(conn, dask_cluster, during):
     first_id = published_run(conn, seed=73)
     thread, states = in_background(**SAMPLED, SEGMENTATION_DASK_ADDRESS=dask_cluster.address)
-    pid = wait_for(lambda: (s := range_sessions(conn)) and s[0][0], 60, 0.02, "a range being written")
+    pid = wait_for(lambda: (s := range_sessions(conn, during)) and s[0][0], 60, 0.02, f"a range in the {during}")
     conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
     thread.join(120)
     state = states[0]
@@ -254,3 +280,45 @@ def test_an_unreachable_scheduler_fails_the_run_at_once_with_one_line(conn):
     assert state.message.startswith("cannot reach the Dask scheduler at tcp://127.0.0.1:1"), state.message
     assert state.message.endswith("start it, or fix or unset SEGMENTATION_DASK_ADDRESS")
     assert conn.execute("SELECT status FROM segmentation.runs").fetchall() == [("failed",)]
+
+
+def test_a_range_written_twice_leaves_its_customers_once(conn):
+    """Two writes of one range at once, as when a task runs again while its first run is still
+    going (PrefectHQ/prefect #15442): the second waits for the first to commit, then replaces
+    its rows; a third, later, replaces them again. The marks go when the table is keyed."""
+    generate_customers(conn, 6_000, seed=75)
+    settings = Settings.from_env()
+    features = list(DEFAULT_FEATURES)
+    run_, _ = Run.start(settings, flow_run_id=None, source_table="public.customers", features=features, params={})
+    try:
+        source = run_.resolve_source("public.customers", "customer_id", features)
+        smallest, largest = run_.id_bounds(source)
+        part = (0, (smallest, smallest + 3_000))
+
+        def write(label: int, pause: float) -> None:
+            def assign(chunk):
+                time.sleep(pause)
+                return np.full(len(chunk.ids), label, dtype=np.int32), np.zeros(len(chunk.ids))
+
+            range_pass.write_range(run_.run_id, snapshot, source, part, 500, assign)
+
+        with run_.assignments_by_range() as snapshot:
+            first = threading.Thread(target=write, args=(1, 0.2))  # 6 chunks: 1.2 s
+            first.start()
+            time.sleep(0.3)
+            write(2, 0)  # waits for the first, then replaces its rows
+            assert not first.is_alive()
+            first.join()
+            table = f"segmentation.customer_segments_run_{run_.run_id}"
+            assert conn.execute(
+                f"SELECT segment_id, count(*), count(DISTINCT customer_id) FROM {table} GROUP BY 1"
+            ).fetchall() == [(2, 3_000, 3_000)]
+            write(3, 0)
+            assert conn.execute(f"SELECT segment_id, count(*) FROM {table} GROUP BY 1").fetchall() == [(3, 3_000)]
+            marks = "SELECT range_number FROM segmentation.written_ranges WHERE run_id = %s"
+            assert conn.execute(marks, (run_.run_id,)).fetchall() == [(0,)]
+        assert conn.execute(marks, (run_.run_id,)).fetchall() == []
+        assert largest == smallest + 5_999
+    finally:
+        run_.fail("the test is over")
+        run_.close()

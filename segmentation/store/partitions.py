@@ -41,7 +41,9 @@ def create_table(conn: psycopg.Connection, run_id: int) -> sql.Identifier:
 
 
 def add_key(conn: psycopg.Connection, run_id: int) -> None:
-    """The key, added once the table is loaded: faster than maintaining an index row by row."""
+    """The key, added once the table is loaded: faster than maintaining an index row by row.
+    A pass written by ranges is over then: their marks go."""
+    conn.execute("DELETE FROM segmentation.written_ranges WHERE run_id = %s", (run_id,))
     # The key's sort fits in memory up to about 5 million customers instead of spilling
     # to disk beyond about 1 million (the default is 64MB); for this transaction only.
     conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
@@ -53,26 +55,36 @@ class AssignmentWriter:
     used inside one transaction, as a context manager: the load is finished when the block
     ends, or the COPY ended with an error when it raises. The whole run (ids None): the table is created, loaded and
     keyed in that transaction (COPY FREEZE needs that), and nothing remains if it rolls back.
-    One range of ids (a pass split over workers): the table exists, committed, and the range's
-    rows are replaced, so a range written twice (a retried task) is written once."""
+    One range of ids (a pass split over workers, `part`: the range's number and ids): the table
+    exists, committed, and the range's rows are replaced, so a range written twice (a retried
+    task) is written once (see sql/010_written_ranges.sql)."""
 
     def __init__(
         self,
         conn: psycopg.Connection,
         run_id: int,
-        ids: tuple[int, int] | None = None,
+        part: tuple[int, tuple[int, int]] | None = None,
         comparison: Comparison | None = None,
     ):
-        self.conn, self.run_id, self.rows, self._ids = conn, run_id, 0, ids
+        self.conn, self.run_id, self.rows, self._whole = conn, run_id, 0, part is None
         self.comparison = comparison  # the previous run's rows, compared with as these are written
-        if ids is None:
+        if part is None:
             table = create_table(conn, run_id)
             # FREEZE: the table was created in this transaction, so its rows can be written
             # frozen, sparing the first readers (and autovacuum) a pass over 10 million rows.
             options = sql.SQL("FORMAT BINARY, FREEZE")
         else:
+            number, ids = part
             table = partition_name(run_id)
-            conn.execute(sql.SQL("DELETE FROM {} WHERE customer_id >= %s AND customer_id < %s").format(table), ids)
+            # The mark is inserted first: a second write of the range running at the same time
+            # waits here until the first commits (then finds the mark) or rolls back.
+            first_write = conn.execute(
+                "INSERT INTO segmentation.written_ranges (run_id, range_number) VALUES (%s, %s) "
+                "ON CONFLICT DO NOTHING RETURNING 1",
+                (run_id, number),
+            ).fetchone()
+            if first_write is None:
+                conn.execute(sql.SQL("DELETE FROM {} WHERE customer_id >= %s AND customer_id < %s").format(table), ids)
             options = sql.SQL("FORMAT BINARY")
         self._cursor = conn.cursor()
         # Queued: a worker thread feeds PostgreSQL while this thread scores the next chunk.
@@ -99,7 +111,7 @@ class AssignmentWriter:
         self._copy.write(TRAILER)
         self._copy_cm.__exit__(None, None, None)
         self._cursor.close()
-        if self._ids is None:
+        if self._whole:
             add_key(self.conn, self.run_id)
 
     def abort(self) -> None:
@@ -141,6 +153,7 @@ def drop_unattached(conn: psycopg.Connection, run_id: int) -> None:
     between attach and publish) is detached concurrently and dropped by the next `prune`."""
     if not is_attached(conn, run_id):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition_name(run_id)))
+        conn.execute("DELETE FROM segmentation.written_ranges WHERE run_id = %s", (run_id,))
 
 
 def attach(conn: psycopg.Connection, run_id: int) -> None:

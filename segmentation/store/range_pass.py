@@ -1,9 +1,12 @@
-"""One range of ids of a run's scoring pass, where a Dask worker runs it: the owner of the
-range's two connections. It reads the range's valid rows in the run's exported snapshot
-(the run holds that snapshot open until every range is done) and writes their assignments
-into the run's table in one transaction of its own, which first deletes whatever the range
-already wrote: a range run twice (a task retried after its worker died, PrefectHQ/prefect
-#15442) leaves its customers once. The table is not attached yet, so BI sees none of it.
+"""One range of ids of a run's pass over the source, where a Dask worker runs it: the owner of
+the range's connections. The range's valid rows are read in the run's exported snapshot (the
+run holds that snapshot open until every range is done).
+
+The scoring pass also writes the range's assignments into the run's table, in one transaction
+of its own, which replaces whatever an earlier write of the range left: a range written twice
+(a task run again after its worker died, PrefectHQ/prefect #15442) leaves its customers once
+(segmentation.store.partitions.AssignmentWriter). The table is not attached yet, so BI sees
+none of it.
 
 The database URL comes from the worker's own settings (its environment or the Prefect Secret
 block named there), never from the task's parameters."""
@@ -11,7 +14,7 @@ block named there), never from the task's parameters."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from psycopg import sql
@@ -27,17 +30,27 @@ from segmentation.store.partitions import AssignmentWriter
 Assign = Callable[[Chunk], tuple[np.ndarray, np.ndarray]]
 
 
-def write_range(run_id: int, snapshot: str, source: Source, ids: IdRange, chunk_rows: int, assign: Assign) -> int:
-    """Score the range's valid rows chunk by chunk and write them; returns how many."""
+def _session_name() -> str:
+    return f"segmentation-range-{os.getpid()}"  # which worker process holds the session
+
+
+def read_range(snapshot: str, source: Source, ids: IdRange, chunk_rows: int) -> Iterator[Chunk]:
+    """The range's valid rows, chunk by chunk, in the run's snapshot."""
     url = db.database_url(Settings.from_env())
-    name = f"segmentation-range-{os.getpid()}"  # which worker process holds the session
-    with (
-        db.connect_snapshot(url, application_name=name) as reader,
-        db.connect(url, application_name=name) as conn,
-    ):
+    with db.connect_snapshot(url, application_name=_session_name()) as reader:
         reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-        with conn.transaction(), AssignmentWriter(conn, run_id, ids) as writer:
-            for chunk in stream_valid(reader, source, chunk_rows, valid_copy_query(source, ids=ids)):
-                writer.write(chunk.ids, *assign(chunk))
+        yield from stream_valid(reader, source, chunk_rows, valid_copy_query(source, ids=ids))
         reader.rollback()
+
+
+def write_range(
+    run_id: int, snapshot: str, source: Source, part: tuple[int, IdRange], chunk_rows: int, assign: Assign
+) -> int:
+    """Score the range's valid rows chunk by chunk and write them; returns how many.
+    part: the range's number in the run's list of ranges, and its ids."""
+    url = db.database_url(Settings.from_env())
+    with db.connect(url, application_name=_session_name()) as conn:
+        with conn.transaction(), AssignmentWriter(conn, run_id, part) as writer:
+            for chunk in read_range(snapshot, source, part[1], chunk_rows):
+                writer.write(chunk.ids, *assign(chunk))
         return writer.rows

@@ -119,6 +119,11 @@ class Run:
     def id_bounds(self, source: catalog.Source) -> tuple[int, int] | None:
         return queries.id_bounds(self._source(), source)
 
+    def export_snapshot(self) -> str:
+        """The snapshot's id, for other sessions to read the source in it (segmentation.store.
+        range_pass) while this run holds it."""
+        return str(db.scalar(self._source(), "SELECT pg_export_snapshot()"))
+
     def _second_session(self) -> psycopg.Connection:
         return db.connect_snapshot(self._url, application_name="segmentation-snapshot")
 
@@ -184,7 +189,7 @@ class Run:
         If the pass fails, the table stays unattached, and `fail` drops it."""
         with self._transaction():
             partitions.create_table(self._conn, self.run_id)
-        yield str(db.scalar(self._source(), "SELECT pg_export_snapshot()"))
+        yield self.export_snapshot()
         with self._transaction():
             partitions.add_key(self._conn, self.run_id)
 
