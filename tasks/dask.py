@@ -21,7 +21,8 @@ RANGES_PER_WORKER = 4  # smaller ranges: less to redo when a worker dies, and an
 
 
 class Cluster:
-    """The run's cluster, started when a pass first needs it and closed with the run."""
+    """The run's cluster: started when a pass first needs it, closed when the passes are done
+    (or the run ends)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings

@@ -38,68 +38,67 @@ PASS_QUERY = {"extract": "%TO STDOUT%", "score": "%FROM STDIN%"}
 PARAMS = {"n_clusters": 4, "n_init": 1, "publish": False}
 
 
+# The workers read the database URL from this Prefect Secret block: each test saves its own
+# database's URL in it, so one cluster serves the module (a cluster takes seconds to start).
+SECRET = "segmentation-dask-tests-database"
+
+
 class Cluster:
-    def __init__(self, address: str, scheduler: Process, workers: list[Process]):
-        self.address, self.scheduler, self.workers = address, scheduler, workers
+    """A scheduler and two single-threaded workers, each its own process; a worker that a test
+    killed is replaced before the next test."""
 
-
-@pytest.fixture
-def dask_cluster(database_url, tmp_path):
-    """A scheduler and two single-threaded workers, each its own process; the workers have
-    the database URL in their own environment, as on a real cluster."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(SEGMENTATION_DATABASE_URL=database_url, PREFECT_HOME=str(tmp_path / "prefect-home"))
-    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", **SAMPLED)
-    scheduler_file = tmp_path / "scheduler.json"
-    scheduler = Process(
-        [
-            str(BIN / "dask"),
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-dashboard",
-            "--scheduler-file",
-            str(scheduler_file),
-        ],
-        env,
-        tmp_path / "scheduler.log",
-    )
-    workers: list[Process] = []
-    try:
-        address = wait_for(
+    def __init__(self, tmp_path: Path, env: dict):
+        self.tmp_path, self.env = tmp_path, env
+        scheduler_file = tmp_path / "scheduler.json"
+        argv = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+        self.scheduler = Process([*argv, "--scheduler-file", str(scheduler_file)], env, tmp_path / "scheduler.log")
+        self.workers: list[Process] = []
+        self.address = wait_for(
             lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}").get("address"),
             30,
             0.2,
             "the Dask scheduler to start",
         )
-        for i in range(2):
-            workers.append(
-                Process(
-                    [
-                        str(BIN / "dask"),
-                        "worker",
-                        address,
-                        "--nthreads",
-                        "1",
-                        "--no-nanny",
-                        "--no-dashboard",
-                        "--name",
-                        f"worker-{i}",
-                    ],
-                    env,
-                    tmp_path / f"worker-{i}.log",
-                )
-            )
+        self.heal()
+
+    def heal(self) -> None:
         from distributed import Client
 
-        with Client(address, timeout="10s") as client:
+        self.workers = [w for w in self.workers if w.running()]
+        while len(self.workers) < 2:
+            n = len(list(self.tmp_path.glob("worker-*.log")))
+            argv = [str(BIN / "dask"), "worker", self.address, "--nthreads", "1", "--no-nanny", "--no-dashboard"]
+            self.workers.append(Process([*argv, "--name", f"worker-{n}"], self.env, self.tmp_path / f"worker-{n}.log"))
+        with Client(self.address, timeout="10s") as client:
             client.wait_for_workers(2, timeout=60)
-        yield Cluster(address, scheduler, workers)
-    finally:
-        for process in [*workers, scheduler]:
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.scheduler]:
             process.stop()
+
+
+@pytest.fixture(scope="module")
+def standing_cluster(prefect_harness, tmp_path_factory):
+    """The workers take the database URL from the Secret block, as a real cluster's may, and
+    nothing else from this process."""
+    tmp_path = tmp_path_factory.mktemp("dask")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SEGMENTATION_"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(SEGMENTATION_DATABASE_URL_SECRET=SECRET, **SAMPLED)
+    cluster = Cluster(tmp_path, env)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def dask_cluster(standing_cluster, database_url):
+    from prefect.blocks.system import Secret
+
+    Secret(value=database_url).save(SECRET, overwrite=True)
+    standing_cluster.heal()
+    return standing_cluster
 
 
 def run(**env) -> object:
