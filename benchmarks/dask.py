@@ -5,8 +5,8 @@ set a sample (the default 1M), so the scoring pass reads the source again. Three
 - one process (no Dask setting);
 - a temporary local cluster (SEGMENTATION_DASK_WORKERS=N), started by the run;
 - an existing cluster (SEGMENTATION_DASK_ADDRESS): a `dask scheduler` and N `dask worker`
-  processes started before the timed run, with the project imported on each worker, as a
-  standing cluster's workers have after their first night.
+  processes started before the timed run, each having imported the project and run a Prefect
+  task, as a standing cluster's workers have after their first night.
 
     python -m benchmarks.dask --rows 10000000 --workers 2
 
@@ -81,12 +81,34 @@ def existing_cluster(workers: int, env: dict[str, str]) -> Iterator[str]:
             with Client(address, timeout="30s") as client:
                 client.wait_for_workers(workers, timeout=120)
                 client.run(lambda: importlib.import_module("segmentation.tasks.score") and None)
+            _warm_up(address, workers)
             yield address
         finally:
-            for process in processes:
+            for process in reversed(processes):  # the workers first: without a scheduler they linger
                 process.terminate()
-            for process in processes:
-                process.wait(30)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _warm_up(address: str, workers: int) -> None:
+    """A Prefect task run on each worker, as a standing cluster's workers have run before the
+    night's run: the task engine's first use on a worker is not the run's cost."""
+    from prefect import flow, task
+    from prefect_dask import DaskTaskRunner
+
+    @task
+    def pause() -> None:
+        time.sleep(0.5)
+
+    @flow(task_runner=DaskTaskRunner(address=address))
+    def warm() -> None:
+        for future in [pause.submit() for _ in range(2 * workers)]:
+            future.result()
+
+    warm()
 
 
 def stage(route: str, url: str, workers: int, k: int, n_init: int) -> dict:

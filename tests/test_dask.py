@@ -80,10 +80,13 @@ class Cluster:
 @pytest.fixture(scope="module")
 def standing_cluster(prefect_harness, tmp_path_factory):
     """The workers take the database URL from the Secret block, as a real cluster's may, and
-    nothing else from this process."""
+    nothing else of this process's settings but the Prefect API's address."""
     tmp_path = tmp_path_factory.mktemp("dask")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SEGMENTATION_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    # The workers report to the tests' Prefect API (without it each would start a temporary
+    # server of its own on its first task).
+    env.update(PREFECT_API_URL=prefect_harness, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.update(SEGMENTATION_DATABASE_URL_SECRET=SECRET, **SAMPLED)
     cluster = Cluster(tmp_path, env)
     try:
