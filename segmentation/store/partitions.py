@@ -53,7 +53,7 @@ def add_key(conn: psycopg.Connection, run_id: int) -> None:
 class AssignmentWriter:
     """Binary COPY of (run_id, customer_id, segment_id, distance) into the run's own table,
     used inside one transaction, as a context manager: the load is finished when the block
-    ends, or the COPY ended with an error when it raises. The whole run (ids None): the table is created, loaded and
+    ends, or the COPY ended with an error when it raises. The whole run (part None): the table is created, loaded and
     keyed in that transaction (COPY FREEZE needs that), and nothing remains if it rolls back.
     One range of ids (a pass split over workers, `part`: the range's number and ids): the table
     exists, committed, and the range's rows are replaced, so a range written twice (a retried
