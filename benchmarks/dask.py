@@ -9,6 +9,10 @@ set a sample (the default 1M), so the scoring pass reads the source again. Three
   task, as a standing cluster's workers have after their first night.
 
     python -m benchmarks.dask --rows 10000000 --workers 2
+    python -m benchmarks.dask --rows 10000000 --workers 2 --nightly
+
+With --nightly, each route first runs once untimed on its copy, then the timed run is the
+nightly one: compared with the first, customer by customer (on Dask, range by range).
 
 The database: --database-url, else SEGMENTATION_DATABASE_URL, else the embedded server. A
 scratch database is created on that server and dropped afterwards.
@@ -111,16 +115,16 @@ def _warm_up(address: str, workers: int) -> None:
     warm()
 
 
-def stage(route: str, url: str, workers: int, k: int, n_init: int) -> dict:
+def stage(route: str, url: str, workers: int, k: int, n_init: int, nightly: bool) -> dict:
     """One timed flow run by the given route, in this (fresh) process."""
     os.environ["SEGMENTATION_DATABASE_URL"] = url
     for name in ("SEGMENTATION_DASK_WORKERS", "SEGMENTATION_DASK_ADDRESS"):
         os.environ.pop(name, None)
     if route == "one process":
-        return stage_flow(url, k, n_init)
+        return stage_flow(url, k, n_init, nightly)
     if route == "temporary local cluster":
         os.environ["SEGMENTATION_DASK_WORKERS"] = str(workers)
-        return stage_flow(url, k, n_init)
+        return stage_flow(url, k, n_init, nightly)
     from prefect import flow
     from prefect.client.orchestration import get_client
 
@@ -134,7 +138,7 @@ def stage(route: str, url: str, workers: int, k: int, n_init: int) -> dict:
     env = {**os.environ, "PREFECT_API_URL": api_url}
     with existing_cluster(workers, env) as address:
         os.environ["SEGMENTATION_DASK_ADDRESS"] = address
-        return stage_flow(url, k, n_init)
+        return stage_flow(url, k, n_init, nightly)
 
 
 def main() -> None:
@@ -144,11 +148,12 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--n-init", type=int, default=10)
     parser.add_argument("--database-url")
+    parser.add_argument("--nightly", action="store_true", help="time the second run, which compares with the first")
     parser.add_argument("--route", choices=ROUTES, help=argparse.SUPPRESS)  # the child's
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if args.route:
-        print(json.dumps(stage(args.route, args.database_url, args.workers, args.k, args.n_init)))
+        print(json.dumps(stage(args.route, args.database_url, args.workers, args.k, args.n_init, args.nightly)))
         return
     from segmentation import db
 
@@ -160,7 +165,7 @@ def main() -> None:
                 results[route] = _child(route, copy, args)
             print(f"{route}: {results[route]['total']:.2f} s", flush=True)
     print(
-        f"\n{args.rows:,} customers, k={args.k}, n_init={args.n_init}; {os.cpu_count()} cores, {args.workers} workers"
+        f"\n{'nightly' if args.nightly else 'first'} run, {args.rows:,} customers, k={args.k}, n_init={args.n_init}; {os.cpu_count()} cores, {args.workers} workers"
     )
     print(f"{'route':<28} {'seconds':>8} {'peak RSS MB':>12}  {'customers':>12}  inertia")
     for route, r in results.items():
@@ -175,6 +180,7 @@ def main() -> None:
 def _child(route: str, url: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.dask", "--route", route, "--database-url", url]
     cmd += ["--workers", str(args.workers), "--k", str(args.k), "--n-init", str(args.n_init)]
+    cmd += ["--nightly"] if args.nightly else []
     done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from segmentation.core.comparison import Changes
 from segmentation.core.model import assign
 from segmentation.core.progress import Progress
 from segmentation.core.segment_stats import SegmentStats
@@ -47,13 +49,13 @@ def score(
 ) -> SegmentStats:
     """The scoring pass: the score task, in this process; or, when the training set is a sample
     and Dask is set, a score-range task per range of ids on Dask, submitted from the flow run
-    (a task's parameters travel with what it submits, and a Run's connections cannot). In this
-    process, each chunk is also compared with the previous run on the same table, for the drift."""
+    (a task's parameters travel with what it submits, and a Run's connections cannot). Either
+    way each chunk is also compared with the previous run on the same table, for the drift."""
+    compare_with = previous if previous is not None and previous.same_table(str(source.table)) else None
     if cluster.enabled and not training.complete:
-        stats = _score_on_dask(run, source, training, model, segment_ids, cluster)
+        stats = _score_on_dask(run, source, training, model, segment_ids, compare_with, cluster)
     else:
-        same_table = previous is not None and previous.same_table(str(source.table))
-        stats = score_here(run, source, training, model, segment_ids, previous if same_table else None)
+        stats = score_here(run, source, training, model, segment_ids, compare_with)
     if stats.n_customers != training.n_valid:
         raise RuntimeError(f"scored {stats.n_customers} customers but the snapshot has {training.n_valid}")
     get_run_logger().info("score: %s customers assigned to %d segments", f"{stats.n_customers:,}", model.k)
@@ -84,37 +86,57 @@ def score_here(
 
 
 def _score_on_dask(
-    run: Run, source: Source, training: TrainingSet, model: TrainedModel, segment_ids: np.ndarray, cluster: Cluster
+    run: Run,
+    source: Source,
+    training: TrainingSet,
+    model: TrainedModel,
+    segment_ids: np.ndarray,
+    compare_with: PreviousRun | None,
+    cluster: Cluster,
 ) -> SegmentStats:
     """One score-range task per range of ids, at most SEGMENTATION_DASK_SESSIONS (default: one
-    per worker) at a time, since each holds two database sessions. The first failure fails the
-    pass, and the run's table is never attached."""
+    per worker) at a time, since each holds two database sessions. Each range also compares its
+    rows with compare_with's there. The first failure fails the pass, and the run's table is
+    never attached."""
     logger = get_run_logger()
     stats = SegmentStats(model.k, source.features, segment_ids)
     ranges = cluster.ranges(run.id_bounds(source))
+    if not ranges:
+        raise RuntimeError("the scoring pass has no ids to split, but the training set is a sample")
     progress = Progress("score", "customers assigned", training.n_valid, start=time.monotonic())
     logger.info(
         "score: %d ranges of ids on %d Dask workers, %d at a time", len(ranges), cluster.workers, cluster.sessions
     )
-    with run.assignments_by_range() as snapshot:
+    with run.assignments_by_range((ranges[0][0], ranges[-1][1]), compare_with) as ranges_pass:
         parameters = [
             {
                 "run_id": run.run_id,
-                "snapshot": snapshot,
+                "snapshot": ranges_pass.snapshot,
                 "source": source,
                 "part": part,
                 "model": model,
                 "segment_ids": segment_ids,
                 "chunk_rows": run.settings.chunk_rows,
+                "compare_with": ranges_pass.compare_with,
             }
             for part in enumerate(ranges)
         ]
-        for range_stats in cluster.map(score_range, parameters):
-            stats.merge(range_stats)
+        for scored in cluster.map(score_range, parameters):
+            stats.merge(scored.stats)
+            ranges_pass.changes.append(scored.changes)
             if line := progress.update(stats.n_customers, time.monotonic()):
                 logger.info(line)
     run.end_snapshot()
     return stats
+
+
+@dataclass
+class ScoredRange:
+    """What a score-range task sends back: its segment figures, and its customers whose segment
+    differs from the previous run's (None: not compared, or it gave up)."""
+
+    stats: SegmentStats
+    changes: Changes | None
 
 
 @task(name="score-range", cache_policy=NO_CACHE)
@@ -126,15 +148,22 @@ def score_range(
     model: TrainedModel,
     segment_ids: np.ndarray,
     chunk_rows: int,
-) -> SegmentStats:
+    compare_with: PreviousRun | None,
+) -> ScoredRange:
     """On a Dask worker: the range's customers assigned and written (segmentation.store.
     range_pass), and their segment figures for the run to merge. part: the range's number
     and ids."""
     stats = SegmentStats(model.k, source.features, segment_ids)
-    range_pass.write_range(
-        run_id, snapshot, source, part, chunk_rows, lambda chunk: _assign(model, segment_ids, stats, chunk)
+    _, changes = range_pass.write_range(
+        run_id,
+        snapshot,
+        source,
+        part,
+        chunk_rows,
+        lambda chunk: _assign(model, segment_ids, stats, chunk),
+        compare_with,
     )
-    return stats
+    return ScoredRange(stats, changes)
 
 
 def _assign(

@@ -8,7 +8,7 @@ import pytest
 
 from segmentation.core import model
 from segmentation.core.binary_copy import HEADER, TRAILER, Decoder, encode_rows
-from segmentation.core.comparison import ABSENT, Comparison, counts
+from segmentation.core.comparison import ABSENT, Comparison, counts, join
 from segmentation.core.features import GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOWN, gender_codes
 from segmentation.core.ranges import id_ranges
 from segmentation.core.sampling import HashSample, SplitSample
@@ -377,6 +377,33 @@ def test_the_in_memory_comparison_finds_exactly_the_changed_customers():
     small.add_previous(ids, np.array([before[c] for c in ids], dtype=np.int32))
     small.update(order, np.array([now[c] for c in order], dtype=np.int32))
     assert small.changes() is None
+    # Compared in ranges of the new run's ids (as on Dask workers), with the previous run's
+    # customers outside them all removed: the same changes, joined. Here the new run has no id
+    # below 300, so some of the previous run's are outside the ranges.
+    later = {c: s for c, s in now.items() if c >= 300}
+    expected = {
+        (c, before.get(c, ABSENT), later.get(c, ABSENT))
+        for c in set(before) | set(later)
+        if before.get(c, ABSENT) != later.get(c, ABSENT)
+    }
+    parts: list = []
+    later_ids = np.array(sorted(later))
+    for start, stop in id_ranges(int(later_ids[0]), int(later_ids[-1]), 4):
+        part = Comparison(start, stop - 1, max_changes=10_000)
+        inside = ids[(ids >= start) & (ids < stop)]
+        part.add_previous(inside, np.array([before[c] for c in inside], dtype=np.int32))
+        for chunk in np.array_split(rng.permutation(later_ids[(later_ids >= start) & (later_ids < stop)]), 3):
+            part.update(chunk, np.array([later[c] for c in chunk], dtype=np.int32))
+        parts.append(part.changes())
+    outside = ids[(ids < later_ids[0]) | (ids > later_ids[-1])]
+    assert len(outside) > 0
+    parts.append((outside, np.array([before[c] for c in outside], dtype=np.int32), np.full(len(outside), ABSENT)))
+    joined = join(parts, max_changes=10_000)
+    assert joined is not None
+    assert {(int(c), int(b), int(a)) for c, b, a in zip(*joined, strict=True)} == expected
+    assert len(joined[0]) == len(expected)
+    assert join([*parts, None], max_changes=10_000) is None  # a range gave up
+    assert join(parts, max_changes=len(expected) - 1) is None  # together too many
 
 
 def test_dask_settings_are_checked_when_read(monkeypatch):

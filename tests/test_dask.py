@@ -20,7 +20,7 @@ from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 from segmentation.settings import Settings
-from segmentation.store import range_pass
+from segmentation.store import history, range_pass
 from segmentation.store.run import Run
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -143,7 +143,7 @@ def figures_of(conn, run_id):
 
 def assert_same_run(conn, here: int, there: int) -> None:
     a, b = rows_of(conn, here), rows_of(conn, there)
-    assert len(a) == len(b) == ROWS
+    assert len(a) == len(b) == conn.execute("SELECT count(*) FROM public.customers").fetchone()[0]
     assert [r[:2] for r in a] == [r[:2] for r in b]  # every customer, the same segment id
     assert max(abs(x[2] - y[2]) for x, y in zip(a, b)) <= 1e-9
     (segments_a, centroids_a), (segments_b, centroids_b) = figures_of(conn, here), figures_of(conn, there)
@@ -159,14 +159,52 @@ def published_run(conn, seed: int) -> int:
     return state.result()["run_id"]
 
 
-def test_dask_gives_the_same_run_as_one_process(conn, dask_cluster):
-    published_run(conn, seed=71)
+DRIFT = (
+    "SELECT previous_run_id, customers_compared, customers_changed, churn, adjusted_rand_index, customers_added, "
+    "customers_removed FROM segmentation.runs WHERE run_id = %s"
+)
+
+
+def churn(conn) -> None:
+    """Since the published run: customers left (the ten smallest ids among them, so the new
+    run's ids start after some of the published run's), some changed enough to move, and new
+    ones arrived."""
+    conn.execute(
+        "DELETE FROM public.customers WHERE customer_id IN "
+        "(SELECT customer_id FROM public.customers ORDER BY customer_id LIMIT 10) OR customer_id % 50 = 7"
+    )
+    conn.execute("UPDATE public.customers SET spending_score = 101 - spending_score WHERE customer_id % 20 = 3")
+    generate_customers(conn, 1_500, seed=79)
+
+
+def straightforward_drift(conn, previous: int, run_id: int) -> tuple:
+    """(compared, changed, added, removed) of run_id against previous, by a full join."""
+    return conn.execute(
+        f"""SELECT count(*) FILTER (WHERE a.customer_id IS NOT NULL AND b.customer_id IS NOT NULL),
+                   count(*) FILTER (WHERE a.segment_id <> b.segment_id),
+                   count(*) FILTER (WHERE a.customer_id IS NULL), count(*) FILTER (WHERE b.customer_id IS NULL)
+            FROM segmentation.customer_segments_run_{previous} a
+            FULL JOIN segmentation.customer_segments_run_{run_id} b USING (customer_id)"""
+    ).fetchone()
+
+
+def test_dask_gives_the_same_run_as_one_process(conn, dask_cluster, monkeypatch):
+    first_id = published_run(conn, seed=71)
+    churn(conn)
+    # The drift is found in memory on both routes, as the rows are written: the SQL comparison
+    # is not needed.
+    monkeypatch.setattr(history, "measure_drift", lambda *_: pytest.fail("the drift was measured in SQL"))
     here = run(**SAMPLED)
     assert here.is_completed(), here.message
     there = run(**SAMPLED, SEGMENTATION_DASK_ADDRESS=dask_cluster.address, SEGMENTATION_DASK_SESSIONS="2")
     assert there.is_completed(), there.message
     here_id, there_id = here.result()["run_id"], there.result()["run_id"]
     assert_same_run(conn, here_id, there_id)
+    drift = conn.execute(DRIFT, (there_id,)).fetchone()
+    assert drift == conn.execute(DRIFT, (here_id,)).fetchone()
+    compared, changed, added, removed = straightforward_drift(conn, first_id, there_id)
+    assert drift[0] == first_id and (drift[1], drift[2], drift[5], drift[6]) == (compared, changed, added, removed)
+    assert changed > 0 and added == 1_500 and removed > 10, (changed, added, removed)
     params = conn.execute("SELECT params FROM segmentation.runs WHERE run_id = %s", (there_id,)).fetchone()[0]
     assert (params["dask_address"], params["dask_sessions"], params["dask_workers"]) == (
         dask_cluster.address,
@@ -302,9 +340,9 @@ def test_a_range_written_twice_leaves_its_customers_once(conn):
                 time.sleep(pause)
                 return np.full(len(chunk.ids), label, dtype=np.int32), np.zeros(len(chunk.ids))
 
-            range_pass.write_range(run_.run_id, snapshot, source, part, 500, assign)
+            range_pass.write_range(run_.run_id, ranges.snapshot, source, part, 500, assign)
 
-        with run_.assignments_by_range() as snapshot:
+        with run_.assignments_by_range((smallest, largest + 1), None) as ranges:
             first = threading.Thread(target=write, args=(1, 0.2))  # 6 chunks: 1.2 s
             first.start()
             time.sleep(0.3)

@@ -11,6 +11,10 @@ import numpy as np
 ABSENT = -1  # no segment: the customer is not in that run
 _SEEN = -2  # in the array of the previous run's segments: compared already (each id comes once)
 
+# Every customer whose segment differs between two runs: (customer ids, segment before, segment
+# now), ABSENT where the customer is not in that run.
+Changes = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 
 class Comparison:
     def __init__(self, smallest: int, largest: int, max_changes: int, largest_segment_id: int = 32_767):
@@ -44,9 +48,8 @@ class Comparison:
             return
         self._changed.append((ids[changed], before[changed], segment_ids[changed].astype(np.int32)))
 
-    def changes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Every customer whose segment differs, moved or in one run only: (ids, segment before,
-        segment now), ABSENT for a run the customer is not in; None when it gave up."""
+    def changes(self) -> Changes | None:
+        """Every customer whose segment differs, moved or in one run only; None when it gave up."""
         if self.overflowed:
             return None
         removed = np.flatnonzero(self.before >= 0)  # in the previous run, never seen in this one
@@ -65,6 +68,21 @@ class Comparison:
             np.concatenate([p[1] for p in parts]),
             np.concatenate([p[2] for p in parts]),
         )
+
+
+def join(parts: list[Changes | None], max_changes: int) -> Changes | None:
+    """The changes of disjoint parts of the customers (ranges of ids compared apart) as one;
+    None when a part gave up or, together, they pass max_changes."""
+    if any(part is None for part in parts):
+        return None
+    found = [part for part in parts if part is not None]
+    if sum(len(part[0]) for part in found) > max_changes:
+        return None
+    return (
+        np.concatenate([np.empty(0, dtype=np.int64), *(p[0] for p in found)]).astype(np.int64),
+        np.concatenate([np.empty(0, dtype=np.int32), *(p[1] for p in found)]).astype(np.int32),
+        np.concatenate([np.empty(0, dtype=np.int32), *(p[2] for p in found)]).astype(np.int32),
+    )
 
 
 def counts(before: np.ndarray, now: np.ndarray) -> list[tuple[int | None, int | None, int]]:

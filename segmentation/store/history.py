@@ -3,7 +3,7 @@ These functions run in their caller's transaction (see segmentation.db)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -11,10 +11,11 @@ import psycopg
 from psycopg import sql
 
 from segmentation.core.binary_copy import Decoder
-from segmentation.core.comparison import Comparison, counts
+from segmentation.core.comparison import ABSENT, Changes, Comparison, counts
 from segmentation.core.segments import compare_from_changes
 from segmentation.db import scalar
 from segmentation.source.copy_out import copy_out
+from segmentation.source.queries import IdRange
 from segmentation.store import spells
 from segmentation.store.partitions import exists, partition_name
 
@@ -94,11 +95,39 @@ def measure_drift(conn: psycopg.Connection, run_id: int, previous: PreviousRun) 
     return Drift(previous.run_id, **asdict(found))
 
 
+def _dense_enough(span: int, n_customers: int) -> bool:
+    return span <= MAX_SLOTS and span <= SLOTS_PER_CUSTOMER * max(n_customers, 1)
+
+
+def _comparison(previous: PreviousRun, smallest: int, largest: int) -> Comparison:
+    """Gives up past a tenth of the previous run's customers changed, which bounds its memory."""
+    return Comparison(
+        smallest,
+        largest,
+        max_changes=max_changes(previous),
+        largest_segment_id=int(previous.segment_ids.max(initial=0)),
+    )
+
+
+def max_changes(previous: PreviousRun) -> int:
+    return max(100_000, previous.n_customers // 10)
+
+
+def _previous_rows(conn: psycopg.Connection, previous: PreviousRun, where: sql.Composable) -> Iterator[dict]:
+    """The previous run's (customer_id, segment_id) rows, piece by piece, with binary COPY."""
+    decoder = Decoder([("customer_id", "int8"), ("segment_id", "int4")])
+    query = sql.SQL("COPY (SELECT customer_id, segment_id FROM {} {}) TO STDOUT (FORMAT BINARY)").format(
+        partition_name(previous.run_id), where
+    )
+    for piece in copy_out(conn, query, PIECE_BYTES):
+        yield decoder.feed(piece)
+    decoder.finish()
+
+
 def start_comparison(conn: psycopg.Connection, previous: PreviousRun) -> Comparison | None:
     """The previous run's rows read into an in-memory Comparison (segmentation.core.comparison),
     for the new run's rows to be compared with as they are written; None when its rows are gone
-    or its ids too sparse for it (the SQL comparison, measure_drift, then). Gives up past a
-    tenth of the customers changed, which bounds its memory."""
+    or its ids too sparse for it (the SQL comparison, measure_drift, then)."""
     if not exists(conn, previous.run_id):
         return None
     table = partition_name(previous.run_id)
@@ -106,30 +135,44 @@ def start_comparison(conn: psycopg.Connection, previous: PreviousRun) -> Compari
         sql.SQL("SELECT min(customer_id), max(customer_id) FROM {} WHERE run_id = %s").format(table),
         (previous.run_id,),
     ).fetchone() or (None, None)
-    if smallest is None:
+    if smallest is None or not _dense_enough(int(largest) - int(smallest) + 1, previous.n_customers):
         return None
-    span = int(largest) - int(smallest) + 1
-    if span > MAX_SLOTS or span > SLOTS_PER_CUSTOMER * max(previous.n_customers, 1):
-        return None
-    comparison = Comparison(
-        int(smallest),
-        int(largest),
-        max_changes=max(100_000, previous.n_customers // 10),
-        largest_segment_id=int(previous.segment_ids.max(initial=0)),
-    )
-    decoder = Decoder([("customer_id", "int8"), ("segment_id", "int4")])
-    query = sql.SQL("COPY (SELECT customer_id, segment_id FROM {}) TO STDOUT (FORMAT BINARY)").format(table)
-    for piece in copy_out(conn, query, PIECE_BYTES):
-        columns = decoder.feed(piece)
+    comparison = _comparison(previous, int(smallest), int(largest))
+    for columns in _previous_rows(conn, previous, sql.SQL("")):
         comparison.add_previous(columns["customer_id"], columns["segment_id"])
-    decoder.finish()
     return comparison
 
 
-def drift_from_comparison(conn: psycopg.Connection, previous: PreviousRun, comparison: Comparison) -> Drift | None:
-    """The drift from a comparison made while the run was written: its changes are kept in the
-    session's table, as spells.compare keeps them. None when it gave up."""
-    changes = comparison.changes()
+def compares_by_range(conn: psycopg.Connection, previous: PreviousRun, bounds: IdRange) -> bool:
+    """Whether the ranges of ids of a pass split over workers, within bounds, can each compare
+    in memory: the previous run's rows are still there, and the ids dense enough."""
+    return exists(conn, previous.run_id) and _dense_enough(bounds[1] - bounds[0], previous.n_customers)
+
+
+def range_comparison(conn: psycopg.Connection, previous: PreviousRun, ids: IdRange) -> Comparison:
+    """A Comparison for one range of ids, holding the previous run's rows there."""
+    comparison = _comparison(previous, ids[0], ids[1] - 1)
+    where = sql.SQL("WHERE customer_id >= {} AND customer_id < {}").format(sql.Literal(ids[0]), sql.Literal(ids[1]))
+    for columns in _previous_rows(conn, previous, where):
+        comparison.add_previous(columns["customer_id"], columns["segment_id"])
+    return comparison
+
+
+def changes_outside(conn: psycopg.Connection, previous: PreviousRun, bounds: IdRange) -> Changes:
+    """The previous run's customers with ids outside the ranges compared: none of them is in
+    the new run."""
+    where = sql.SQL("WHERE customer_id < {} OR customer_id >= {}").format(
+        sql.Literal(bounds[0]), sql.Literal(bounds[1])
+    )
+    parts = list(_previous_rows(conn, previous, where))
+    ids = np.concatenate([np.empty(0, dtype=np.int64), *(p["customer_id"] for p in parts)])
+    before = np.concatenate([np.empty(0, dtype=np.int32), *(p["segment_id"] for p in parts)])
+    return ids.astype(np.int64), before.astype(np.int32), np.full(len(ids), ABSENT, dtype=np.int32)
+
+
+def drift_from_changes(conn: psycopg.Connection, previous: PreviousRun, changes: Changes | None) -> Drift | None:
+    """The drift from the changes found in memory while the run was written: kept in the
+    session's table, as spells.compare keeps them. None when the comparison gave up."""
     if changes is None:
         return None
     ids, before, now = changes

@@ -6,7 +6,9 @@ The scoring pass also writes the range's assignments into the run's table, in on
 of its own, which replaces whatever an earlier write of the range left: a range written twice
 (a task run again after its worker died, PrefectHQ/prefect #15442) leaves its customers once
 (segmentation.store.partitions.AssignmentWriter). The table is not attached yet, so BI sees
-none of it.
+none of it. With the previous run to compare with, the range's rows are compared with that
+run's there as they are written (segmentation.core.comparison), and the changes go back to
+the flow for the drift.
 
 The database URL comes from the worker's own settings (its environment or the Prefect Secret
 block named there), never from the task's parameters."""
@@ -20,10 +22,13 @@ import numpy as np
 from psycopg import sql
 
 from segmentation import db
+from segmentation.core.comparison import Changes
 from segmentation.settings import Settings
 from segmentation.source.catalog import Source
 from segmentation.source.queries import IdRange, valid_copy_query
 from segmentation.source.stream import Chunk, stream_valid
+from segmentation.store import history
+from segmentation.store.history import PreviousRun
 from segmentation.store.partitions import AssignmentWriter
 
 # A chunk's segment ids and distances, from its rows.
@@ -44,13 +49,22 @@ def read_range(snapshot: str, source: Source, ids: IdRange, chunk_rows: int) -> 
 
 
 def write_range(
-    run_id: int, snapshot: str, source: Source, part: tuple[int, IdRange], chunk_rows: int, assign: Assign
-) -> int:
-    """Score the range's valid rows chunk by chunk and write them; returns how many.
+    run_id: int,
+    snapshot: str,
+    source: Source,
+    part: tuple[int, IdRange],
+    chunk_rows: int,
+    assign: Assign,
+    compare_with: PreviousRun | None = None,
+) -> tuple[int, Changes | None]:
+    """Score the range's valid rows chunk by chunk and write them; returns how many, and, with
+    compare_with, the range's changes against that run (None when the comparison gave up).
     part: the range's number in the run's list of ranges, and its ids."""
     url = db.database_url(Settings.from_env())
     with db.connect(url, application_name=_session_name()) as conn:
-        with conn.transaction(), AssignmentWriter(conn, run_id, part) as writer:
-            for chunk in read_range(snapshot, source, part[1], chunk_rows):
-                writer.write(chunk.ids, *assign(chunk))
-        return writer.rows
+        with conn.transaction():
+            comparison = None if compare_with is None else history.range_comparison(conn, compare_with, part[1])
+            with AssignmentWriter(conn, run_id, part, comparison=comparison) as writer:
+                for chunk in read_range(snapshot, source, part[1], chunk_rows):
+                    writer.write(chunk.ids, *assign(chunk))
+        return writer.rows, None if comparison is None else comparison.changes()

@@ -21,16 +21,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 
 import psycopg
 
 from segmentation import db
-from segmentation.core.comparison import Comparison
+from segmentation.core.comparison import Changes, join
 from segmentation.errors import SegmentationError
 from segmentation.settings import Settings
 from segmentation.source import catalog, queries, split_read
+from segmentation.source.queries import IdRange
 from segmentation.source.stream import Chunk, stream_valid
 from segmentation.store import history, partitions, retention, runs, spells
+
+
+@dataclass
+class RangePass:
+    """A scoring pass split into ranges: the snapshot they read in, the previous run they
+    compare with (None: they do not), and the changes each range found there."""
+
+    snapshot: str
+    compare_with: history.PreviousRun | None
+    changes: list[Changes | None] = field(default_factory=list)
 
 
 class Run:
@@ -44,7 +56,7 @@ class Run:
         self._snapshot = snapshot
         self._snapshot_ended = False
         self._compared_with: int | None = None  # the run the session's changes table was measured against
-        self._comparison: tuple[int, Comparison] | None = None  # made in memory while writing, against that run
+        self._changes: tuple[int, Changes | None] | None = None  # found in memory while writing, against that run
 
     def __repr__(self) -> str:
         return f"Run(run_id={self.run_id})"
@@ -156,11 +168,11 @@ class Run:
         what the run adds to the history."""
         with self._transaction():
             drift = None
-            if self._comparison is not None and self._comparison[0] == previous.run_id:
-                drift = history.drift_from_comparison(self._conn, previous, self._comparison[1])
+            if self._changes is not None and self._changes[0] == previous.run_id:
+                drift = history.drift_from_changes(self._conn, previous, self._changes[1])
             if drift is None:
                 drift = history.measure_drift(self._conn, self.run_id, previous)
-        self._comparison = None
+        self._changes = None
         if drift is not None:
             self._compared_with = previous.run_id
         return drift
@@ -179,19 +191,28 @@ class Run:
         with self._transaction(), partitions.AssignmentWriter(self._conn, self.run_id, comparison=comparison) as writer:
             yield writer
         if compare_with is not None and comparison is not None:
-            self._comparison = (compare_with.run_id, comparison)
+            self._changes = (compare_with.run_id, comparison.changes())
 
     @contextmanager
-    def assignments_by_range(self) -> Iterator[str]:
-        """The scoring pass split into ranges of ids written by other sessions (segmentation.
-        store.range_pass): the run's table is created and committed, empty, and the snapshot
-        exported for them; once they are done, the table is keyed. Yields the snapshot's id.
-        If the pass fails, the table stays unattached, and `fail` drops it."""
+    def assignments_by_range(self, bounds: IdRange, compare_with: history.PreviousRun | None) -> Iterator[RangePass]:
+        """The scoring pass split into ranges of ids within bounds, written by other sessions
+        (segmentation.store.range_pass): the run's table is created and committed, empty, and
+        the snapshot exported for them; once they are done, the table is keyed. compare_with: a
+        previous run on the same table, which each range compares its rows with, when its rows
+        are still there and the ids dense enough; the caller adds each range's changes to the
+        RangePass yielded. If the pass fails, the table stays unattached, and `fail` drops it."""
         with self._transaction():
             partitions.create_table(self._conn, self.run_id)
-        yield self.export_snapshot()
+            if compare_with is not None and not history.compares_by_range(self._conn, compare_with, bounds):
+                compare_with = None
+        found = RangePass(self.export_snapshot(), compare_with)
+        yield found
         with self._transaction():
             partitions.add_key(self._conn, self.run_id)
+            if compare_with is not None:
+                outside = history.changes_outside(self._conn, compare_with, bounds)
+                changes = join([*found.changes, outside], history.max_changes(compare_with))
+                self._changes = (compare_with.run_id, changes)
 
     def complete(self, found: runs.Publication, *, status: str, forced: bool = False, error: str | None = None) -> None:
         """Keep the run: attach its table (committed on its own, see partitions.attach), then
