@@ -152,7 +152,10 @@ def compares_by_range(conn: psycopg.Connection, previous: PreviousRun, bounds: I
 def range_comparison(conn: psycopg.Connection, previous: PreviousRun, ids: IdRange) -> Comparison:
     """A Comparison for one range of ids, holding the previous run's rows there."""
     comparison = _comparison(previous, ids[0], ids[1] - 1)
-    where = sql.SQL("WHERE customer_id >= {} AND customer_id < {}").format(sql.Literal(ids[0]), sql.Literal(ids[1]))
+    # run_id too: the key is (run_id, customer_id), and without it the range is a full scan.
+    where = sql.SQL("WHERE run_id = {} AND customer_id >= {} AND customer_id < {}").format(
+        sql.Literal(previous.run_id), sql.Literal(ids[0]), sql.Literal(ids[1])
+    )
     for columns in _previous_rows(conn, previous, where):
         comparison.add_previous(columns["customer_id"], columns["segment_id"])
     return comparison
@@ -161,8 +164,8 @@ def range_comparison(conn: psycopg.Connection, previous: PreviousRun, ids: IdRan
 def changes_outside(conn: psycopg.Connection, previous: PreviousRun, bounds: IdRange) -> Changes:
     """The previous run's customers with ids outside the ranges compared: none of them is in
     the new run."""
-    where = sql.SQL("WHERE customer_id < {} OR customer_id >= {}").format(
-        sql.Literal(bounds[0]), sql.Literal(bounds[1])
+    where = sql.SQL("WHERE run_id = {} AND (customer_id < {} OR customer_id >= {})").format(
+        sql.Literal(previous.run_id), sql.Literal(bounds[0]), sql.Literal(bounds[1])
     )
     parts = list(_previous_rows(conn, previous, where))
     ids = np.concatenate([np.empty(0, dtype=np.int64), *(p["customer_id"] for p in parts)])
