@@ -43,7 +43,7 @@ class Settings:
     silhouette_sample_size: int = 5_000
     keep_published_runs: int = 30
     quarantine_keep_days: int = 30
-    # The scoring pass on Dask (segmentation.tasks.score, segmentation.tasks.dask): a scheduler's address, or a
+    # The passes over the source on Dask (segmentation.tasks.dask): a scheduler's address, or a
     # temporary local cluster of this many worker processes; neither: in this process.
     dask_address: str | None = None
     dask_workers: int | None = None

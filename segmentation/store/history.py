@@ -99,14 +99,21 @@ def _dense_enough(span: int, n_customers: int) -> bool:
     return span <= MAX_SLOTS and span <= SLOTS_PER_CUSTOMER * max(n_customers, 1)
 
 
-def _comparison(previous: PreviousRun, smallest: int, largest: int) -> Comparison:
-    """Gives up past a tenth of the previous run's customers changed, which bounds its memory."""
-    return Comparison(
+def _comparison(
+    conn: psycopg.Connection, previous: PreviousRun, smallest: int, largest: int, where: sql.Composable
+) -> Comparison:
+    """A Comparison for ids smallest..largest holding the previous run's rows that `where`
+    selects. It gives up past a tenth of the previous run's customers changed, which bounds its
+    memory."""
+    comparison = Comparison(
         smallest,
         largest,
         max_changes=max_changes(previous),
         largest_segment_id=int(previous.segment_ids.max(initial=0)),
     )
+    for columns in _previous_rows(conn, previous, where):
+        comparison.add_previous(columns["customer_id"], columns["segment_id"])
+    return comparison
 
 
 def max_changes(previous: PreviousRun) -> int:
@@ -137,10 +144,7 @@ def start_comparison(conn: psycopg.Connection, previous: PreviousRun) -> Compari
     ).fetchone() or (None, None)
     if smallest is None or not _dense_enough(int(largest) - int(smallest) + 1, previous.n_customers):
         return None
-    comparison = _comparison(previous, int(smallest), int(largest))
-    for columns in _previous_rows(conn, previous, sql.SQL("")):
-        comparison.add_previous(columns["customer_id"], columns["segment_id"])
-    return comparison
+    return _comparison(conn, previous, int(smallest), int(largest), sql.SQL(""))
 
 
 def compares_by_range(conn: psycopg.Connection, previous: PreviousRun, bounds: IdRange) -> bool:
@@ -151,14 +155,11 @@ def compares_by_range(conn: psycopg.Connection, previous: PreviousRun, bounds: I
 
 def range_comparison(conn: psycopg.Connection, previous: PreviousRun, ids: IdRange) -> Comparison:
     """A Comparison for one range of ids, holding the previous run's rows there."""
-    comparison = _comparison(previous, ids[0], ids[1] - 1)
     # run_id too: the key is (run_id, customer_id), and without it the range is a full scan.
     where = sql.SQL("WHERE run_id = {} AND customer_id >= {} AND customer_id < {}").format(
         sql.Literal(previous.run_id), sql.Literal(ids[0]), sql.Literal(ids[1])
     )
-    for columns in _previous_rows(conn, previous, where):
-        comparison.add_previous(columns["customer_id"], columns["segment_id"])
-    return comparison
+    return _comparison(conn, previous, ids[0], ids[1] - 1, where)
 
 
 def changes_outside(conn: psycopg.Connection, previous: PreviousRun, bounds: IdRange) -> Changes:

@@ -57,6 +57,7 @@ class Run:
         self._snapshot_ended = False
         self._compared_with: int | None = None  # the run the session's changes table was measured against
         self._changes: tuple[int, Changes | None] | None = None  # found in memory while writing, against that run
+        self._id_bounds: dict[tuple[str, str], tuple[int, int] | None] = {}
 
     def __repr__(self) -> str:
         return f"Run(run_id={self.run_id})"
@@ -129,7 +130,12 @@ class Run:
         )
 
     def id_bounds(self, source: catalog.Source) -> tuple[int, int] | None:
-        return queries.id_bounds(self._source(), source)
+        """The smallest and largest id in the snapshot; read once (a scan where the id has no
+        index), since the snapshot's answer cannot change."""
+        table = str(source.table), source.id_column
+        if table not in self._id_bounds:
+            self._id_bounds[table] = queries.id_bounds(self._source(), source)
+        return self._id_bounds[table]
 
     def export_snapshot(self) -> str:
         """The snapshot's id, for other sessions to read the source in it (segmentation.store.
