@@ -47,16 +47,30 @@ class Cluster:
 
     def map(self, task: Any, parameters: Iterable[dict[str, Any]]) -> Iterator[Any]:
         """The task's results, one per set of parameters, in order; at most `sessions` in
-        flight. The first failure fails the pass: what is still running is cancelled."""
+        flight. The first failure fails the pass as soon as it happens, in whichever range: what
+        is still running is cancelled."""
+        from distributed import as_completed
+
         runner = self._start()
-        pending, running = deque(parameters), deque[Any]()
+        pending = deque(enumerate(parameters))
+        running: dict[str, tuple[int, Any]] = {}  # by the Dask future's key
+        completed = as_completed(loop=runner.client.loop)
+        finished: dict[int, Any] = {}  # results that came before an earlier range's
+        following = 0  # the index of the next result to give
         try:
             while pending or running:
                 while pending and len(running) < self.sessions:
-                    running.append(runner.submit(task, parameters=pending.popleft()))
-                yield running.popleft().result()
+                    index, each = pending.popleft()
+                    future = runner.submit(task, parameters=each)
+                    running[future.wrapped_future.key] = (index, future)
+                    completed.add(future.wrapped_future)
+                index, future = running.pop(next(completed).key)
+                finished[index] = future.result()  # raises if the task failed
+                while following in finished:
+                    yield finished.pop(following)
+                    following += 1
         except BaseException:
-            for future in running:
+            for _, future in running.values():
                 future.wrapped_future.cancel()
             raise
 

@@ -4,15 +4,18 @@ mid-range, a database error in one range, an unreachable scheduler; and a range 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 
 from conftest import Process, assert_current_run, wait_for
@@ -28,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 BIN = Path(sys.executable).parent
 ROWS = 60_000
 # The training set a sample, so the scoring pass reads the source again, on Dask; small chunks,
-# so a range takes long enough to be caught in the middle.
+# so a range has several.
 SAMPLED = {"SEGMENTATION_TRAINING_SAMPLE_SIZE": "20000", "SEGMENTATION_CHUNK_ROWS": "2000"}
 # Every customer in the training set: the extract on Dask, the scoring pass from memory.
 WHOLE = {**SAMPLED, "SEGMENTATION_TRAINING_SAMPLE_SIZE": str(2 * ROWS)}
@@ -243,17 +246,62 @@ def range_tasks(state) -> dict[str, list[str]]:
     return {name: sorted(states) for name, states in found.items()}
 
 
-def range_sessions(conn, during: str) -> list:
+def range_sessions(conn, during: str, *, held_up: bool = False) -> list:
     """(backend pid, pid of the worker process holding it) of the range sessions busy now in
-    the given pass."""
+    the given pass; held_up: only those waiting for a lock (see HoldUp)."""
     return [
         (pid, int(name.rsplit("-", 1)[1]))
         for pid, name in conn.execute(
             "SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE 'segmentation-range-%%' "
-            "AND datname = current_database() AND state <> 'idle' AND query LIKE %s",
-            (PASS_QUERY[during],),
+            "AND datname = current_database() AND state <> 'idle' AND query LIKE %s "
+            "AND (NOT %s OR wait_event_type = 'Lock')",
+            (PASS_QUERY[during], held_up),
         )
     ]
+
+
+class HoldUp:
+    """The ranges of a pass that start from now on wait where they open the table the pass's
+    session reads or writes (the source for the extract, the run's table for the scoring pass),
+    until released: this test's ACCESS EXCLUSIVE lock on it, queued behind the sessions already
+    there. A range caught waiting is certainly in the middle: a range caught running may end
+    between the test seeing it and the test's fault (a range of the extract takes a fraction of
+    a second)."""
+
+    def __init__(self, conn, database_url: str, during: str):
+        if during == "extract":
+            table = "public.customers"
+        else:
+            run_id = conn.execute("SELECT max(run_id) FROM segmentation.runs").fetchone()[0]
+            table = f"segmentation.customer_segments_run_{run_id}"
+        self._locker = psycopg.connect(database_url)  # the lock's transaction
+        self._thread = threading.Thread(target=self._lock, args=(table,))
+        self._thread.start()
+
+    def _lock(self, table: str) -> None:
+        with contextlib.suppress(psycopg.errors.QueryCanceled):
+            self._locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+
+    def release(self, conn) -> None:
+        # Still queued: cancelled; granted: the cancel finds the session idle, which ignores it.
+        conn.execute("SELECT pg_cancel_backend(%s)", (self._locker.info.backend_pid,))
+        self._thread.join()
+        self._locker.rollback()
+        self._locker.close()
+
+
+@contextlib.contextmanager
+def held_up_range(conn, database_url: str, during: str) -> Iterator[tuple[int, int]]:
+    """A range of the pass held up (see HoldUp) while the block runs: (backend pid, pid of the
+    worker process holding it)."""
+    wait_for(lambda: range_sessions(conn, during), 60, 0.02, f"a range in the {during}")
+    hold_up = HoldUp(conn, database_url, during)
+    try:
+        yield wait_for(
+            lambda: next(iter(range_sessions(conn, during, held_up=True)), None), 60, 0.02, "a held-up range"
+        )
+    finally:
+        hold_up.release(conn)
 
 
 def worker_holding(cluster: Cluster, process_id: int) -> Process | None:
@@ -268,21 +316,17 @@ def in_background(**env) -> tuple[threading.Thread, list]:
 
 
 @pytest.mark.parametrize("during", ["extract", "score"])
-def test_a_worker_killed_mid_range_is_retried_and_every_customer_is_written_once(conn, dask_cluster, during):
+def test_a_worker_killed_mid_range_is_retried_and_every_customer_is_written_once(
+    conn, database_url, dask_cluster, during
+):
     published_run(conn, seed=72)
     reference = run(**SAMPLED)
     assert reference.is_completed(), reference.message
     thread, states = in_background(**SAMPLED, SEGMENTATION_DASK_ADDRESS=dask_cluster.address)
-
-    def a_worker_mid_range():
-        for _, process_id in range_sessions(conn, during):
-            worker = worker_holding(dask_cluster, process_id)
-            if worker is not None:
-                return worker
-        return None
-
-    victim = wait_for(a_worker_mid_range, 60, 0.02, "a worker to be writing a range")
-    os.kill(victim.popen.pid, signal.SIGKILL)
+    with held_up_range(conn, database_url, during) as (_, process_id):
+        victim = worker_holding(dask_cluster, process_id)
+        assert victim is not None
+        os.kill(victim.popen.pid, signal.SIGKILL)
     thread.join(120)
     assert not victim.running()
     state = states[0]
@@ -291,11 +335,11 @@ def test_a_worker_killed_mid_range_is_retried_and_every_customer_is_written_once
 
 
 @pytest.mark.parametrize("during", ["extract", "score"])
-def test_a_database_error_in_one_range_fails_the_run_and_publishes_nothing(conn, dask_cluster, during):
+def test_a_database_error_in_one_range_fails_the_run_and_publishes_nothing(conn, database_url, dask_cluster, during):
     first_id = published_run(conn, seed=73)
     thread, states = in_background(**SAMPLED, SEGMENTATION_DASK_ADDRESS=dask_cluster.address)
-    pid = wait_for(lambda: (s := range_sessions(conn, during)) and s[0][0], 60, 0.02, f"a range in the {during}")
-    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with held_up_range(conn, database_url, during) as (pid, _):
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
     thread.join(120)
     state = states[0]
     assert state.is_failed()
