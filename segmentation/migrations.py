@@ -102,7 +102,8 @@ def apply_roles(conn: psycopg.Connection, path: Traversable = ROLES_SQL) -> bool
     if not scalar(conn, "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"):
         return False
     with conn.transaction():
-        # Role creation is cluster-wide: serialise it like the migrations.
+        # Serialised like the migrations, within this database (an advisory lock is the
+        # database's own); the roles themselves are cluster-wide, see the file.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         # Grants and owner changes lock their objects: give up rather than queue BI readers
         # behind a long-running query.

@@ -1,9 +1,11 @@
 import threading
+import uuid
 
 import psycopg
 import pytest
+from psycopg import sql
 
-from conftest import BI_VIEWS
+from conftest import BI_VIEWS, wait_for
 from segmentation import migrations
 from segmentation.errors import SegmentationError
 
@@ -36,6 +38,61 @@ def test_two_processes_upgrading_at_once_apply_each_migration_once(server_url, d
         t.join()
     assert errors == []
     assert sorted(results) == [0, 0, 0, len(migrations.discover())]
+
+
+def test_a_role_another_database_is_creating_at_that_moment_is_taken_as_created(server_url, database_url, tmp_path):
+    """The roles belong to the cluster, while the lock around the roles file is one database's:
+    two databases of one cluster upgraded at once may both create a role. The second waits for
+    the first to commit, then finds the name taken, and goes on. Names of the test's own, so
+    the cluster's roles are not touched."""
+    suffix = uuid.uuid4().hex[:8]
+    writer, reader = f"seg_test_writer_{suffix}", f"seg_test_reader_{suffix}"
+    roles_file = tmp_path / "roles.sql"
+    text = migrations.ROLES_SQL.read_text(encoding="utf-8")
+    roles_file.write_text(text.replace("segmentation_writer", writer).replace("segmentation_reader", reader))
+    outcome: list = []
+
+    def apply_roles() -> None:
+        try:
+            with psycopg.connect(database_url, application_name="roles-under-test") as c:
+                outcome.append(migrations.apply_roles(c, roles_file))
+        except psycopg.Error as exc:
+            outcome.append(exc)
+
+    try:
+        with (
+            psycopg.connect(server_url) as other,  # the other database's upgrade, not committed yet
+            psycopg.connect(server_url, autocommit=True) as watcher,  # sees pg_stat_activity afresh each time
+        ):
+            other.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(writer)))
+            thread = threading.Thread(target=apply_roles)
+            thread.start()
+            wait_for(
+                lambda: watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'roles-under-test' "
+                    "AND wait_event_type = 'Lock'"
+                ).fetchone()[0],
+                30,
+                what="the roles file to wait for the other CREATE ROLE",
+            )
+            other.commit()
+        thread.join(30)
+        assert outcome == [True]
+        with psycopg.connect(database_url) as c:
+            owners = c.execute(
+                "SELECT DISTINCT pg_get_userbyid(nspowner) FROM pg_namespace "
+                "WHERE nspname IN ('segmentation', 'segmentation_bi')"
+            ).fetchall()
+            assert owners == [(writer,)]
+            assert c.execute("SELECT has_table_privilege(%s, 'public.customers', 'SELECT')", (writer,)).fetchone()
+            assert c.execute("SELECT has_schema_privilege(%s, 'segmentation_bi', 'USAGE')", (reader,)).fetchone()
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as c:
+            for role in (writer, reader):
+                if c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                    c.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role)))
+                    c.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                    c.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_an_edited_migration_is_refused(conn, tmp_path):

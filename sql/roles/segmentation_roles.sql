@@ -10,14 +10,22 @@
 --   schema segmentation and its tables, which a BI tool then does not list as datasets.
 --   CREATE ROLE metabase LOGIN PASSWORD '...' IN ROLE segmentation_reader;
 
+-- Roles belong to the whole cluster: another database's upgrade may be creating them at this
+-- moment (the advisory lock around this file is the database's own), and then this CREATE
+-- waits for it and finds the role taken, which is as good as created.
 DO $roles$
+DECLARE
+    role_name text;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'segmentation_writer') THEN
-        CREATE ROLE segmentation_writer NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'segmentation_reader') THEN
-        CREATE ROLE segmentation_reader NOLOGIN;
-    END IF;
+    FOREACH role_name IN ARRAY ARRAY['segmentation_writer', 'segmentation_reader'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = role_name) THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', role_name);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;
+            END;
+        END IF;
+    END LOOP;
 END
 $roles$;
 
