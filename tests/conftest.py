@@ -4,8 +4,10 @@ gets a fresh one, cloned from a migrated template, and dropped afterwards."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +32,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("SEGMENTATION_CONNECT_ATTEMPTS", "1")
 # A test that loses its database URL must never touch the developer's own embedded database.
 os.environ["SEGMENTATION_DATA_DIR"] = tempfile.mkdtemp(prefix="segmentation-test-home-")
+atexit.register(shutil.rmtree, os.environ["SEGMENTATION_DATA_DIR"], ignore_errors=True)
 
 MALL_CSV = Path(__file__).resolve().parent / "data" / "Mall_Customers.csv"
 TEMPLATE = f"seg_template_{uuid.uuid4().hex[:8]}"
@@ -54,25 +57,48 @@ def server_url():
 
 
 ROLES = ("segmentation_writer", "segmentation_reader")
+ROLES_BEFORE = pytest.StashKey[set[str]]()
+
+
+def _roles(url: str) -> set[str]:
+    with psycopg.connect(url, autocommit=True) as admin:
+        return {r[0] for r in admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(ROLES),))}
+
+
+def pytest_configure(config):
+    """The cluster's roles before the tests, when they run on a server of the caller's: read
+    once for the whole run (by pytest-xdist's controller when it runs workers), since the roles
+    are cluster-wide and any worker's test may create them (`segmentation db upgrade`)."""
+    url = os.environ.get(TEST_DATABASE_URL_ENV)
+    if url and not hasattr(config, "workerinput"):
+        with contextlib.suppress(psycopg.OperationalError):  # no server: the tests say so
+            config.stash[ROLES_BEFORE] = _roles(libpq_url(url))
+
+
+def pytest_unconfigure(config):
+    """Remove the roles the tests created, once every worker is done (a database outside the
+    tests may hold grants to them; then they stay). An embedded server goes with its roles."""
+    before = config.stash.get(ROLES_BEFORE, None)
+    if before is None:
+        return
+    with (
+        contextlib.suppress(psycopg.Error),
+        psycopg.connect(libpq_url(os.environ[TEST_DATABASE_URL_ENV]), autocommit=True) as admin,
+    ):
+        for role in set(ROLES) - before:
+            with contextlib.suppress(psycopg.Error):
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture(scope="session")
 def template(server_url):
     with psycopg.connect(server_url, autocommit=True) as admin:
-        roles_before = {
-            r[0] for r in admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(ROLES),))
-        }
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     with psycopg.connect(with_database(server_url, TEMPLATE)) as conn:
         migrations.upgrade(conn)
     yield TEMPLATE
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
-        # The roles are cluster-wide: remove the ones this session created (a database
-        # outside the tests may still hold grants to them; then they stay).
-        for role in set(ROLES) - roles_before:
-            with contextlib.suppress(psycopg.Error):
-                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from segmentation.settings import Settings
 from segmentation.store import history, range_pass
 from segmentation.store.run import Run
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+# With pytest-xdist, on one worker: the module's scheduler and workers start once.
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.xdist_group("dask")]
 
 BIN = Path(sys.executable).parent
 ROWS = 60_000

@@ -17,6 +17,9 @@ from segmentation.cli import main
 from segmentation.events import AUTOMATION_NAME
 from segmentation.loading import generate_customers
 
+# With pytest-xdist, the tests of the session's real Prefect server run on one worker: one server starts.
+pytestmark = pytest.mark.xdist_group("prefect-server")
+
 FAST = {"n_clusters": 4, "n_init": 1}
 
 

@@ -24,6 +24,9 @@ from segmentation import __version__
 from segmentation.loading import load_csv
 from segmentation.tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
 
+# With pytest-xdist, the tests of the session's real Prefect server run on one worker: one server starts.
+pytestmark = pytest.mark.xdist_group("prefect-server")
+
 BIN = Path(sys.executable).parent
 DEPLOYMENT = "customer-segmentation/nightly"
 SCHEDULE, TIMEZONE = "15 3 * * 1-5", "Europe/Berlin"
@@ -230,7 +233,8 @@ def test_a_served_run_the_gate_stops_waits_for_approval_without_holding_anything
         wait_for(
             "the suspended run's process to let go",
             lambda: conn.execute(
-                "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name LIKE 'segmentation-run%'"
+                "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name LIKE 'segmentation-run%'"
             ).fetchone()[0],
             30,
             serve.log,

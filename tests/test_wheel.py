@@ -20,6 +20,9 @@ from psycopg import sql
 
 from conftest import MALL_CSV, with_database
 
+# With pytest-xdist, on one worker: the wheel and its venv are built once, for the module.
+pytestmark = pytest.mark.xdist_group("wheel")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

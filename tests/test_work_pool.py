@@ -3,6 +3,7 @@ deployment as `segmentation serve`, and a real process worker runs it end to end
 
 from __future__ import annotations
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
@@ -13,6 +14,9 @@ from conftest import BIN, Process, base_env, prefect_client_settings, tail
 from segmentation.cli import main
 from segmentation.flows.deployment import DEFAULT_SCHEDULE, DESCRIPTION, TAGS
 from segmentation.loading import load_csv
+
+# With pytest-xdist, the tests of the session's real Prefect server run on one worker: one server starts.
+pytestmark = pytest.mark.xdist_group("prefect-server")
 
 POOL = "segmentation-nightly"
 DEPLOYMENT = "customer-segmentation/nightly"
