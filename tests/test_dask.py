@@ -25,6 +25,8 @@ from segmentation.loading import generate_customers
 from segmentation.settings import Settings
 from segmentation.store import history, range_pass
 from segmentation.store.run import Run
+from segmentation.tasks import dask as run_cluster
+from segmentation.tasks.extract import extract_range
 
 # With pytest-xdist, on one worker: the module's scheduler and workers start once.
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.xdist_group("dask")]
@@ -405,5 +407,51 @@ def test_a_range_written_twice_leaves_its_customers_once(conn):
         assert conn.execute(marks, (run_.run_id,)).fetchall() == []
         assert largest == smallest + 5_999
     finally:
+        run_.fail("the test is over")
+        run_.close()
+
+
+def test_a_failed_range_fails_the_pass_while_an_earlier_range_is_still_running(
+    conn, database_url, dask_cluster, monkeypatch
+):
+    """The pass gives its results in order, but does not wait for the earlier ranges to learn
+    that a later one failed: range 0 is held up (see HoldUp) for as long as the pass takes, and
+    range 1 fails at once, in a snapshot that does not exist."""
+    generate_customers(conn, 6_000, seed=76)
+    monkeypatch.setenv("SEGMENTATION_DASK_ADDRESS", dask_cluster.address)
+    monkeypatch.setenv("SEGMENTATION_DASK_SESSIONS", "2")
+    settings = Settings.from_env()
+    run_, _ = Run.start(
+        settings, flow_run_id=None, source_table="public.customers", features=list(DEFAULT_FEATURES), params={}
+    )
+    cluster = run_cluster.Cluster(settings)
+    try:
+        source = run_.resolve_source("public.customers", "customer_id", list(DEFAULT_FEATURES))
+        smallest, largest = run_.id_bounds(source)  # the run's snapshot now holds the source
+        common = {"source": source, "chunk_rows": 1_000, "size": 100, "seed": 0, "below": None}
+        parameters = [
+            {**common, "snapshot": run_.export_snapshot(), "ids": (smallest, smallest + 3_000)},
+            {**common, "snapshot": "00000003-0000BAD0-1", "ids": (smallest + 3_000, largest + 1)},
+        ]
+        outcome: list = []
+
+        def run_pass() -> None:
+            try:
+                outcome.append(list(cluster.map(extract_range, parameters)))
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                outcome.append(exc)
+
+        hold_up = HoldUp(conn, database_url, "extract")
+        try:
+            thread = threading.Thread(target=run_pass)
+            thread.start()
+            thread.join(60)
+            assert not thread.is_alive(), "the pass waited for the range held up"
+            # Range 0 cannot have ended: it waits for this test's lock (unless cancelled first).
+            assert isinstance(outcome[0], Exception) and "snapshot" in str(outcome[0]), outcome
+        finally:
+            hold_up.release(conn)
+    finally:
+        cluster.close()
         run_.fail("the test is over")
         run_.close()
