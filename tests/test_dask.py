@@ -23,6 +23,7 @@ from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 from segmentation.settings import Settings
+from segmentation.source.catalog import Source
 from segmentation.store import history, range_pass
 from segmentation.store.run import Run
 from segmentation.tasks import dask as run_cluster
@@ -369,16 +370,25 @@ def test_an_unreachable_scheduler_fails_the_run_at_once_with_one_line(conn):
     assert conn.execute("SELECT status FROM segmentation.runs").fetchall() == [("failed",)]
 
 
+@contextlib.contextmanager
+def started_run(settings: Settings) -> Iterator[tuple[Run, Source]]:
+    """A run started outside any flow, on public.customers with the default features, and its
+    source; failed and closed afterwards."""
+    features = list(DEFAULT_FEATURES)
+    run_, _ = Run.start(settings, flow_run_id=None, source_table="public.customers", features=features, params={})
+    try:
+        yield run_, run_.resolve_source("public.customers", "customer_id", features)
+    finally:
+        run_.fail("the test is over")
+        run_.close()
+
+
 def test_a_range_written_twice_leaves_its_customers_once(conn):
     """Two writes of one range at once, as when a task runs again while its first run is still
     going (PrefectHQ/prefect #15442): the second waits for the first to commit, then replaces
     its rows; a third, later, replaces them again. The marks go when the table is keyed."""
     generate_customers(conn, 6_000, seed=75)
-    settings = Settings.from_env()
-    features = list(DEFAULT_FEATURES)
-    run_, _ = Run.start(settings, flow_run_id=None, source_table="public.customers", features=features, params={})
-    try:
-        source = run_.resolve_source("public.customers", "customer_id", features)
+    with started_run(Settings.from_env()) as (run_, source):
         smallest, largest = run_.id_bounds(source)
         part = (0, (smallest, smallest + 3_000))
 
@@ -406,9 +416,6 @@ def test_a_range_written_twice_leaves_its_customers_once(conn):
             assert conn.execute(marks, (run_.run_id,)).fetchall() == [(0,)]
         assert conn.execute(marks, (run_.run_id,)).fetchall() == []
         assert largest == smallest + 5_999
-    finally:
-        run_.fail("the test is over")
-        run_.close()
 
 
 def test_a_failed_range_fails_the_pass_while_an_earlier_range_is_still_running(
@@ -421,12 +428,8 @@ def test_a_failed_range_fails_the_pass_while_an_earlier_range_is_still_running(
     monkeypatch.setenv("SEGMENTATION_DASK_ADDRESS", dask_cluster.address)
     monkeypatch.setenv("SEGMENTATION_DASK_SESSIONS", "2")
     settings = Settings.from_env()
-    run_, _ = Run.start(
-        settings, flow_run_id=None, source_table="public.customers", features=list(DEFAULT_FEATURES), params={}
-    )
     cluster = run_cluster.Cluster(settings)
-    try:
-        source = run_.resolve_source("public.customers", "customer_id", list(DEFAULT_FEATURES))
+    with started_run(settings) as (run_, source), contextlib.closing(cluster):
         smallest, largest = run_.id_bounds(source)  # the run's snapshot now holds the source
         common = {"source": source, "chunk_rows": 1_000, "size": 100, "seed": 0, "below": None}
         parameters = [
@@ -451,7 +454,3 @@ def test_a_failed_range_fails_the_pass_while_an_earlier_range_is_still_running(
             assert isinstance(outcome[0], Exception) and "snapshot" in str(outcome[0]), outcome
         finally:
             hold_up.release(conn)
-    finally:
-        cluster.close()
-        run_.fail("the test is over")
-        run_.close()

@@ -162,16 +162,16 @@ def range_comparison(conn: psycopg.Connection, previous: PreviousRun, ids: IdRan
     return _comparison(conn, previous, ids[0], ids[1] - 1, where)
 
 
-def changes_outside(conn: psycopg.Connection, previous: PreviousRun, bounds: IdRange) -> Changes:
-    """The previous run's customers with ids outside the ranges compared: none of them is in
-    the new run."""
+def changes_outside(conn: psycopg.Connection, previous: PreviousRun, bounds: IdRange) -> list[Changes]:
+    """The previous run's customers with ids outside the ranges compared, piece by piece (for
+    segmentation.core.comparison.join): none of them is in the new run."""
     where = sql.SQL("WHERE run_id = {} AND (customer_id < {} OR customer_id >= {})").format(
         sql.Literal(previous.run_id), sql.Literal(bounds[0]), sql.Literal(bounds[1])
     )
-    parts = list(_previous_rows(conn, previous, where))
-    ids = np.concatenate([np.empty(0, dtype=np.int64), *(p["customer_id"] for p in parts)])
-    before = np.concatenate([np.empty(0, dtype=np.int32), *(p["segment_id"] for p in parts)])
-    return ids.astype(np.int64), before.astype(np.int32), np.full(len(ids), ABSENT, dtype=np.int32)
+    return [
+        (p["customer_id"], p["segment_id"], np.full(len(p["customer_id"]), ABSENT, dtype=np.int32))
+        for p in _previous_rows(conn, previous, where)
+    ]
 
 
 def drift_from_changes(conn: psycopg.Connection, previous: PreviousRun, changes: Changes | None) -> Drift | None:

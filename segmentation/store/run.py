@@ -217,7 +217,7 @@ class Run:
             partitions.add_key(self._conn, self.run_id)
             if compare_with is not None:
                 outside = history.changes_outside(self._conn, compare_with, bounds)
-                changes = join([*found.changes, outside], history.max_changes(compare_with))
+                changes = join([*found.changes, *outside], history.max_changes(compare_with))
                 self._changes = (compare_with.run_id, changes)
 
     def complete(self, found: runs.Publication, *, status: str, forced: bool = False, error: str | None = None) -> None:
