@@ -433,14 +433,29 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+EPHEMERAL_STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Without PREFECT_API_URL, Prefect starts a temporary API server, which it gives 20 s by
+    # default: on a busy machine that was seen to be too little.
+    os.environ.setdefault(EPHEMERAL_STARTUP_TIMEOUT, "60")
     args = build_parser(flow_options=argv[:1] == ["run"]).parse_args(argv)
     try:
         return args.func(args)
     except SegmentationError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        if not str(exc).startswith("Timed out while attempting to connect to ephemeral Prefect API server"):
+            raise
+        print(
+            f"error: Prefect's temporary API server did not start within {os.environ[EPHEMERAL_STARTUP_TIMEOUT]} s; "
+            f"set {EPHEMERAL_STARTUP_TIMEOUT} higher, or PREFECT_API_URL to a running Prefect server",
+            file=sys.stderr,
+        )
         return 1
     except psycopg.Error as exc:
         print(f"error: {describe(exc)}", file=sys.stderr)

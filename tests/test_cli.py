@@ -1,4 +1,10 @@
-"""The segmentation command, called in-process as a user would type it."""
+"""The segmentation command, called in-process as a user would type it (and once in a process
+of its own, where Prefect's temporary API server is started)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +194,31 @@ def test_the_exit_code_and_the_message_follow_the_database(cli, database_url, co
     assert code == 1
     assert "whether it published cannot be known now (cannot connect to PostgreSQL" in err
     assert "Check with: segmentation runs" in err
+
+
+def test_a_prefect_api_that_does_not_start_is_one_line(database_url, conn, tmp_path):
+    """No PREFECT_API_URL, and Prefect's temporary server not up in time (here no time at all;
+    seen on a busy machine with Prefect's 20 s): one line naming the settings, and no run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0",
+        SEGMENTATION_DATABASE_URL=database_url,
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "segmentation"), "run", "--k", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    # Prefect's own log lines around it (starting and stopping its server) stay.
+    assert (
+        "error: Prefect's temporary API server did not start within 0 s; set "
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher, or PREFECT_API_URL to a running Prefect server"
+    ) in done.stderr.splitlines()
+    assert conn.execute("SELECT count(*) FROM segmentation.runs").fetchone() == (0,)
