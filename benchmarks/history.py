@@ -64,12 +64,12 @@ def one_run(customers: np.ndarray, segments: np.ndarray, keep: int, rng: np.rand
         times["write"] = time.perf_counter() - t
         t = time.perf_counter()
         previous = run.previous()
-        drift = run.drift(previous) if previous is not None else None
+        drift = run.drift(previous, None) if previous is not None else None
         times["drift"] = time.perf_counter() - t
         t = time.perf_counter()
         ids, counts = np.unique(segments, return_counts=True)
         found = _publication(ids.astype(np.int64), counts, len(customers), asdict(drift) if drift else None)
-        run.complete(found, status="published")
+        run.complete(found, status="published", compared_with=drift.previous_run_id if drift else None)
         times["publish"] = time.perf_counter() - t
         t = time.perf_counter()
         run.prune(keep)

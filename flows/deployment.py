@@ -1,4 +1,6 @@
-"""The nightly deployment: `segmentation serve` serves the flow as customer-segmentation/nightly."""
+"""The deployments: `segmentation serve` serves the nightly flow as customer-segmentation/nightly
+and, beside it, the approve-run flow as approve-run/nightly (no schedule: the nightly flow starts
+it when a run waits for a person's approval); `segmentation deploy` registers both with a work pool."""
 
 from __future__ import annotations
 
@@ -80,12 +82,36 @@ def nightly_deployment(schedule: ScheduleSettings | None = None):
     )
 
 
+APPROVAL_DESCRIPTION = (
+    "Approve or reject, in the Prefect UI, a segmentation run the quality gate rejected: started by "
+    f"{DEPLOYMENT_NAME} runs whose approval_timeout_minutes is above 0. Answer a waiting flow run's form "
+    "with Resume on its page."
+)
+
+
+def approval_deployment():
+    """No schedule and, on purpose, no concurrency limit: a run waits paused in its process, and
+    Prefect revokes a paused run's concurrency slot and then crashes the run (see
+    segmentation.tasks.approval). Runs for different runs may wait at once."""
+    from prefect.deployments.runner import EntrypointType
+
+    from segmentation.flows.approval import approve_run
+
+    return approve_run.to_deployment(
+        name=DEPLOYMENT_NAME,
+        description=APPROVAL_DESCRIPTION,
+        tags=TAGS,
+        version=__version__,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
 def serve(schedule: ScheduleSettings | None = None) -> None:
     from prefect import serve as prefect_serve
 
     # pause_on_shutdown=False: stopping or redeploying the server must not silently stop the
     # nightly job; the schedule stays active while no process serves it and the runs wait.
-    prefect_serve(nightly_deployment(schedule), pause_on_shutdown=False)
+    prefect_serve(nightly_deployment(schedule), approval_deployment(), pause_on_shutdown=False)
 
 
 def deploy(pool: str, image: str | None = None, schedule: ScheduleSettings | None = None) -> str:
@@ -103,4 +129,5 @@ def deploy(pool: str, image: str | None = None, schedule: ScheduleSettings | Non
             raise SegmentationError(
                 f"there is no work pool {pool!r}; create it first, e.g. prefect work-pool create {pool} --type process"
             ) from None
+    approval_deployment().apply(work_pool_name=pool, image=image)
     return str(nightly_deployment(schedule).apply(work_pool_name=pool, image=image))

@@ -1,24 +1,23 @@
-"""The customer-segmentation flow: orchestration only; the work is in tasks/."""
+"""The nightly customer-segmentation flow: orchestration only, a straight line from one value
+to the next; the work is in tasks/. Whatever happens, the run ends as one Outcome, and
+segmentation.tasks.conclude turns it into its consequences."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, runtime
+from prefect import flow
 from prefect.client.schemas.objects import State
-from prefect.states import Failed
 
 from segmentation import logs, process
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
-from segmentation.errors import RunRejected, describe
-from segmentation.tasks.announce import announce
-from segmentation.tasks.approval import awaiting_answer, finish_approval, request_approval, run_figures
+from segmentation.errors import describe
+from segmentation.tasks.conclude import conclude
 from segmentation.tasks.dask import Cluster
 from segmentation.tasks.extract import check_source, extract, quarantine_invalid
 from segmentation.tasks.model import choose_k, train
-from segmentation.tasks.publish import keep_run, prune_history
-from segmentation.tasks.report import report
+from segmentation.tasks.publish import keep_run
 from segmentation.tasks.run import fail_run, prepare_database, start_run
 from segmentation.tasks.score import score
 from segmentation.tasks.stability import load_previous, match_segments, measure_drift, quality_gate, warm_start
@@ -63,95 +62,37 @@ def customer_segmentation(
         max_quarantined_share: Quality gate: reject the run when more than this share of rows was quarantined.
         force_publish: Publish even when the quality gate fails; the run records that it was forced.
         publish: Make the run current when it passes the quality gate. False: the run does everything else and ends staged, kept but not current, to be made current later (segmentation promote RUN_ID).
-        approval_timeout_minutes: When the quality gate fails, wait this long for someone to approve or reject the run in the Prefect UI (the run pauses with a form under the gate's reasons and the run's summary). 0: reject at once.
+        approval_timeout_minutes: When the quality gate fails, ask a person to approve or reject the run in the Prefect UI, and wait this long for the answer: an approve-run flow run waits with a form under the gate's reasons and the run's summary. 0: reject at once.
     """
     # The parameters as called, recorded with the run: first, before any other local exists.
     params = {**locals(), "features": list(features)}
     logs.install()
     process.prepare_for_run()
     gate = QualityGate(min_silhouette, min_segment_share, max_customer_drop, max_quarantined_share)
-    flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     run = None
-    cluster = None
     try:
         settings = prepare_database()
-        # Run again by Prefect after a suspension for approval: act on the answer, nothing more.
-        if (waiting := awaiting_answer(flow_run_id)) is not None:
-            stopped, kept_as = waiting
-            published, decision = finish_approval(stopped, kept_as)
-            report(stopped)
-            result = run_figures(stopped)
-            if published:
-                announce("published", {**result, "source_table": source_table}, flow_run_id)
-                return result
-            reason = (result["error"] or f"run {stopped} was rejected by the quality gate") + decision
-            announce("rejected", {**result, "source_table": source_table, "error": reason}, flow_run_id)
-            return Failed(message=reason)
-        run = start_run(
-            settings,
-            flow_run_id,
-            source_table,
-            list(features),
-            {**params, **settings.in_force()},
-        )
-        cluster = Cluster(settings)  # Dask, when set: started by the first pass that needs it
+        run = start_run(settings, source_table, list(features), {**params, **settings.in_force()})
         source = check_source(run, source_table, id_column, list(features))
-        training = extract(run, source, random_state, cluster)
-        n_quarantined = quarantine_invalid(run, source, training)
-        previous = load_previous(run, source)
-        choice = choose_k(training, settings, n_clusters, k_min, k_max, random_state, n_init)
-        model = train(settings, choice, random_state, n_init, warm_start(previous, source, choice.k))
-        identity = match_segments(run, source, model, previous, match_threshold)
-        stats = score(run, source, training, model, identity.ids, previous, cluster)
-        cluster.close()  # the passes over the source are done
-        drift = measure_drift(run, source, previous)
-        issues = quality_gate(source, stats, model, previous, n_quarantined, gate)
-        result = keep_run(
-            run, source, model, stats, identity, previous, drift, n_quarantined, issues, force_publish, publish
+        with Cluster(settings) as cluster:  # Dask, when set: started by the first pass that needs it
+            training = extract(run, source, random_state, cluster)
+            n_quarantined = quarantine_invalid(run, source, training)
+            previous = load_previous(run, source)
+            choice = choose_k(training, settings, n_clusters, k_min, k_max, random_state, n_init)
+            model = train(settings, choice, random_state, n_init, warm_start(previous, source, choice.k))
+            identity = match_segments(run, source, model, previous, match_threshold)
+            scored = score(run, source, training, identity.centroids, previous, cluster)
+        drift = measure_drift(run, source, previous, scored.changes)
+        issues = quality_gate(source, scored.stats, model, previous, n_quarantined, gate)
+        outcome = keep_run(
+            run, source, model, scored.stats, identity, previous, drift, n_quarantined, issues, force_publish, publish
         )
-        report(result["run_id"])
-        prune_history(run)
-        announce(result["status"], {**result, "source_table": str(source.table)}, flow_run_id)
-        return result
     except Exception as exc:  # noqa: BLE001 - every failure ends the run the same way: recorded, one line
-        reason = describe(exc)
-        if run is not None:
-            status = fail_run(run, reason)
-            if status in ("published", "staged"):
-                # The run was kept before this error (a connection lost after the publish, say):
-                # what the database says is the outcome.
-                get_run_logger().warning("run %d is %s; the error came after: %s", run.run_id, status, reason)
-                kept = {"run_id": run.run_id, "status": status}
-                announce(status, {**kept, "source_table": source_table, "error": reason}, flow_run_id)
-                return kept
-            if isinstance(exc, RunRejected) and approval_timeout_minutes > 0:
-                issues = list(exc.figures.get("quality_issues") or [])
-                approved, decision = request_approval(run, issues, approval_timeout_minutes)
-                if approved:
-                    report(run.run_id)
-                    prune_history(run)
-                    result = {**exc.figures, "status": "published", "forced": True}
-                    announce("published", {**result, "source_table": source_table}, flow_run_id)
-                    return result
-                reason += decision
-            if isinstance(exc, RunRejected):  # kept as rejected: report it, and apply retention, as for a published run
-                report(run.run_id)
-                prune_history(run)
-        rejected = isinstance(exc, RunRejected)
-        figures = exc.figures if isinstance(exc, RunRejected) else {"run_id": run.run_id if run else None}
-        announce(
-            "rejected" if rejected else "failed",
-            {**figures, "source_table": source_table, "error": reason},
-            flow_run_id,
-        )
-        # The task that raised has logged the details; the reason alone becomes the state message the Prefect UI shows.
-        return Failed(message=reason)
+        # The task that raised has logged the details; the reason alone is the outcome's.
+        outcome = fail_run(run, describe(exc), source_table)
     except BaseException as exc:  # cancelled or interrupted: record it, let Prefect handle the rest
         if run is not None:
-            fail_run(run, describe(exc))
-        raise
-    finally:
-        if cluster is not None:
-            cluster.close()
-        if run is not None:
+            run.fail(describe(exc))
             run.close()
+        raise
+    return conclude(outcome, run, approval_timeout_minutes)

@@ -3,14 +3,6 @@ class SegmentationError(Exception):
     print it as one line instead of a traceback."""
 
 
-class RunRejected(SegmentationError):
-    """The quality gate rejected a run: it is recorded as rejected, and the previous run stays current."""
-
-    def __init__(self, message: str, figures: dict | None = None):
-        super().__init__(message)
-        self.figures = figures or {}  # what the run found, for its event
-
-
 def describe(exc: BaseException) -> str:
     """One line for a failed run: a user error's own message, otherwise what went wrong."""
     import psycopg

@@ -1,80 +1,90 @@
-"""Approving, in the Prefect UI, a run the quality gate stopped: the run is kept as rejected,
-then the flow run waits with a form (approve, note) under the gate's reasons and the run's
-summary. Approve publishes that very run, forced, with the note recorded; reject or no answer
-in time leaves it rejected.
+"""Asking a person to approve, in the Prefect UI, a run the quality gate rejected: the units the
+approve-run flow (segmentation.flows.approval) calls, and how the nightly flow asks for it.
 
-Two ways to wait. A flow run of a deployment (served, or from a work pool) is suspended
-(suspend_flow_run): its process exits, holding neither the run lock nor a concurrency slot, and
-Prefect runs the flow run again once someone answers; the flow then finds its own rejected run
-(`awaiting_answer`: a run of this flow run whose approval key Prefect recorded as paused on)
-and acts on the answer without running again (`finish_approval`). It cannot
-stay paused in its process: Prefect 3.9 revokes a paused run's deployment concurrency slot and
-its engine then crashes the run at the next renewal of that slot's lease, within 5 minutes (seen
-231 s into a pause; PrefectHQ/prefect #22885 and #20251 are the same mechanism). A flow run
-started directly (`segmentation run`) has no deployment to run it again, so it pauses in its
-process (pause_flow_run) and keeps the run lock meanwhile."""
+The nightly run ends Rejected first, and lets go of everything (the run lock, its deployment's
+concurrency slot). The approve-run flow run then waits in its own process (pause_flow_run) with
+a form, under the gate's reasons and the run's summary: an explicit decision, approve or reject,
+and a note. Its deployment has no concurrency limit, so waiting holds no slot whose lease
+Prefect would revoke (a paused run of a limited deployment is crashed at the lease's next
+renewal, within 5 minutes: PrefectHQ/prefect #22885). Approved: the run is made current through
+the promote path (segmentation.rollback.make_current), unless a newer run was published
+meanwhile. Every answer, and no answer in time, is recorded in segmentation.approvals."""
 
 from __future__ import annotations
 
-from typing import Any
-from uuid import UUID
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run, suspend_flow_run
+from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.logging import get_run_logger
-from prefect.states import Running
-from psycopg.rows import dict_row
+from prefect.states import Failed, Running
 from pydantic import Field
 
 from segmentation import db
-from segmentation.errors import SegmentationError, describe
+from segmentation.errors import SegmentationError
+from segmentation.outcome import Outcome
 from segmentation.rollback import make_current
 from segmentation.settings import Settings
-from segmentation.store import readback, runs
-from segmentation.store.run import Run
+from segmentation.store import approvals, readback, runs
+
+APPROVE_FLOW_NAME = "approve-run"
 
 
 class Approval(RunInput):
-    approve: bool = Field(False, description="Publish this run despite the quality gate (it is recorded as forced).")
-    note: str = Field("", description="Why: recorded with the run, and shown by `segmentation show`.")
+    decision: Literal["approve", "reject"] = Field(
+        description="approve: publish this run despite the quality gate. reject: keep it rejected."
+    )
+    note: str = Field("", description="Why: stored with the run, and shown by `segmentation show --run RUN_ID`.")
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    outcome: Outcome  # the rejected run, as the database has it
+    prompt: str  # what the person deciding reads above the form
 
 
 def _connect():
     return db.connect(db.database_url(Settings.from_env()), application_name="segmentation-approval")
 
 
-@task(name="approval-prompt", cache_policy=NO_CACHE)
-def approval_prompt(run_id: int, issues: list[str], minutes: float) -> str:
-    """What the person deciding reads above the form: the gate's reasons, then the run's summary
-    as the run report shows it."""
+def approval_reason(note: str) -> str:
+    """How a person's approval is recorded as the reason of the switch (current_run_log)."""
+    return f"approved in the Prefect UI: {note.strip() or '(no note)'}"
+
+
+@task(name="approval-request", cache_policy=NO_CACHE)
+def approval_request(run_id: int, minutes: float) -> ApprovalRequest:
+    """The rejected run read back, and the text above the form: the gate's reasons, then the
+    run's summary as the run report shows it. Refused for a run that is not rejected (made
+    current meanwhile, say): there is nothing to decide."""
     with _connect() as conn, conn.transaction():
+        outcome = runs.outcome_of(conn, run_id)
         found = readback.load(conn, run_id, sample_size=0)
-    reasons = "\n".join(f"- {issue}" for issue in issues)
-    return (
+    if outcome is None or found is None:
+        raise SegmentationError(f"there is no run {run_id}; see: segmentation runs")
+    if outcome.status != "rejected":
+        raise SegmentationError(f"run {run_id} is {outcome.status}, not rejected: there is nothing to approve")
+    reasons = "\n".join(f"- {issue}" for issue in outcome.quality_issues)
+    prompt = (
         f"## The quality gate stopped run {run_id}\n\n{reasons}\n\n"
-        f"Approve to publish this run anyway (recorded as forced, with your note), or leave approve off "
-        f"to keep it rejected. Without an answer within {minutes:g} minutes it stays rejected.\n\n"
-        + (found.markdown() if found is not None else "")
+        f"Choose **approve** to publish this run anyway (recorded as approved by a person, with your note), or "
+        f"**reject** to keep it rejected. Without an answer within {minutes:g} minutes it stays rejected.\n\n"
+        + found.markdown()
     )
+    return ApprovalRequest(outcome, prompt)
 
 
-def _seconds(minutes: float) -> int:
-    return max(1, round(minutes * 60))
-
-
-def _key(run_id: int) -> str:
-    return f"approval-of-run-{run_id}"
-
-
-def wait_for_approval(prompt: str, minutes: float) -> Approval | None:
+def wait_for_answer(prompt: str, minutes: float) -> Approval | None:
     """Pause the flow run, in its process, until someone answers the form, or the time is up
     (None). Called from the flow itself: only a flow run can pause."""
-    seconds = _seconds(minutes)
+    seconds = max(1, round(minutes * 60))
     try:
         return pause_flow_run(
             wait_for_input=Approval.with_initial_data(description=prompt),
@@ -91,113 +101,77 @@ def wait_for_approval(prompt: str, minutes: float) -> Approval | None:
         return None
 
 
-@task(name="publish-approved", cache_policy=NO_CACHE)
-def publish_approved(run: Run, note: str) -> None:
-    run.promote(_reason(note))
-    get_run_logger().info("run %d approved and published (forced): %s", run.run_id, note or "(no note)")
-
-
-def _reason(note: str) -> str:
-    return f"approved in the Prefect UI: {note.strip() or '(no note)'}"
-
-
-def _rejected(decision: Approval) -> str:
-    return f" Rejected in the Prefect UI: {decision.note or '(no note)'}"
-
-
-def request_approval(run: Run, issues: list[str], minutes: float) -> tuple[bool, str]:
-    """Ask, and publish the run when someone approves it. Called from the flow itself (only a
-    flow run can pause). Returns (published, what became of it, as a sentence to add to the
-    rejection); an error on the way leaves the run rejected, and says why. A flow run of a
-    deployment is suspended instead: this then ends the process (Prefect's Pause), and the
-    answer is acted on by `finish_approval` when Prefect runs the flow run again."""
-    try:
-        prompt = approval_prompt(run.run_id, issues, minutes)
-        if runtime.deployment.id is not None:
-            get_run_logger().info(
-                "run %d waits for approval in the Prefect UI for %g minutes; this process exits meanwhile",
-                run.run_id,
-                minutes,
-            )
-            suspend_flow_run(
-                wait_for_input=Approval.with_initial_data(description=prompt),
-                timeout=_seconds(minutes),
-                key=_key(run.run_id),
-            )
-        decision = wait_for_approval(prompt, minutes)
-        if decision is None:
-            return False, f" No one approved it within {minutes:g} minutes."
-        if not decision.approve:
-            return False, _rejected(decision)
-        publish_approved(run, decision.note)
-        return True, ""
-    except Exception as exc:  # noqa: BLE001 - the run stays rejected, and says why
-        return False, f" The approval could not be completed: {describe(exc)}"
-
-
-def awaiting_answer(flow_run_id: str | None) -> tuple[int, str] | None:
-    """(run id, status) of the run this flow run was suspended for, to ask for its approval,
-    when Prefect now runs the flow run again; None for any other run of the flow, including a
-    retry of a flow run whose gate rejected at once (it was never suspended)."""
-    if flow_run_id is None or runtime.deployment.id is None:
-        return None
-    with get_client(sync_client=True) as client:
-        keys = client.read_flow_run(UUID(flow_run_id)).empirical_policy.pause_keys or set()
+@task(name="decide", cache_policy=NO_CACHE)
+def decide(request: ApprovalRequest, answer: Approval | None, minutes: float) -> Outcome:
+    """Act on the answer: approve makes the run current (the promote path, under the run lock),
+    unless a newer run was published meanwhile or a run is in progress; reject, or no answer,
+    keeps it rejected. Each is recorded, with the note, in segmentation.approvals. Returns what
+    became of the run, with the decision as a sentence of its own."""
+    run_id = request.outcome.run_id
+    assert run_id is not None
+    flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+    logger = get_run_logger()
     with _connect() as conn:
-        row = conn.execute(
-            "SELECT run_id, status FROM segmentation.runs WHERE flow_run_id = %s ORDER BY run_id DESC LIMIT 1",
-            (flow_run_id,),
-        ).fetchone()
-    if row is None or _key(row[0]) not in keys:
-        return None
-    return int(row[0]), str(row[1])
-
-
-@task(name="publish-approved", cache_policy=NO_CACHE)
-def publish_resumed(run_id: int, note: str) -> None:
-    """Publish a run approved while its flow run was suspended, unless a newer run was
-    published meanwhile (approving would then replace it: that is a promotion to ask for).
-    Checked and switched under the run lock, which make_current takes again."""
-    with _connect() as conn:
-        if not db.scalar(conn, "SELECT pg_try_advisory_lock(%s)", (runs.RUN_LOCK_KEY,)):
-            raise SegmentationError(
-                f"a segmentation run is in progress; once it ends, publish run {run_id} with: "
-                f"segmentation promote {run_id} --force --reason '...'"
-            )
+        if answer is None:
+            approvals.record(conn, run_id, "no answer", "", flow_run_id)
+            logger.warning("run %d: no answer within %g minutes; it stays rejected", run_id, minutes)
+            return request.outcome.also(f"No answer within {minutes:g} minutes: run {run_id} stays rejected")
+        note = answer.note.strip()
+        if answer.decision == "reject":
+            approvals.record(conn, run_id, "rejected", note, flow_run_id)
+            logger.info("run %d rejected in the Prefect UI: %s", run_id, note or "(no note)")
+            return request.outcome.also(f"Rejected in the Prefect UI: {note or '(no note)'}")
         current = runs.current_switch(conn)
         if current is not None and current["run_id"] > run_id:
             raise SegmentationError(
                 f"run {run_id} was approved but run {current['run_id']} was published after it; "
                 f"to replace that one anyway: segmentation promote {run_id} --force --reason '...'"
             )
-        make_current(conn, run_id=run_id, reason=_reason(note), force=True)
-    get_run_logger().info("run %d approved and published (forced): %s", run_id, note or "(no note)")
+        make_current(conn, run_id=run_id, reason=approval_reason(note), force=True)
+        approvals.record(conn, run_id, "approved", note, flow_run_id)
+        logger.info("run %d approved in the Prefect UI and published: %s", run_id, note or "(no note)")
+        published = runs.outcome_of(conn, run_id)
+    assert published is not None
+    return published
 
 
-def run_figures(run_id: int) -> dict[str, Any]:
-    """What a run's event and result carry, read back, with the gate's reason as `error`."""
-    with _connect() as conn, conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            """SELECT run_id, status, forced, k, n_customers, n_quarantined, churn, quality_issues, error
-               FROM segmentation.runs WHERE run_id = %s""",
-            (run_id,),
-        ).fetchone()
-    return dict(row or {"run_id": run_id, "error": None})
+def request_approval(outcome: Outcome, minutes: float) -> dict[str, Any] | State:
+    """Ask for a person's decision on a rejected run; the end of the nightly flow run. A run of
+    a deployment starts a flow run of the approve-run deployment beside it and ends Rejected,
+    saying where to answer. A run started directly (`segmentation run`, a flow call) has no
+    deployment to start, so the approve-run flow runs as its subflow, waiting in this process,
+    and its end is this flow run's end."""
+    from segmentation.flows.approval import approve_run
+    from segmentation.tasks.conclude import end
 
-
-def finish_approval(run_id: int, status: str) -> tuple[bool, str]:
-    """Act on the answer to a suspended flow run's form: (published, what became of it, as a
-    sentence to add to the rejection). A run made current meanwhile by other means (segmentation
-    promote) stays as it is."""
-    if status == "published":
-        return True, ""
-    if status != "rejected":
-        return False, f" It is {status} now; nothing was done."
+    assert outcome.run_id is not None
+    deployment = runtime.deployment.name
+    if deployment is None:
+        decided = approve_run(run_id=outcome.run_id, timeout_minutes=minutes, return_state=True)
+        # Its end, as this flow run's own (a subflow's state returned as it is counts as one failed "state").
+        if decided.is_completed():
+            return decided.result()
+        return Failed(name=decided.name, message=decided.message)
     try:
-        decision = suspend_flow_run(wait_for_input=Approval, key=_key(run_id))  # answered: returns it
-        if not decision.approve:
-            return False, _rejected(decision)
-        publish_resumed(run_id, decision.note)
-        return True, ""
+        flow_run = start_approval(outcome.run_id, minutes, f"{APPROVE_FLOW_NAME}/{deployment}")
     except Exception as exc:  # noqa: BLE001 - the run stays rejected, and says why
-        return False, f" The approval could not be completed: {describe(exc)}"
+        return end(outcome.also(f"The approval could not be requested: {exc}"))
+    return end(
+        outcome.also(
+            f"Waiting up to {minutes:g} minutes for a person to approve or reject it in the Prefect UI: "
+            f"flow run {flow_run} of {APPROVE_FLOW_NAME}/{deployment}"
+        )
+    )
+
+
+@task(name="request-approval", cache_policy=NO_CACHE)
+def start_approval(run_id: int, minutes: float, deployment: str) -> str:
+    """A flow run of the approve-run deployment for run_id, not waited for. Returns its name."""
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(
+        deployment, parameters={"run_id": run_id, "timeout_minutes": minutes}, timeout=0, as_subflow=False
+    )
+    assert isinstance(flow_run, FlowRun)  # called from sync code
+    get_run_logger().info("run %d waits for approval in flow run %s (%s)", run_id, flow_run.name, deployment)
+    return flow_run.name

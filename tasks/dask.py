@@ -22,7 +22,7 @@ RANGES_PER_WORKER = 4  # smaller ranges: less to redo when a worker dies, and an
 
 class Cluster:
     """The run's cluster: started when a pass first needs it, closed when the passes are done
-    (or the run ends)."""
+    (the end of its `with` block, whichever way the block ends)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -82,6 +82,12 @@ class Cluster:
     def close(self) -> None:
         self._stack.close()
         self._runner = None
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 @contextmanager

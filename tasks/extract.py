@@ -1,4 +1,7 @@
-"""Checking the source, reading the training set, and quarantining invalid rows."""
+"""Checking the source, reading the training set, and quarantining invalid rows. The extract
+offers every valid row to the training sample (segmentation.passes.sample_part, the one
+definition of that work): in the flow's process, or one extract-range task per range of ids on
+Dask."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from prefect.logging import get_run_logger
 
 from segmentation.core.progress import Progress
 from segmentation.core.sampling import HashSample, SplitSample
+from segmentation.passes import sample_part
 from segmentation.source.catalog import Source
 from segmentation.source.queries import IdRange
 from segmentation.store import range_pass
@@ -69,10 +73,12 @@ def extract_here(run: Run, source: Source, random_state: int) -> TrainingSet:
     # Valid customers counted against all rows (invalid rows are not streamed): it ends short of
     # 100% by the invalid share.
     progress = Progress("extract", "rows read (valid ones counted)", n_rows, start=time.monotonic())
-    for chunk in run.read_valid(source, n_rows=n_rows):
-        sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
-        if line := progress.update(sample.seen, time.monotonic()):
+
+    def tell(seen: int) -> None:
+        if line := progress.update(seen, time.monotonic()):
             logger.info(line)
+
+    sample_part(run.read_valid(source, n_rows=n_rows), sample, tell)
     return _training_set(source, *sample.result(), sample.seen, n_rows)
 
 
@@ -118,9 +124,7 @@ def extract_range(
 ) -> SampledRange:
     """On a Dask worker: the range's valid rows read in the run's snapshot, and the sample of
     those whose key is below `below`."""
-    sample = HashSample(size, seed, below=below)
-    for chunk in range_pass.read_range(snapshot, source, ids, chunk_rows):
-        sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
+    sample = sample_part(range_pass.read_range(snapshot, source, ids, chunk_rows), HashSample(size, seed, below=below))
     sampled, columns = sample.result()
     X, gender = _columns(source, columns)
     return SampledRange(sample.seen, sampled, X, gender)

@@ -1,16 +1,17 @@
-"""Keeping a run (published, staged or rejected), then pruning old history."""
+"""Keeping a run: published, staged or rejected by the quality gate."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pandas as pd
-import psycopg
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segmentation.core.segment_stats import SegmentStats
-from segmentation.errors import RunRejected
+from segmentation.outcome import Outcome, Status
 from segmentation.source.catalog import Source
 from segmentation.store import history, scoring
 from segmentation.store.run import Run
@@ -42,14 +43,14 @@ def keep_run(
     stats: SegmentStats,
     identity: SegmentIdentity,
     previous: history.PreviousRun | None,
-    drift: dict | None,
+    drift: history.Drift | None,
     n_quarantined: int,
     quality_issues: list[str],
     force_publish: bool,
     publish_run: bool = True,
-) -> dict:
+) -> Outcome:
     """Keep the run: published (current), staged (kept, not current: publish_run=False), or
-    rejected by the quality gate (kept, not current, and the run fails)."""
+    rejected by the quality gate (kept, not current). Returns what became of it."""
     logger = get_run_logger()
     found = Publication(
         k=model.k,
@@ -60,7 +61,7 @@ def keep_run(
         segments=_segments_frame(stats, source, identity, previous),
         centroids=stats.centroids(model.centers_original),
         candidates=model.candidates,
-        drift=drift,
+        drift=asdict(drift) if drift is not None else None,
         quality_issues=quality_issues,
         model=scoring.Model(
             features=tuple(source.features),
@@ -71,16 +72,18 @@ def keep_run(
             names=identity.names,
         ),
     )
+    compared_with = drift.previous_run_id if drift is not None else None
     if quality_issues and not force_publish:
+        stays = "the previous run stays current" if previous is not None else "no run is current yet"
         error = (
-            f"quality gate rejected run {run.run_id}: {'; '.join(quality_issues)}. The previous run stays "
-            f"current; if you have checked this run, make it current with: segmentation promote {run.run_id} "
+            f"quality gate rejected run {run.run_id}: {'; '.join(quality_issues)}. The run is kept as rejected and "
+            f"{stays}; if you have checked this run, make it current with: segmentation promote {run.run_id} "
             "--force --reason '...' (or start it again with force_publish=true)"
         )
-        run.complete(found, status="rejected", error=error)
-        raise RunRejected(error, _result(run, found, status="rejected"))
+        run.complete(found, status="rejected", error=error, compared_with=compared_with)
+        return _outcome(run, source, found, "rejected", reasons=(error,))
     if not publish_run:
-        run.complete(found, status="staged", forced=bool(quality_issues))
+        run.complete(found, status="staged", forced=bool(quality_issues), compared_with=compared_with)
         logger.info(
             "run %d staged, not published: %d customers in %d segments; make it current with: "
             "segmentation promote %d --reason '...'",
@@ -89,42 +92,28 @@ def keep_run(
             model.k,
             run.run_id,
         )
-        return _result(run, found, status="staged")
-    run.complete(found, status="published", forced=bool(quality_issues))
+        return _outcome(run, source, found, "staged")
+    run.complete(found, status="published", forced=bool(quality_issues), compared_with=compared_with)
     if quality_issues:
         logger.warning("run %d published despite the quality gate (force_publish)", run.run_id)
     logger.info("run %d published: %d customers in %d segments", run.run_id, stats.n_customers, model.k)
-    return _result(run, found, status="published")
+    return _outcome(run, source, found, "published")
 
 
-def _result(run: Run, found: Publication, *, status: str) -> dict:
-    """The flow run's result: what the run did, in figures."""
-    return {
-        "run_id": run.run_id,
-        "status": status,
-        "k": found.k,
-        "n_customers": found.n_customers,
-        "n_quarantined": found.n_quarantined,
-        "inertia": found.inertia,
-        "silhouette": found.silhouette,
-        "forced": bool(found.quality_issues),
-        "churn": (found.drift or {}).get("churn"),
-        "quality_issues": list(found.quality_issues),
-    }
-
-
-@task(name="prune-history", cache_policy=NO_CACHE)
-def prune_history(run: Run) -> list[int]:
-    """The run is already published: failing to prune is a warning, and the next run tries again."""
-    try:
-        pruned = run.prune(run.settings.keep_published_runs)
-    except psycopg.Error as exc:
-        get_run_logger().warning("retention: could not prune old runs now (%s); the next run tries again", exc)
-        return []
-    if pruned:
-        get_run_logger().info(
-            "retention: dropped per-customer rows of runs %s (keeping the newest %d published runs)",
-            ", ".join(map(str, pruned)),
-            run.settings.keep_published_runs,
-        )
-    return pruned
+def _outcome(run: Run, source: Source, found: Publication, status: Status, reasons: tuple[str, ...] = ()) -> Outcome:
+    return Outcome(
+        status=status,
+        run_id=run.run_id,
+        source_table=str(source.table),
+        figures={
+            "k": found.k,
+            "n_customers": found.n_customers,
+            "n_quarantined": found.n_quarantined,
+            "inertia": found.inertia,
+            "silhouette": found.silhouette,
+            "churn": (found.drift or {}).get("churn"),
+        },
+        quality_issues=tuple(found.quality_issues),
+        forced=bool(found.quality_issues) and status != "rejected",
+        reasons=reasons,
+    )

@@ -3,11 +3,12 @@ connections and transactions (segmentation.store.run)."""
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segmentation import db, migrations
+from segmentation.outcome import Outcome, Status
 from segmentation.settings import Settings
 from segmentation.store.run import Run
 
@@ -28,8 +29,9 @@ def prepare_database() -> Settings:
 
 
 @task(name="start-run", cache_policy=NO_CACHE, persist_result=False)
-def start_run(settings: Settings, flow_run_id: str | None, source_table: str, features: list[str], params: dict) -> Run:
+def start_run(settings: Settings, source_table: str, features: list[str], params: dict) -> Run:
     logger = get_run_logger()
+    flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     run, abandoned = Run.start(
         settings, flow_run_id=flow_run_id, source_table=source_table, features=features, params=params
     )
@@ -40,9 +42,17 @@ def start_run(settings: Settings, flow_run_id: str | None, source_table: str, fe
 
 
 @task(name="fail-run", cache_policy=NO_CACHE)
-def fail_run(run: Run, error: str) -> str | None:
-    """Record the failure; returns the run's status as the database has it (None: unknown)."""
+def fail_run(run: Run | None, error: str, source_table: str) -> Outcome:
+    """Record the failure, and say what became of the run as the database has it: a run kept
+    before the error (a connection lost after the publish, say) stays what it is."""
+    failed = Outcome("failed", run.run_id if run is not None else None, source_table, reasons=(error,))
+    if run is None:
+        return failed
     status = run.fail(error)
     if status is None:
         get_run_logger().error("could not record the failure of run %d; the next run marks it abandoned", run.run_id)
-    return status
+    if status == "published" or status == "staged":
+        get_run_logger().warning("run %d is %s; the error came after: %s", run.run_id, status, error)
+        kept: Status = "published" if status == "published" else "staged"
+        return Outcome(kept, run.run_id, source_table, reasons=(f"the error came after the run was {status}: {error}",))
+    return failed

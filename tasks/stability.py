@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from prefect import task
@@ -10,7 +10,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segmentation.core import segments as core
+from segmentation.core.comparison import Changes
 from segmentation.core.segment_stats import SegmentStats
+from segmentation.passes import Centroids
 from segmentation.source.catalog import Source
 from segmentation.store import history
 from segmentation.store.run import Run
@@ -22,6 +24,7 @@ class SegmentIdentity:
     ids: np.ndarray  # published segment id per KMeans label
     names: list[str]  # per KMeans label
     shifts: np.ndarray  # centroid shift per label, standardised units (NaN when new)
+    centroids: Centroids  # what the scoring pass assigns customers with
 
 
 @task(name="load-previous-run", cache_policy=NO_CACHE)
@@ -71,14 +74,19 @@ def match_segments(
             names[label],
             "new" if np.isnan(shift) else f"kept, centroid moved {shift:.2f} sd",
         )
-    return SegmentIdentity(matching.segment_ids, names, matching.shifts)
+    centroids = Centroids(model.centers, model.scaler, matching.segment_ids)
+    return SegmentIdentity(matching.segment_ids, names, matching.shifts, centroids)
 
 
 @task(name="measure-drift", cache_policy=NO_CACHE)
-def measure_drift(run: Run, source: Source, previous: history.PreviousRun | None) -> dict | None:
+def measure_drift(
+    run: Run, source: Source, previous: history.PreviousRun | None, changes: Changes | None
+) -> history.Drift | None:
+    """Against the previous run on the same table: from the changes the scoring pass found in
+    memory (segmentation.tasks.score.ScoredPass), else in SQL."""
     if previous is None or not previous.same_table(str(source.table)):
         return None
-    drift = run.drift(previous)
+    drift = run.drift(previous, changes)
     if drift is None:
         return None
     churn = "n/a" if drift.churn is None else f"{drift.churn:.1%}"
@@ -91,7 +99,7 @@ def measure_drift(run: Run, source: Source, previous: history.PreviousRun | None
         drift.customers_added,
         drift.customers_removed,
     )
-    return asdict(drift)
+    return drift
 
 
 @task(name="quality-gate", cache_policy=NO_CACHE)

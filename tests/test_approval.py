@@ -1,9 +1,11 @@
-"""Approve in the UI: a run the quality gate stopped pauses with a form; resumed with input
-through the API (what the UI's form sends), it publishes forced with the note; left alone, it
-times out and stays rejected."""
+"""Approve in the UI, for a run started directly: the run the quality gate stopped ends
+rejected, and an approve-run flow run (its subflow) pauses with a form; resumed with input
+through the API (what the UI's form sends), the run is published with the note; rejected, the
+note is stored; left alone, it times out and stays rejected, with its report and event."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -27,17 +29,27 @@ def in_background(**params) -> tuple[threading.Thread, list]:
 
 
 def paused_flow_run(conn):
-    """The flow run of the run in progress, once it is paused."""
+    """The approve-run flow run asking about the rejected run, once it is paused."""
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
 
     def paused():
-        row = conn.execute("SELECT flow_run_id FROM segmentation.runs WHERE status = 'rejected'").fetchone()
-        if row is None or row[0] is None:
-            return None
         with get_client(sync_client=True) as client:
-            flow_run = client.read_flow_run(row[0])
-        return flow_run if flow_run.state.is_paused() else None
+            found = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["approve-run"])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                ),
+            )
+        return found[0] if found else None
 
-    return wait_for(paused, timeout=60, interval=0.2, what="the run to pause for approval")
+    return wait_for(paused, timeout=60, interval=0.2, what="the approval to pause for an answer")
 
 
 def test_an_approved_run_publishes_forced_with_its_note(conn, capsys):
@@ -62,11 +74,13 @@ def test_an_approved_run_publishes_forced_with_its_note(conn, capsys):
                 return None
 
     inputs = wait_for(form, timeout=30, interval=0.2, what="the approval form")
-    assert '"approve"' in inputs["schema"] and '"note"' in inputs["schema"]
+    assert '"decision"' in inputs["schema"] and '"note"' in inputs["schema"]
+    assert json.loads(inputs["schema"])["required"] == ["decision"]  # no default that silently rejects
     prompt = inputs["description"]
     assert f"The quality gate stopped run {run_id}" in prompt and "below the minimum 0.99" in prompt
     assert f"# Segmentation run {run_id}: rejected" in prompt and "## Segments" in prompt
-    resume_flow_run(flow_run.id, run_input={"approve": True, "note": "checked the segments with marketing"})
+    assert flow_run.parameters == {"run_id": run_id, "timeout_minutes": 1}
+    resume_flow_run(flow_run.id, run_input={"decision": "approve", "note": "checked the segments with marketing"})
     thread.join(60)
     state = states[0]
     assert state.is_completed(), state.message
@@ -79,6 +93,44 @@ def test_an_approved_run_publishes_forced_with_its_note(conn, capsys):
         "SELECT run_id, from_run_id, action, reason FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1"
     ).fetchone()
     assert log == (run_id, first, "promote", "approved in the Prefect UI: checked the segments with marketing")
+    assert decisions(conn) == [(run_id, "approved", "checked the segments with marketing")]
+    shown = run_text(conn, run_id)
+    assert "approved in the Prefect UI despite the quality gate" in shown and "force_publish" not in shown
+    assert "checked the segments with marketing" in shown
+
+
+def decisions(conn) -> list[tuple]:
+    return conn.execute("SELECT run_id, decision, note FROM segmentation.approvals ORDER BY approval_id").fetchall()
+
+
+def run_text(conn, run_id: int) -> str:
+    from segmentation.store import readback
+
+    with conn.transaction():
+        found = readback.load(conn, run_id, sample_size=0)
+    assert found is not None
+    return found.text()
+
+
+def test_a_rejection_keeps_the_run_rejected_with_its_note(conn):
+    generate_customers(conn, 2000, seed=93)
+    first = customer_segmentation(**FAST, return_state=True).result()["run_id"]
+    thread, states = in_background(min_silhouette=0.99, approval_timeout_minutes=1)
+    flow_run = paused_flow_run(conn)
+    run_id = flow_run.parameters["run_id"]
+    resume_flow_run(flow_run.id, run_input={"decision": "reject", "note": "the spending scores look broken"})
+    thread.join(60)
+    state = states[0]
+    assert state.is_failed() and state.name == "Rejected"
+    assert state.message.startswith(f"quality gate rejected run {run_id}: ")
+    # The decision is a sentence of its own, after the gate's.
+    assert state.message.endswith(
+        "(or start it again with force_publish=true). Rejected in the Prefect UI: the spending scores look broken"
+    )
+    assert conn.execute("SELECT status FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone() == ("rejected",)
+    assert_current_run(conn, first)
+    assert decisions(conn) == [(run_id, "rejected", "the spending scores look broken")]
+    assert "rejected in the Prefect UI: the spending scores look broken" in run_text(conn, run_id)
 
 
 def test_a_run_nobody_approves_stays_rejected(conn):
@@ -87,7 +139,10 @@ def test_a_run_nobody_approves_stays_rejected(conn):
     thread, states = in_background(min_silhouette=0.99, approval_timeout_minutes=0.05)  # 3 s
     thread.join(60)
     state = states[0]
-    assert state.is_failed()
-    assert "quality gate rejected run" in state.message and "No one approved it within 0.05 minutes." in state.message
+    assert state.is_failed() and state.name == "Rejected"
+    run_id = conn.execute("SELECT max(run_id) FROM segmentation.runs").fetchone()[0]
+    assert "quality gate rejected run" in state.message
+    assert state.message.endswith(f"No answer within 0.05 minutes: run {run_id} stays rejected")
     assert conn.execute("SELECT status FROM segmentation.runs ORDER BY run_id DESC LIMIT 1").fetchone() == ("rejected",)
     assert_current_run(conn, first)
+    assert decisions(conn) == [(run_id, "no answer", "")]

@@ -20,8 +20,10 @@ import pytest
 
 from conftest import Process, assert_current_run, wait_for
 from segmentation.core.features import DEFAULT_FEATURES
+from segmentation.core.model import Scaler
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
+from segmentation.passes import Centroids
 from segmentation.settings import Settings
 from segmentation.source.catalog import Source
 from segmentation.store import history, range_pass
@@ -393,11 +395,13 @@ def test_a_range_written_twice_leaves_its_customers_once(conn):
         part = (0, (smallest, smallest + 3_000))
 
         def write(label: int, pause: float) -> None:
-            def assign(chunk):
-                time.sleep(pause)
-                return np.full(len(chunk.ids), label, dtype=np.int32), np.zeros(len(chunk.ids))
+            class Slow(Scaler):  # every customer to the one centroid, each chunk taking `pause`
+                def transform(self, X: np.ndarray) -> np.ndarray:
+                    time.sleep(pause)
+                    return np.zeros((len(X), 1))
 
-            range_pass.write_range(run_.run_id, ranges.snapshot, source, part, 500, assign)
+            centroids = Centroids(np.zeros((1, 1)), Slow(np.zeros(1), np.ones(1)), np.array([label]))
+            range_pass.score_range(run_.run_id, ranges.snapshot, source, part, 500, centroids)
 
         with run_.assignments_by_range((smallest, largest + 1), None) as ranges:
             first = threading.Thread(target=write, args=(1, 0.2))  # 6 chunks: 1.2 s

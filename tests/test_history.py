@@ -77,8 +77,9 @@ def write_run(rows: dict[int, int], status: str, rng: np.random.Generator, in_me
         with run.assignments(previous if in_memory else None) as writer:
             for part in np.array_split(ids, 3):
                 writer.write(part, np.array([rows[c] for c in part], dtype=np.int32), rng.random(len(part)))
-        drift = run.drift(previous) if previous is not None else None
-        run.complete(publication(rows, asdict(drift) if drift else None), status=status)
+        drift = run.drift(previous, writer.changes()) if previous is not None else None
+        compared_with = drift.previous_run_id if drift else None
+        run.complete(publication(rows, asdict(drift) if drift else None), status=status, compared_with=compared_with)
         run.prune(KEEP)
         return run.run_id
     finally:

@@ -155,8 +155,13 @@ def run_line(run: dict) -> str:
             f"changed segment (adjusted Rand index {_number(ari, 3)}), "
             f"{run['customers_added']} added, {run['customers_removed']} removed"
         )
-    if run.get("forced"):
-        lines.append(f"published with force_publish despite: {'; '.join(run.get('quality_issues') or [])}")
+    issues = "; ".join(run.get("quality_issues") or [])
+    decision = run.get("approval")
+    if decision is not None:
+        lines.append(_decision_line(decision, issues))
+    elif run.get("forced"):
+        how = "force_publish" if (run.get("params") or {}).get("force_publish") else "promote --force"
+        lines.append(f"published with {how} despite the quality gate: {issues}")
     if run["status"] == "staged":
         lines.append(
             f"not published: staged, kept but not current; make it current with: "
@@ -171,6 +176,17 @@ def run_line(run: dict) -> str:
     if run.get("error") and run.get("status") != "published":
         lines.append(f"error: {run['error']}")
     return "\n".join(lines)
+
+
+def _decision_line(decision: dict, issues: str) -> str:
+    """A person's answer to the approval form, as its own line."""
+    note = decision["note"] or "(no note)"
+    at = f"{decision['decided_at']:%Y-%m-%d %H:%M:%S %Z}"
+    if decision["decision"] == "approved":
+        return f"approved in the Prefect UI despite the quality gate ({issues}): {note} (at {at})"
+    if decision["decision"] == "rejected":
+        return f"rejected in the Prefect UI: {note} (at {at})"
+    return f"no answer to the approval form by {at}: the run stays rejected"
 
 
 def summary_markdown(run: dict, segments: pd.DataFrame, centroids: pd.DataFrame) -> str:

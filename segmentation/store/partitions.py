@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
-from segmentation.core.comparison import Comparison
+from segmentation.core.comparison import Changes, Comparison
 from segmentation.db import give_to_writer, scalar
 
 ASSIGNMENT_FIELDS = [("run_id", "int8"), ("customer_id", "int8"), ("segment_id", "int4"), ("distance", "float8")]
@@ -106,6 +106,11 @@ class AssignmentWriter:
         self.rows += len(customer_ids)
         if self.comparison is not None:
             self.comparison.update(customer_ids, segment_ids)
+
+    def changes(self) -> Changes | None:
+        """The customers written whose segment differs from the compared run's, once every row
+        is written; None without a comparison, or when it gave up."""
+        return None if self.comparison is None else self.comparison.changes()
 
     def finish(self) -> None:
         self._copy.write(TRAILER)

@@ -16,13 +16,13 @@ block named there), never from the task's parameters."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import numpy as np
 from psycopg import sql
 
 from segmentation import db
-from segmentation.core.comparison import Changes
+from segmentation.core.segment_stats import SegmentStats
+from segmentation.passes import Centroids, ScoredPart, score_part
 from segmentation.settings import Settings
 from segmentation.source.catalog import Source
 from segmentation.source.queries import IdRange, valid_copy_query
@@ -30,9 +30,6 @@ from segmentation.source.stream import Chunk, stream_valid
 from segmentation.store import history
 from segmentation.store.history import PreviousRun
 from segmentation.store.partitions import AssignmentWriter
-
-# A chunk's segment ids and distances, from its rows.
-Assign = Callable[[Chunk], tuple[np.ndarray, np.ndarray]]
 
 
 def _session_name() -> str:
@@ -48,23 +45,21 @@ def read_range(snapshot: str, source: Source, ids: IdRange, chunk_rows: int) -> 
         reader.rollback()
 
 
-def write_range(
+def score_range(
     run_id: int,
     snapshot: str,
     source: Source,
     part: tuple[int, IdRange],
     chunk_rows: int,
-    assign: Assign,
+    centroids: Centroids,
     compare_with: PreviousRun | None = None,
-) -> tuple[int, Changes | None]:
-    """Score the range's valid rows chunk by chunk and write them; returns how many, and, with
-    compare_with, the range's changes against that run (None when the comparison gave up).
+) -> ScoredPart:
+    """The scoring pass's work (segmentation.passes.score_part) on the range's valid rows,
+    written in one transaction; with compare_with, compared with that run's rows there.
     part: the range's number in the run's list of ranges, and its ids."""
     url = db.database_url(Settings.from_env())
-    with db.connect(url, application_name=_session_name()) as conn:
-        with conn.transaction():
-            comparison = None if compare_with is None else history.range_comparison(conn, compare_with, part[1])
-            with AssignmentWriter(conn, run_id, part, comparison=comparison) as writer:
-                for chunk in read_range(snapshot, source, part[1], chunk_rows):
-                    writer.write(chunk.ids, *assign(chunk))
-        return writer.rows, None if comparison is None else comparison.changes()
+    stats = SegmentStats(len(centroids.centers), source.features, centroids.segment_ids)
+    with db.connect(url, application_name=_session_name()) as conn, conn.transaction():
+        comparison = None if compare_with is None else history.range_comparison(conn, compare_with, part[1])
+        with AssignmentWriter(conn, run_id, part, comparison=comparison) as writer:
+            return score_part(read_range(snapshot, source, part[1], chunk_rows), writer, centroids, stats)

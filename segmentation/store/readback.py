@@ -15,6 +15,7 @@ from segmentation.core import plots, run_text
 from segmentation.core.rules import GENDER
 from segmentation.identifiers import parse_column_name, parse_table_name
 from segmentation.source.validity import gender_code
+from segmentation.store import approvals
 
 PLOT_SAMPLE_SIZE = 5_000
 
@@ -90,6 +91,7 @@ def load(conn: psycopg.Connection, run_id: int, sample_size: int = PLOT_SAMPLE_S
                FROM segmentation.current_run_log WHERE run_id = %s ORDER BY switch_id DESC LIMIT 1""",
             (run_id,),
         ).fetchone()
+    run["approval"] = approvals.latest(conn, run_id)
     # SELECT *: columns added to segments later come along and are shown.
     segments = _frame(conn, "SELECT * FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id", run_id)
     long = _frame(

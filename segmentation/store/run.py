@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 
@@ -38,11 +38,11 @@ from segmentation.store import history, partitions, retention, runs, spells
 @dataclass
 class RangePass:
     """A scoring pass split into ranges: the snapshot they read in, the previous run they
-    compare with (None: they do not), and the changes each range found there."""
+    compare with (None: they do not), and the bounds of the ranges' ids."""
 
     snapshot: str
     compare_with: history.PreviousRun | None
-    changes: list[Changes | None] = field(default_factory=list)
+    bounds: IdRange
 
 
 class Run:
@@ -55,8 +55,6 @@ class Run:
         self._conn = conn
         self._snapshot = snapshot
         self._snapshot_ended = False
-        self._compared_with: int | None = None  # the run the session's changes table was measured against
-        self._changes: tuple[int, Changes | None] | None = None  # found in memory while writing, against that run
         self._id_bounds: dict[tuple[str, str], tuple[int, int] | None] = {}
 
     def __repr__(self) -> str:
@@ -167,21 +165,15 @@ class Run:
     def next_segment_id(self) -> int:
         return history.next_segment_id(self._conn)
 
-    def drift(self, previous: history.PreviousRun) -> history.Drift | None:
-        """Compare with the previous run customer by customer: from the comparison made in
-        memory while the assignments were written, when there is one against that run, else in
-        SQL. The changes found are kept for `complete`: against the newest history run, they are
+    def drift(self, previous: history.PreviousRun, changes: Changes | None) -> history.Drift | None:
+        """Compare with the previous run customer by customer: from `changes`, the comparison
+        made in memory while the assignments were written against that run, when there is one
+        (None: there is not, or it gave up), else in SQL. Either way the changes are kept in
+        the run connection's session, for `complete`: against the newest history run, they are
         what the run adds to the history."""
         with self._transaction():
-            drift = None
-            if self._changes is not None and self._changes[0] == previous.run_id:
-                drift = history.drift_from_changes(self._conn, previous, self._changes[1])
-            if drift is None:
-                drift = history.measure_drift(self._conn, self.run_id, previous)
-        self._changes = None
-        if drift is not None:
-            self._compared_with = previous.run_id
-        return drift
+            drift = None if changes is None else history.drift_from_changes(self._conn, previous, changes)
+            return drift if drift is not None else history.measure_drift(self._conn, self.run_id, previous)
 
     # Writing the run.
 
@@ -189,15 +181,14 @@ class Run:
     def assignments(self, compare_with: history.PreviousRun | None = None) -> Iterator[partitions.AssignmentWriter]:
         """One transaction: the run's table is created, loaded and keyed; if the block fails,
         nothing of it remains. compare_with: a previous run whose rows are read first, so each
-        row written is compared with its own there (the drift, without a second pass)."""
+        row written is compared with its own there (the writer's `changes()` once the block
+        has ended: the drift, without a second pass)."""
         comparison = None
         if compare_with is not None:
             with self._transaction():
                 comparison = history.start_comparison(self._conn, compare_with)
         with self._transaction(), partitions.AssignmentWriter(self._conn, self.run_id, comparison=comparison) as writer:
             yield writer
-        if compare_with is not None and comparison is not None:
-            self._changes = (compare_with.run_id, comparison.changes())
 
     @contextmanager
     def assignments_by_range(self, bounds: IdRange, compare_with: history.PreviousRun | None) -> Iterator[RangePass]:
@@ -205,42 +196,49 @@ class Run:
         (segmentation.store.range_pass): the run's table is created and committed, empty, and
         the snapshot exported for them; once they are done, the table is keyed. compare_with: a
         previous run on the same table, which each range compares its rows with, when its rows
-        are still there and the ids dense enough; the caller adds each range's changes to the
-        RangePass yielded. If the pass fails, the table stays unattached, and `fail` drops it."""
+        are still there and the ids dense enough (RangePass.compare_with is None otherwise); the
+        ranges' changes then go to `join_changes`. If the pass fails, the table stays unattached,
+        and `fail` drops it."""
         with self._transaction():
             partitions.create_table(self._conn, self.run_id)
             if compare_with is not None and not history.compares_by_range(self._conn, compare_with, bounds):
                 compare_with = None
-        found = RangePass(self.export_snapshot(), compare_with)
-        yield found
+        yield RangePass(self.export_snapshot(), compare_with, bounds)
         with self._transaction():
             partitions.add_key(self._conn, self.run_id)
-            if compare_with is not None:
-                outside = history.changes_outside(self._conn, compare_with, bounds)
-                changes = join([*found.changes, *outside], history.max_changes(compare_with))
-                self._changes = (compare_with.run_id, changes)
 
-    def complete(self, found: runs.Publication, *, status: str, forced: bool = False, error: str | None = None) -> None:
+    def join_changes(self, ranges: RangePass, changes: list[Changes | None]) -> Changes | None:
+        """The changes of the ranges of a pass as one, with the previous run's customers outside
+        the ranges (none of them is in this run); None when the ranges did not compare or one
+        gave up."""
+        if ranges.compare_with is None:
+            return None
+        with self._transaction():
+            outside = history.changes_outside(self._conn, ranges.compare_with, ranges.bounds)
+        return join([*changes, *outside], history.max_changes(ranges.compare_with))
+
+    def complete(
+        self,
+        found: runs.Publication,
+        *,
+        status: str,
+        forced: bool = False,
+        error: str | None = None,
+        compared_with: int | None = None,
+    ) -> None:
         """Keep the run: attach its table (committed on its own, see partitions.attach), then
         write its summaries and end it as `status` in one transaction. A published run enters
         the history (segmentation.store.spells) and becomes the current run in that same
-        transaction; a staged or rejected run is kept, complete,
-        to be made current later (segmentation.current.make_current)."""
+        transaction; a staged or rejected run is kept, complete, to be made current later
+        (segmentation.rollback.make_current). compared_with: the run `drift` measured against,
+        whose changes the session keeps."""
         with self._transaction():
             partitions.attach(self._conn, self.run_id)
         with self._transaction():
             runs.mark_complete(self._conn, self.run_id, found, status=status, forced=forced, error=error)
             if status == "published":
-                spells.enter(self._conn, self.run_id, compared_with=self._compared_with)
+                spells.enter(self._conn, self.run_id, compared_with=compared_with)
                 runs.record_switch(self._conn, self.run_id, action="publish")
-
-    def promote(self, reason: str) -> None:
-        """Make this run, kept as rejected, current: forced, recorded with the reason. On the
-        run connection, which holds the run lock (segmentation.rollback.make_current takes it
-        again, and its release leaves this session's hold)."""
-        from segmentation.rollback import make_current
-
-        make_current(self._conn, run_id=self.run_id, reason=reason, force=True)
 
     def fail(self, error: str) -> str | None:
         """Mark the run failed and drop its rows, unless it is already kept (a run that

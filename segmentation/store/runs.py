@@ -21,6 +21,7 @@ from psycopg import sql
 from segmentation.core.model import KCandidate
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
+from segmentation.outcome import FIGURES, Outcome
 from segmentation.store import scoring
 
 RUN_LOCK_KEY = 0x5E6_0002  # any fixed 64-bit number; it only has to differ from the migration lock
@@ -213,6 +214,27 @@ def mark_pruned(conn: psycopg.Connection, run_id: int) -> None:
     conn.execute(
         "UPDATE segmentation.runs SET assignments_pruned_at = now() WHERE run_id = %s AND status <> 'failed'",
         (run_id,),
+    )
+
+
+def outcome_of(conn: psycopg.Connection, run_id: int) -> Outcome | None:
+    """What became of a run, as the database has it (None: no such run)."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        row = cur.execute(
+            f"SELECT status, source_table, forced, quality_issues, error, {', '.join(FIGURES)} "
+            "FROM segmentation.runs WHERE run_id = %s",
+            (run_id,),
+        ).fetchone()
+    if row is None:
+        return None
+    return Outcome(
+        status=row["status"],
+        run_id=run_id,
+        source_table=row["source_table"],
+        figures={key: row[key] for key in FIGURES},
+        quality_issues=tuple(row["quality_issues"] or ()),
+        forced=bool(row["forced"]),
+        reasons=(row["error"],) if row["error"] else (),
     )
 
 

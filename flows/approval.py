@@ -1,0 +1,37 @@
+"""The approve-run flow: a person's decision, in the Prefect UI, on a run the quality gate
+rejected (segmentation.tasks.approval says how it waits). Orchestration only: the request, the
+wait, the decision, and the outcome's consequences (segmentation.tasks.conclude)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.client.schemas.objects import State
+
+from segmentation import logs
+from segmentation.errors import describe
+from segmentation.outcome import Outcome
+from segmentation.tasks.approval import APPROVE_FLOW_NAME, approval_request, decide, wait_for_answer
+from segmentation.tasks.conclude import conclude
+
+
+@flow(name=APPROVE_FLOW_NAME, validate_parameters=True)
+def approve_run(run_id: int, timeout_minutes: float = 60) -> dict[str, Any] | State:
+    """Ask a person to approve or reject a run the quality gate rejected; the nightly flow starts
+    it when its approval_timeout_minutes is above 0.
+
+    Args:
+        run_id: The rejected run (see: segmentation runs).
+        timeout_minutes: How long to wait for an answer; without one the run stays rejected.
+    """
+    logs.install()
+    request = None
+    try:
+        request = approval_request(run_id, timeout_minutes)
+        answer = wait_for_answer(request.prompt, timeout_minutes)
+        outcome = decide(request, answer, timeout_minutes)
+    except Exception as exc:  # noqa: BLE001 - the run stays rejected, and says why
+        before = request.outcome if request is not None else Outcome("rejected", run_id, "")
+        outcome = before.also(f"The approval could not be completed: {describe(exc)}")
+    return conclude(outcome)

@@ -1,0 +1,70 @@
+"""The work on one part of a run's pass over the source, defined once. A part is every customer
+when the flow's process runs the pass (its chunks from the run's snapshot connection, or from
+memory; written by the run's own connection), or one range of ids when a Dask worker runs it
+(segmentation.store.range_pass: its chunks and writes on the range's own connections, in the
+run's exported snapshot). Only where the chunks come from and where they go differ: what is
+done with them is here.
+
+- The extract: every valid row is offered to the training sample (segmentation.core.sampling).
+- The scoring pass: every valid customer is assigned to its nearest centroid, written with its
+  published segment id and distance, compared with the previous run's segment on the way
+  (when the writer holds a comparison), and counted into the segment figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from segmentation.core.comparison import Changes
+from segmentation.core.model import Scaler, assign
+from segmentation.core.sampling import HashSample
+from segmentation.core.segment_stats import SegmentStats
+from segmentation.source.stream import Chunk
+from segmentation.store.partitions import AssignmentWriter
+
+Progress = Callable[[int], None]  # told how many rows are done after each chunk
+
+
+@dataclass(frozen=True)
+class Centroids:
+    """What the scoring pass needs of the model: scaled centroids, the scaler, and the
+    published segment id of each KMeans label."""
+
+    centers: np.ndarray
+    scaler: Scaler
+    segment_ids: np.ndarray
+
+
+@dataclass
+class ScoredPart:
+    """A part of the scoring pass, done: its segment figures, and its customers whose segment
+    differs from the previous run's (None: not compared, or the comparison gave up)."""
+
+    stats: SegmentStats
+    changes: Changes | None
+
+
+def sample_part(chunks: Iterable[Chunk], sample: HashSample, progress: Progress | None = None) -> HashSample:
+    for chunk in chunks:
+        sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
+        if progress is not None:
+            progress(sample.seen)
+    return sample
+
+
+def score_part(
+    chunks: Iterable[Chunk],
+    writer: AssignmentWriter,
+    centroids: Centroids,
+    stats: SegmentStats,
+    progress: Progress | None = None,
+) -> ScoredPart:
+    for chunk in chunks:
+        labels, distances = assign(centroids.centers, centroids.scaler.transform(chunk.X))
+        stats.update(labels, chunk.X, chunk.gender)
+        writer.write(chunk.ids, centroids.segment_ids[labels].astype(np.int32), distances)
+        if progress is not None:
+            progress(writer.rows)
+    return ScoredPart(stats, writer.changes())
