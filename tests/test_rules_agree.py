@@ -6,15 +6,19 @@ gender as a feature, every row `load-csv` accepts is segmented and none is quara
 from __future__ import annotations
 
 import csv
+import math
 import re
+from decimal import Decimal
 
 import pytest
 from psycopg import sql
 
-from segmentation.core.rules import CONTRACT, ID_COLUMN, Check, GenderRule, IdRule, NumericRule
+from segmentation.core.rules import CONTRACT, ID_COLUMN, Check, GenderRule, IdRule, NumericRule, rule_for
 from segmentation.flows.segmentation import customer_segmentation
+from segmentation.identifiers import TableName
 from segmentation.loading import load_csv
-from segmentation.source.catalog import resolve_source
+from segmentation.source import validity
+from segmentation.source.catalog import Column, Source, resolve_source
 from segmentation.source.queries import quarantine_copy_query
 from segmentation.source.stream import stream_valid
 
@@ -236,6 +240,44 @@ def test_every_contract_column_has_one_rule_and_every_check_one_message():
     for rule in numeric:
         for check in (Check.MISSING, Check.NOT_FINITE, Check.ABSURD, Check.OUTSIDE):
             assert check_of(rule.message(check, "7", missing="NULL")) == (rule.column, check)
+
+
+def test_a_column_outside_the_contract_has_every_check_but_a_range():
+    rule = rule_for("recency_days")
+    assert rule == NumericRule("recency_days") and not rule.bounded and rule.describe_range() == "unbounded"
+    messages = {
+        check: rule.message(check, "7", missing="NULL")
+        for check in (Check.MISSING, Check.NOT_FINITE, Check.ABSURD, Check.TINY)
+    }
+    assert messages == {
+        Check.MISSING: "recency_days is NULL",
+        Check.NOT_FINITE: "recency_days is 7",
+        Check.ABSURD: "recency_days 7 is absurdly large",
+        Check.TINY: "recency_days 7 is absurdly small (closer to 0 than 1e-300)",
+    }
+    # No range, so no value fails one: asking for its message is a mistake, said as such.
+    with pytest.raises(ValueError, match="^recency_days has no declared range, so no value is outside it$"):
+        rule.message(Check.OUTSIDE, "7", missing="NULL")
+    failing = {
+        Check.MISSING: [None],
+        Check.NOT_FINITE: [math.nan, -math.inf, Decimal("NaN")],
+        Check.ABSURD: [1e16, -(10**16)],
+        Check.TINY: [Decimal("1e-400"), 1e-320],
+    }
+    assert {check: [rule.failure(v) for v in values] for check, values in failing.items()} == {
+        check: [check] * len(values) for check, values in failing.items()
+    }
+    # Anything else passes, negative or far from the Mall columns' ranges.
+    assert [rule.failure(v) for v in (0, -5, -1e15, 1e15, Decimal("1e-300"), 2**31)] == [None] * 6
+
+    # The SQL compiled from it (where the missing range used to be formatted): the same checks.
+    columns = {
+        name: Column(name, typname, typname, "N") for name, typname in (("recency_days", "numeric"), ("visits", "int4"))
+    }
+    source = Source(TableName("public", "activity"), ID_COLUMN, ("recency_days", "visits"), columns, True, False)
+    reasons = validity.reason(source).as_string()
+    assert [m for m in messages.values() if m.replace("7", "%s") not in reasons] == []
+    assert "outside" not in reasons and '"visits" IS NULL' in reasons and '"visits" <' not in reasons
 
 
 def test_sql_reasons_show_values_as_the_rules_say(conn):

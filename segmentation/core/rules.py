@@ -57,7 +57,14 @@ class NumericRule:
     high: float | None = None
     whole: bool = False
 
+    @property
+    def bounded(self) -> bool:
+        """The source contract declares a range for the column: only then can it be OUTSIDE."""
+        return self.low is not None or self.high is not None
+
     def describe_range(self) -> str:
+        if self.low is None and self.high is None:
+            return "unbounded"
         if self.high is None:
             return f"at least {self.low:g}"
         if self.low is None:
@@ -97,8 +104,10 @@ class NumericRule:
             return f"{self.column} {value} is absurdly large"
         if check is Check.TINY:
             return f"{self.column} {value} is absurdly small (closer to 0 than {TINY:g})"
-        if check is Check.OUTSIDE:
+        if check is Check.OUTSIDE and self.bounded:
             return f"{self.column} {value} is outside {self.describe_range()}"
+        if check is Check.OUTSIDE:
+            raise ValueError(f"{self.column} has no declared range, so no value is outside it")
         raise ValueError(f"{check} is not a check of a numeric column")
 
 

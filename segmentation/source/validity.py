@@ -108,6 +108,8 @@ def _numeric_checks(rule: NumericRule, column: Column) -> list[tuple[sql.Composa
         )
     if column.typname not in INTEGER_TYPES:
         checks.append((_tiny(col), _reason_with_value(rule, Check.TINY, col)))
+    if not rule.bounded:  # a column outside the source contract: no range to be outside of
+        return checks
     outside = _reason_with_value(rule, Check.OUTSIDE, col)
     if rule.low is not None:
         checks.append((sql.SQL("{} < {}").format(col, sql.Literal(rule.low)), outside))
