@@ -20,7 +20,7 @@ from segmentation.cli import build_parser
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-README = (ROOT / "README.md").read_text()
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
 SEGMENTATION_VAR = re.compile(r"SEGMENTATION_[A-Z_]+")
 
 
@@ -108,7 +108,7 @@ def test_prefect_server_command_exists_and_listens_on_4200():
     for option in argv[3::2]:
         assert option in help_text
     assert argv[argv.index("--host") + 1] == "0.0.0.0" and argv[argv.index("--port") + 1] == "4200"
-    # Published on this host only: exposing it is a deliberate step (README: behind a TLS proxy).
+    # Published on this host only: exposing it is a deliberate step (docs/operations.md: behind a TLS proxy).
     assert SERVICES["prefect-server"]["ports"] == ["127.0.0.1:4200:4200"]
 
 
@@ -121,9 +121,9 @@ def test_environment_variables_are_the_ones_the_code_and_prefect_read():
             else:
                 # prefect.settings exposes every setting under its environment variable name.
                 assert hasattr(prefect.settings, variable), f"{name} sets {variable}, which is not a Prefect setting"
-    # Every variable the code reads is documented in the README's settings table.
+    # Every variable the code reads is documented in the settings table of docs/configuration.md.
     for variable in code_reads:
-        assert f"| `{variable}` |" in README, f"{variable} is not documented in README.md"
+        assert f"| `{variable}` |" in CONFIGURATION, f"{variable} is not documented in docs/configuration.md"
     assert {"SEGMENTATION_SCHEDULE", "SEGMENTATION_TIMEZONE", "SEGMENTATION_DATABASE_URL"} <= code_reads
 
 

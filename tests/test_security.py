@@ -189,7 +189,7 @@ def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, p
 def test_a_bi_tool_lists_only_what_the_reader_can_chart(conn, logins, monkeypatch, prefect_harness):
     """What Superset, Metabase and Tableau read through SQLAlchemy's inspector as the reader: the
     one schema it may use, only views in it, each one selectable, each view and column described,
-    and the snapshot views dated. And the README's CRM export, for a login that may also read the
+    and the snapshot views dated. And the CRM export of docs/bi.md, for a login that may also read the
     source table."""
     from sqlalchemy import create_engine, inspect, text
 
