@@ -30,8 +30,9 @@ class OneLineUserErrors(logging.Filter):
 
 
 def install() -> None:
-    """Attach the filter to every handler of Prefect's loggers (idempotent)."""
-    loggers = [logging.getLogger("prefect")] + [
+    """Attach the filter to every handler of Prefect's loggers, and of the root logger, whose
+    console handler is what a served run's process prints (idempotent)."""
+    loggers = [logging.getLogger(), logging.getLogger("prefect")] + [
         logger
         for name, logger in logging.Logger.manager.loggerDict.items()
         if name.startswith("prefect.") and isinstance(logger, logging.Logger)

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.xdist_group("prefect-server")
 
 BIN = Path(sys.executable).parent
 DEPLOYMENT = "customer-segmentation/nightly"
+APPROVAL_DEPLOYMENT = "approve-run/nightly"
 SCHEDULE, TIMEZONE = "15 3 * * 1-5", "Europe/Berlin"
 
 
@@ -188,23 +189,25 @@ def stored_inertia(conn, run_id) -> float:
 def test_a_served_run_the_gate_stops_waits_for_approval_without_holding_anything(
     prefect_server, serve, database_url, conn, mall_csv
 ):
-    """In a deployment the run is suspended, not paused: its process exits, and Prefect runs the
-    flow run again when the form is answered (a paused run would lose its concurrency slot and be
-    crashed by Prefect within 5 minutes). The answer publishes that very run; nothing is recomputed."""
+    """In a deployment the nightly run ends Rejected at once, holding nothing, and starts an
+    approve-run flow run of the deployment beside it, which waits in its own process with the
+    form (that deployment has no concurrency limit, so nothing revokes a slot while it waits).
+    The answer publishes that very run; nothing is recomputed."""
     from prefect.flow_runs import resume_flow_run
 
     load_csv(conn, mall_csv)
     with prefect_client_settings(prefect_server), get_client(sync_client=True) as client:
         wait_for("the deployment", lambda: _deployment(client), 60, serve.log)
+        approvals = wait_for("the approval deployment", lambda: _deployment(client, APPROVAL_DEPLOYMENT), 60, serve.log)
+        assert approvals.concurrency_limit is None and not approvals.schedules
         first = run_deployment(DEPLOYMENT, parameters={"n_clusters": 5}, timeout=120)
         assert first.state.is_completed(), tail(serve.log)
         first_id = conn.execute("SELECT run_id FROM segmentation.runs").fetchone()[0]
-        # A flow run the gate rejected at once, run again (the UI's Retry): a new run, rejected
-        # again, not taken for a run coming back from a suspension.
+        # A flow run the gate rejected at once, run again (the UI's Retry): a new run, rejected again.
         from prefect.states import Scheduled
 
         strict = run_deployment(DEPLOYMENT, parameters={"n_clusters": 5, "min_silhouette": 0.99}, timeout=90)
-        assert strict.state.is_failed(), tail(serve.log)
+        assert strict.state.is_failed() and strict.state.name == "Rejected", tail(serve.log)
         client.set_flow_run_state(strict.id, Scheduled(), force=True)
         again = wait_for(
             "the retried run to end",
@@ -217,36 +220,44 @@ def test_a_served_run_the_gate_stops_waits_for_approval_without_holding_anything
             "SELECT array_agg(status ORDER BY run_id) FROM segmentation.runs WHERE flow_run_id = %s", (strict.id,)
         ).fetchone()[0] == ["rejected", "rejected"]
         params = {"n_clusters": 5, "min_silhouette": 0.99, "approval_timeout_minutes": 30}
-        gated = run_deployment(DEPLOYMENT, parameters=params, timeout=0)
-        suspended = wait_for(
-            "the run to wait for approval",
-            lambda: (s := flow_run_state(client, gated.id)).is_paused() and s,
-            90,
-            serve.log,
-        )
-        assert suspended.name == "Suspended"
+        gated = run_deployment(DEPLOYMENT, parameters=params, timeout=120)
+        assert gated.state.name == "Rejected", tail(serve.log)
         run_id, status = conn.execute(
             "SELECT run_id, status FROM segmentation.runs WHERE flow_run_id = %s", (gated.id,)
         ).fetchone()
         assert status == "rejected"
+        assert "Waiting up to 30 minutes for a person to approve or reject it in the Prefect UI: flow run " in (
+            gated.state.message
+        )
+        deployment_id = client.read_deployment_by_name(APPROVAL_DEPLOYMENT).id
+
+        def asking():
+            from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+            found = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            )
+            return found[0] if found and found[0].state.is_paused() else None
+
+        approval = wait_for("the approval to wait for an answer", asking, 90, serve.log)
+        assert approval.name in gated.state.message
+        assert approval.parameters == {"run_id": run_id, "timeout_minutes": 30}
         # Nothing held meanwhile: no run connection (so no run lock), and the first run still current.
-        wait_for(
-            "the suspended run's process to let go",
-            lambda: conn.execute(
-                "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = current_database() "
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND application_name LIKE 'segmentation-run%'"
-            ).fetchone()[0],
-            30,
-            serve.log,
+            ).fetchone()[0]
+            == 0
         )
         assert_current_run(conn, first_id)
-        keyset = suspended.state_details.run_input_keyset
-        prompt = client.read_flow_run_input(gated.id, keyset["description"])
+        keyset = approval.state.state_details.run_input_keyset
+        prompt = client.read_flow_run_input(approval.id, keyset["description"])
         assert f"The quality gate stopped run {run_id}" in prompt and "below the minimum 0.99" in prompt
 
-        resume_flow_run(gated.id, run_input={"approve": True, "note": "checked with marketing"})
+        resume_flow_run(approval.id, run_input={"decision": "approve", "note": "checked with marketing"})
         done = wait_for(
-            "the approved run to end", lambda: (s := flow_run_state(client, gated.id)).is_final() and s, 90, serve.log
+            "the approval to end", lambda: (s := flow_run_state(client, approval.id)).is_final() and s, 90, serve.log
         )
         assert done.is_completed(), f"{done}\n{tail(serve.log)}"
     assert_current_run(conn, run_id)
@@ -258,10 +269,13 @@ def test_a_served_run_the_gate_stops_waits_for_approval_without_holding_anything
     assert conn.execute(
         "SELECT run_id, action, reason FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1"
     ).fetchone() == (run_id, "promote", "approved in the Prefect UI: checked with marketing")
+    # The serve console tells of the rejected runs in their one line, without the engine's traceback.
+    console = serve.log.read_text()
+    assert "below the minimum 0.99" in console and "Traceback" not in console, tail(serve.log, 80)
 
 
-def _deployment(client):
+def _deployment(client, name: str = DEPLOYMENT):
     try:
-        return client.read_deployment_by_name(DEPLOYMENT)
+        return client.read_deployment_by_name(name)
     except Exception:  # noqa: BLE001 - not registered yet
         return None
