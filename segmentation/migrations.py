@@ -1,6 +1,8 @@
 """Applies the versioned SQL files in sql/ in order, once each, recorded in
-segmentation.schema_migrations. Safe to run twice and from two processes at once: the
-whole upgrade runs in one transaction under a transaction-level advisory lock.
+segmentation.schema_migrations, then the files of sql/bi/ that define the BI contract, each
+whenever it changed (segmentation.bi_definitions). Safe to run twice and from two processes at
+once: the whole upgrade runs in one transaction under a transaction-level advisory lock, which
+upgrade owns. pending() tells what an upgrade would apply, without applying or locking anything.
 
 The files are package data (segmentation/sql in an installed copy), read through
 importlib.resources, so an installed wheel finds them from any working directory."""
@@ -16,6 +18,8 @@ from importlib.resources import files
 
 import psycopg
 
+from segmentation import bi_definitions
+from segmentation.bi_definitions import Definition
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
 
@@ -60,9 +64,34 @@ def discover(sql_dir: Traversable = SQL_DIR) -> list[Migration]:
     return found
 
 
-def upgrade(conn: psycopg.Connection, sql_dir: Traversable = SQL_DIR) -> list[Migration]:
-    """Apply pending migrations; returns those applied now (empty when up to date)."""
+def _unapplied(migrations: list[Migration], applied: dict[int, str]) -> list[Migration]:
+    for migration in migrations:
+        if migration.version in applied and applied[migration.version] != migration.checksum:
+            raise SegmentationError(
+                f"{migration.filename} changed after it was applied to this database; "
+                "never edit an applied migration, add a new numbered file instead"
+            )
+    return [m for m in migrations if m.version not in applied]
+
+
+def pending(conn: psycopg.Connection, sql_dir: Traversable = SQL_DIR) -> list[str]:
+    """The files `segmentation db upgrade` would apply to this database now, numbered migrations
+    first, then BI definitions (bi/<name>.sql): empty when it is up to date. Reads only, takes no
+    lock, and runs in the caller's transaction if any; refuses an edited migration as upgrade
+    does."""
+    applied: dict[int, str] = {}
+    if scalar(conn, "SELECT to_regclass('segmentation.schema_migrations') IS NOT NULL"):
+        applied = dict(conn.execute("SELECT version, checksum FROM segmentation.schema_migrations"))
+    migrations = _unapplied(discover(sql_dir), applied)
+    definitions = bi_definitions.outdated(conn, bi_definitions.discover(sql_dir / "bi"), migrating=bool(migrations))
+    return [m.filename for m in migrations] + [d.filename for d in definitions]
+
+
+def upgrade(conn: psycopg.Connection, sql_dir: Traversable = SQL_DIR) -> list[Migration | Definition]:
+    """Apply pending migrations, then the BI definitions (bi_definitions.outdated); returns the
+    files applied now (empty when up to date)."""
     migrations = discover(sql_dir)
+    definitions = bi_definitions.discover(sql_dir / "bi")
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         # Checked first: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
@@ -77,23 +106,19 @@ def upgrade(conn: psycopg.Connection, sql_dir: Traversable = SQL_DIR) -> list[Mi
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
         applied: dict[int, str] = dict(conn.execute("SELECT version, checksum FROM segmentation.schema_migrations"))
-        done = []
-        for migration in migrations:
-            if migration.version in applied:
-                if applied[migration.version] != migration.checksum:
-                    raise SegmentationError(
-                        f"{migration.filename} changed after it was applied to this database; "
-                        "never edit an applied migration, add a new numbered file instead"
-                    )
-                continue
+        todo = _unapplied(migrations, applied)
+        before = bi_definitions.access(conn)
+        for migration in todo:
             log.info("applying migration %s", migration.filename)
             conn.execute(migration.text)
             conn.execute(
                 "INSERT INTO segmentation.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                 (migration.version, migration.name, migration.checksum),
             )
-            done.append(migration)
-    return done
+        outdated = bi_definitions.outdated(conn, definitions, migrating=bool(todo))
+        done = bi_definitions.apply(conn, outdated, definitions)
+        bi_definitions.restore(conn, before)
+    return [*todo, *done]
 
 
 def apply_roles(conn: psycopg.Connection, path: Traversable = ROLES_SQL) -> bool:

@@ -25,7 +25,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from segmentation import migrations
+from segmentation import bi_definitions, migrations
 from segmentation.settings import DATABASE_URL_ENV, TEST_DATABASE_URL_ENV, libpq_url
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -122,6 +122,27 @@ def database_url(server_url, template, monkeypatch):
 def conn(database_url):
     with psycopg.connect(database_url, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture
+def logins(conn, database_url):
+    """A login in each role, dropped afterwards."""
+    assert migrations.apply_roles(conn)
+    suffix = uuid.uuid4().hex[:8]
+    names = {"writer": f"seg_writer_{suffix}", "reader": f"seg_reader_{suffix}"}
+    for role, name in names.items():
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                sql.Identifier(name), sql.Identifier(f"segmentation_{role}")
+            )
+        )
+    yield {
+        role: make_url(database_url).set(username=name).render_as_string(hide_password=False)
+        for role, name in names.items()
+    }
+    for name in names.values():
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
@@ -386,3 +407,53 @@ def prefect_server(tmp_path_factory):
         yield url
     finally:
         server.stop()
+
+
+def sql_copy(directory: Path, *, below: int | None = None, bi: bool = True) -> Path:
+    """A copy of sql/ to upgrade with (migrations.upgrade(conn, directory)) and edit: the numbered
+    migrations (those below a version only, when given) and, unless bi is False, sql/bi/."""
+    for migration in migrations.discover():
+        if below is None or migration.version < below:
+            (directory / migration.path.name).write_bytes(migration.path.read_bytes())
+    if bi:
+        (directory / "bi").mkdir()
+        for definition in bi_definitions.discover(migrations.SQL_DIR / "bi"):
+            (directory / "bi" / definition.path.name).write_bytes(definition.path.read_bytes())
+    return directory
+
+
+def bi_catalog(conn) -> dict:
+    """Everything segmentation_bi holds, as the catalog has it: each view's definition, columns
+    (in order, with types) and comments; each function's definition and comment; who owns each
+    and its grants (aclitems, sorted)."""
+    views = {
+        name: {
+            "definition": definition,
+            "comment": comment,
+            "owner": owner,
+            "grants": grants,
+            "columns": [
+                tuple(column)
+                for column in conn.execute(
+                    """SELECT attname, format_type(atttypid, atttypmod), col_description(attrelid, attnum)
+                       FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum""",
+                    (oid,),
+                )
+            ],
+        }
+        for oid, name, definition, comment, owner, grants in conn.execute(
+            """SELECT c.oid, c.relname, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class'),
+                      pg_get_userbyid(c.relowner), ARRAY(SELECT a::text FROM unnest(c.relacl) AS a ORDER BY 1)
+               FROM pg_class c WHERE c.relnamespace = 'segmentation_bi'::regnamespace AND c.relkind = 'v'"""
+        ).fetchall()
+    }
+    functions = {
+        signature: {"definition": definition, "comment": comment, "owner": owner, "grants": grants}
+        for signature, definition, comment, owner, grants in conn.execute(
+            """SELECT format('%s(%s)', p.proname, pg_get_function_identity_arguments(p.oid)), pg_get_functiondef(p.oid),
+                      obj_description(p.oid, 'pg_proc'), pg_get_userbyid(p.proowner),
+                      ARRAY(SELECT a::text FROM unnest(p.proacl) AS a ORDER BY 1)
+               FROM pg_proc p WHERE p.pronamespace = 'segmentation_bi'::regnamespace"""
+        )
+    }
+    return {"views": views, "functions": functions}

@@ -2,7 +2,7 @@
 
 import psycopg
 
-from segmentation import db, embedded, migrations
+from segmentation import bi_definitions, db, embedded, migrations
 from segmentation.cli import main
 from segmentation.settings import Settings
 
@@ -16,7 +16,9 @@ def test_embedded_server_starts_on_demand_and_is_reused(tmp_path, monkeypatch):
     try:
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT current_database()").fetchone()[0] == "segmentation"
-            assert len(migrations.upgrade(conn)) == len(migrations.discover())
+            assert [f.filename for f in migrations.upgrade(conn)] == [m.filename for m in migrations.discover()] + [
+                d.filename for d in bi_definitions.discover(migrations.SQL_DIR / "bi")
+            ]
         assert (tmp_path / "home" / "pgdata" / "PG_VERSION").exists()
         assert db.database_url(Settings.from_env()) == url  # the running server is reused
         with psycopg.connect(url) as conn:

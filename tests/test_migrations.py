@@ -1,3 +1,4 @@
+import hashlib
 import threading
 import uuid
 
@@ -5,9 +6,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import BI_VIEWS, wait_for
-from segmentation import migrations
+from conftest import BI_VIEWS, bi_catalog, sql_copy, wait_for
+from segmentation import bi_definitions, db, migrations
 from segmentation.errors import SegmentationError
+
+BI_FILES = [d.filename for d in bi_definitions.discover(migrations.SQL_DIR / "bi")]
 
 
 def test_upgrade_is_recorded_and_idempotent(conn):
@@ -37,7 +40,7 @@ def test_two_processes_upgrading_at_once_apply_each_migration_once(server_url, d
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(results) == [0, 0, 0, len(migrations.discover())]
+    assert sorted(results) == [0, 0, 0, len(migrations.discover()) + len(BI_FILES)]
 
 
 def test_a_role_another_database_is_creating_at_that_moment_is_taken_as_created(server_url, database_url, tmp_path):
@@ -102,6 +105,8 @@ def test_an_edited_migration_is_refused(conn, tmp_path):
     first.write_text(first.read_text() + "\n-- edited\n")
     with pytest.raises(SegmentationError, match="changed after it was applied"):
         migrations.upgrade(conn, tmp_path)
+    with pytest.raises(SegmentationError, match="changed after it was applied"):
+        migrations.pending(conn, tmp_path)
 
 
 def test_a_new_migration_file_is_applied_in_order(conn, tmp_path):
@@ -109,7 +114,7 @@ def test_a_new_migration_file_is_applied_in_order(conn, tmp_path):
         (tmp_path / m.path.name).write_text(m.text)
     (tmp_path / "900_extra.sql").write_text("CREATE TABLE segmentation.extra (x int);")
     applied = migrations.upgrade(conn, tmp_path)
-    assert [m.version for m in applied] == [900]
+    assert [m.filename for m in applied] == ["900_extra.sql"]  # no sql/bi/ there: no BI file either
     assert conn.execute("SELECT to_regclass('segmentation.extra') IS NOT NULL").fetchone()[0]
 
 
@@ -151,7 +156,9 @@ def test_the_history_of_runs_from_before_the_spells_is_carried_over(conn, tmp_pa
                 "VALUES (%s, %s, 1, 1, %s)",
                 (run_id, segment, f"segment {segment}"),
             )
-    assert [m.version for m in migrations.upgrade(conn)] == [m.version for m in migrations.discover() if m.version >= 7]
+    assert [m.filename for m in migrations.upgrade(conn)] == [
+        m.filename for m in migrations.discover() if m.version >= 7
+    ] + BI_FILES
     history = set(conn.execute("SELECT customer_id, run_id, segment_id FROM segmentation_bi.customer_segment_history"))
     assert history == {(c, r, s) for r in (1, 2, 3) for c, s in rows[r].items()}
     assert conn.execute("SELECT run_id, history_version FROM segmentation.runs ORDER BY run_id").fetchall() == [
@@ -173,3 +180,149 @@ def test_the_history_of_runs_from_before_the_spells_is_carried_over(conn, tmp_pa
         (3, 1, 3, None),
         (4, 2, 2, None),
     ]
+
+
+def bi_checksums(conn) -> dict[str, str]:
+    return dict(conn.execute("SELECT name, checksum FROM segmentation.bi_definitions"))
+
+
+def test_pending_lists_what_an_upgrade_would_apply_and_applies_nothing(conn, tmp_path):
+    assert migrations.pending(conn) == []
+    assert bi_checksums(conn) == {d.name: d.checksum for d in bi_definitions.discover(migrations.SQL_DIR / "bi")}
+    directory = sql_copy(tmp_path)
+    edited = directory / "bi" / "current_segments.sql"
+    edited.write_text(edited.read_text() + "\n-- edited\n")
+    conn.execute("DROP VIEW segmentation_bi.customer_segment_spells")  # by hand: its file brings it back
+    recorded = bi_checksums(conn)
+    assert migrations.pending(conn, directory) == ["bi/customer_segment_spells.sql", "bi/current_segments.sql"]
+    assert bi_checksums(conn) == recorded
+    assert conn.execute("SELECT to_regclass('segmentation_bi.customer_segment_spells')").fetchone() == (None,)
+    assert [d.filename for d in migrations.upgrade(conn, directory)] == [
+        "bi/customer_segment_spells.sql",
+        "bi/current_segments.sql",
+    ]
+    assert bi_checksums(conn)["current_segments"] == hashlib.sha256(edited.read_bytes()).hexdigest()
+    assert migrations.pending(conn, directory) == []
+
+    # A new numbered migration: every BI file is applied again after it (it may have dropped any).
+    (directory / "900_extra.sql").write_text("CREATE TABLE segmentation.extra (x int);")
+    assert migrations.pending(conn, directory) == ["900_extra.sql", *BI_FILES]
+    assert conn.execute("SELECT to_regclass('segmentation.extra')").fetchone() == (None,)
+
+
+def test_pending_on_an_empty_database_lists_everything_and_creates_nothing(conn):
+    conn.execute("DROP SCHEMA segmentation, segmentation_bi CASCADE")
+    assert migrations.pending(conn) == [m.filename for m in migrations.discover()] + BI_FILES
+    assert conn.execute("SELECT to_regnamespace('segmentation')").fetchone() == (None,)
+
+
+def test_a_changed_bi_file_replaces_its_view_in_place(conn, tmp_path):
+    directory = sql_copy(tmp_path)
+    path = directory / "bi" / "current_segments.sql"
+    text = path.read_text().replace("s.centroid_shift\n", "s.centroid_shift, 100 * s.share AS share_percent\n", 1)
+    path.write_text(
+        text + "COMMENT ON COLUMN segmentation_bi.current_segments.share_percent IS 'Share, in percent.';\n"
+    )
+    oid = conn.execute("SELECT 'segmentation_bi.current_segments'::regclass::oid").fetchone()[0]
+    before = bi_catalog(conn)
+    assert [d.filename for d in migrations.upgrade(conn, directory)] == ["bi/current_segments.sql"]
+    after = bi_catalog(conn)
+    assert after["views"]["current_segments"]["columns"] == [
+        *before["views"]["current_segments"]["columns"],
+        ("share_percent", "double precision", "Share, in percent."),
+    ]
+    assert conn.execute("SELECT 'segmentation_bi.current_segments'::regclass::oid").fetchone()[0] == oid
+    assert {k: v for k, v in after["views"].items() if k != "current_segments"} == {
+        k: v for k, v in before["views"].items() if k != "current_segments"
+    }
+    assert migrations.upgrade(conn, directory) == []
+
+
+def without_inertia(directory):
+    """sql/bi/current_run.sql without the column inertia: a change CREATE OR REPLACE refuses."""
+    path = directory / "bi" / "current_run.sql"
+    lines = path.read_text().replace("inertia, silhouette", "silhouette", 1).splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if "current_run.inertia IS" not in line))
+    return directory
+
+
+@pytest.mark.parametrize("login", ["writer", "superuser"])
+def test_a_bi_file_that_cannot_replace_its_view_drops_and_creates_it_and_its_dependents(
+    conn, database_url, logins, tmp_path, login
+):
+    """A writer login may not apply the roles file, and what a superuser creates is the
+    superuser's: either way the objects created again keep their owner and the reader's grants."""
+    directory = without_inertia(sql_copy(tmp_path))
+    before = bi_catalog(conn)
+    with db.connect(logins.get(login, database_url)) as upgrading:
+        applied = migrations.upgrade(upgrading, directory)
+    assert [d.filename for d in applied] == [
+        "bi/current_run.sql",
+        "bi/current_customer_segments.sql",
+        "bi/current_segment_centroids.sql",
+        "bi/current_segments.sql",
+        "bi/predict.sql",
+    ]
+    after = bi_catalog(conn)
+    assert [c for c in before["views"]["current_run"]["columns"] if c[0] != "inertia"] == after["views"]["current_run"][
+        "columns"
+    ]
+    assert "inertia" not in after["views"]["current_run"]["definition"]
+    before["views"]["current_run"] = after["views"]["current_run"]
+    assert after == before  # the dependents as they were: definitions, comments, owners, grants
+    assert after["views"]["current_segments"]["grants"] == [
+        "segmentation_reader=r/segmentation_writer",
+        "segmentation_writer=arwdDxt/segmentation_writer",
+    ]
+    assert after["functions"]["predict(customer jsonb)"]["grants"] == [
+        "segmentation_reader=X/segmentation_writer",
+        "segmentation_writer=X/segmentation_writer",
+    ]
+    with psycopg.connect(logins["reader"], autocommit=True) as reader:
+        for view in BI_VIEWS:
+            assert reader.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("segmentation_bi", view)))
+        assert reader.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [(None, None, None, None)]
+    assert migrations.pending(conn, directory) == []
+
+
+def test_a_function_whose_signature_cannot_be_replaced_is_dropped_and_created(conn, tmp_path):
+    directory = sql_copy(tmp_path)
+    path = directory / "bi" / "predict.sql"
+    text = path.read_text()
+    for old, new in [
+        ("predict(customer jsonb)\nRETURNS", "predict(person jsonb)\nRETURNS"),
+        ("(customer, c.run_id)", "(person, c.run_id)"),
+    ]:
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(text)
+    before = bi_catalog(conn)["functions"]
+    assert [d.filename for d in migrations.upgrade(conn, directory)] == ["bi/predict.sql"]
+    after = bi_catalog(conn)["functions"]
+    assert after.keys() == {"predict(person jsonb)", "predict(customer jsonb, run_id bigint)"}
+    assert after["predict(person jsonb)"]["comment"] == before["predict(customer jsonb)"]["comment"]
+    assert conn.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [(None, None, None, None)]
+
+
+def test_what_depends_on_a_bi_view_outside_sql_bi_stops_its_drop_with_one_clear_line(conn, tmp_path):
+    conn.execute("CREATE VIEW public.my_report AS SELECT run_id, inertia FROM segmentation_bi.current_run")
+    before = bi_catalog(conn)
+    recorded = bi_checksums(conn)
+    with pytest.raises(SegmentationError) as raised:
+        migrations.upgrade(conn, without_inertia(sql_copy(tmp_path)))
+    assert str(raised.value) == (
+        "bi/current_run.sql changes segmentation_bi.current_run in a way that needs it dropped and created, and "
+        "something outside sql/bi/ depends on it (view my_report depends on view segmentation_bi.current_run); "
+        "drop that first, then upgrade again"
+    )
+    assert bi_catalog(conn) == before and bi_checksums(conn) == recorded
+
+
+def test_bi_objects_a_migration_drops_come_back_from_their_files_with_their_grants(conn, logins, tmp_path):
+    directory = sql_copy(tmp_path)
+    (directory / "900_drops.sql").write_text("DROP VIEW segmentation_bi.current_run CASCADE;")
+    before = bi_catalog(conn)
+    with db.connect(logins["writer"]) as writer:
+        applied = migrations.upgrade(writer, directory)
+    assert [m.filename for m in applied] == ["900_drops.sql", *BI_FILES]
+    assert bi_catalog(conn) == before

@@ -8,7 +8,6 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from conftest import BI_VIEWS
-from segmentation import migrations
 from segmentation.cli import main
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
@@ -71,27 +70,6 @@ def test_database_url_from_a_prefect_secret_block(conn, database_url, monkeypatc
     state = customer_segmentation(**FAST, return_state=True)
     assert state.is_failed()
     assert state.message.startswith("SEGMENTATION_DATABASE_URL_SECRET='no-such-block' names no Prefect Secret block")
-
-
-@pytest.fixture
-def logins(conn, database_url):
-    """A login in each role, dropped afterwards."""
-    assert migrations.apply_roles(conn)
-    suffix = uuid.uuid4().hex[:8]
-    names = {"writer": f"seg_writer_{suffix}", "reader": f"seg_reader_{suffix}"}
-    for role, name in names.items():
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
-                sql.Identifier(name), sql.Identifier(f"segmentation_{role}")
-            )
-        )
-    yield {
-        role: make_url(database_url).set(username=name).render_as_string(hide_password=False)
-        for role, name in names.items()
-    }
-    for name in names.values():
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
 def test_the_whole_flow_runs_as_the_writer(conn, logins, monkeypatch, prefect_harness):

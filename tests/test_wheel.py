@@ -85,6 +85,7 @@ def test_the_wheel_holds_one_package_with_its_sql(wheel):
         "segmentation/tasks/score.py",
         "segmentation/sql/001_source_customers.sql",
         "segmentation/sql/roles/segmentation_roles.sql",
+        "segmentation/sql/bi/current_run.sql",
         "segmentation/py.typed",
     ):
         assert expected in names
@@ -138,8 +139,17 @@ def test_the_installed_commands_work_from_another_directory(venv, server_url, pr
             found = python(f"import importlib.util; print(importlib.util.find_spec({bare!r}))")
             assert found.strip() == "None", f"the wheel installs a top-level {bare}"
 
+        bi_files = sorted(p.name for p in (ROOT / "sql" / "bi").glob("*.sql"))
+        installed = python(
+            "from importlib.resources import files; "
+            "print(' '.join(sorted(p.name for p in (files('segmentation') / 'sql' / 'bi').iterdir())))"
+        )
+        assert installed.split() == bi_files and "current_run.sql" in bi_files
         upgraded = segmentation("db", "upgrade")
         assert "applied 001_source_customers.sql" in upgraded and "database schema is up to date" in upgraded
+        assert [f"applied bi/{name}" for name in bi_files] == sorted(
+            line for line in upgraded.splitlines() if line.startswith("applied bi/")
+        )
         assert "roles segmentation_writer and segmentation_reader and their grants are in place" in upgraded
         assert "loaded 200 customers into public.customers" in segmentation("load-csv", str(MALL_CSV))
         assert "generated 300 customers" in segmentation("generate", "--rows", "300", "--seed", "4")
@@ -150,6 +160,8 @@ def test_the_installed_commands_work_from_another_directory(venv, server_url, pr
         with psycopg.connect(with_database(server_url, name)) as conn:
             versions = [r[0] for r in conn.execute("SELECT version FROM segmentation.schema_migrations ORDER BY 1")]
             assert versions == sorted(int(p.name[:3]) for p in (ROOT / "sql").glob("*.sql"))
+            recorded = [r[0] for r in conn.execute("SELECT name || '.sql' FROM segmentation.bi_definitions ORDER BY 1")]
+            assert recorded == bi_files
             assert conn.execute("SELECT count(*) FROM segmentation_bi.current_customer_segments").fetchone()[0] == 500
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:

@@ -13,9 +13,9 @@ once per customer instead of once per use.
 
 `segmentation.predict_run_<run_id>(customer jsonb)` is created when the run completes;
 `segmentation_bi.predict(customer jsonb, run_id bigint)` routes to the run's own function, and is
-rewritten whenever a model is kept or dropped; `segmentation_bi.predict(customer jsonb)` (sql/
-009_bi_schema.sql) reads the current run from segmentation_bi.current_run in the query's own
-snapshot, like the views, so a query never scores with one run while its views show another.
+rewritten whenever a model is kept or dropped; `segmentation_bi.predict(customer jsonb)` reads the
+current run from segmentation_bi.current_run in the query's own snapshot, like the views, so a
+query never scores with one run while its views show another. sql/bi/predict.sql defines both.
 These functions run in their caller's transaction (see segmentation.db)."""
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def drop(conn: psycopg.Connection, run_id: int) -> None:
 
 def _route_by_run(conn: psycopg.Connection) -> None:
     """Rewrite segmentation_bi.predict(customer, run_id) with one branch per kept model: the
-    SQL function segmentation.route_predict() (sql/009_bi_schema.sql) is the one place that
+    SQL function segmentation.route_predict() (sql/bi/predict.sql) is the one place that
     writes it."""
     conn.execute("SELECT segmentation.route_predict()")
 

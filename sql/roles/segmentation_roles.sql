@@ -71,7 +71,7 @@ REVOKE ALL ON SCHEMA segmentation FROM segmentation_reader;
 GRANT USAGE ON SCHEMA segmentation_bi TO segmentation_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA segmentation_bi TO segmentation_reader;
 
--- Scoring in SQL (sql/006_scoring.sql, 009_bi_schema.sql): the reader may call predict, nobody
+-- Scoring in SQL (sql/006_scoring.sql, sql/bi/predict.sql): the reader may call predict, nobody
 -- else by default. predict(customer, run_id) calls the per-run functions with the caller's
 -- rights (so that PostgreSQL can inline them): each run grants the reader EXECUTE on its own as
 -- it creates it.

@@ -1,0 +1,282 @@
+"""The BI contract: the views and functions of the schema segmentation_bi, each defined by one
+file in sql/bi/ named after it (current_run.sql defines segmentation_bi.current_run, predict.sql
+both predict functions). The numbered migrations are their history; these files are what BI
+reads today, and what a fresh database and an upgraded one both end with.
+
+migrations.upgrade applies a file again, after the numbered migrations and in their transaction,
+when its content differs from the one recorded in segmentation.bi_definitions or its object is
+missing, and every file after any numbered migration: a migration that must drop a BI view (to
+retype a column under it, say) drops it, CASCADE if need be, and leaves the rest to the files.
+Files naming segmentation_bi.<other> are applied after <other>.sql. A file is applied as written
+(CREATE OR REPLACE); when PostgreSQL refuses that (a view's column removed, renamed, moved or
+retyped, a function's result type or argument names changed), its objects and the BI objects
+depending on them are dropped and created again from their files. Whatever the upgrade created
+again gets back the owner and grants it had before (access, restore), so segmentation_reader
+keeps reading it whoever runs the upgrade, even a login that may not apply the roles file.
+A file cannot say what to drop: removing a view, or a function's old signature, takes a numbered
+migration that drops it (and deletes its row in segmentation.bi_definitions).
+
+Runs in its caller's transaction (migrations.upgrade owns it): never begins, commits or rolls
+back, beyond the savepoint a refused CREATE OR REPLACE is undone to."""
+
+from __future__ import annotations
+
+import graphlib
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.abc import Traversable
+
+import psycopg
+from psycopg import sql
+
+from segmentation.db import scalar
+from segmentation.errors import SegmentationError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "segmentation_bi"
+_FILE = re.compile(r"^([a-z][a-z0-9_]*)\.sql$")
+_REFERENCE = re.compile(rf"\b{SCHEMA}\s*\.\s*([a-z_][a-z0-9_]*)")
+_LINE_COMMENT = re.compile(r"--[^\n]*")
+
+
+@dataclass(frozen=True)
+class Definition:
+    path: Traversable
+
+    @property
+    def name(self) -> str:
+        """The object it defines, in segmentation_bi: a view, or every function of that name."""
+        return self.path.name.removesuffix(".sql")
+
+    @property
+    def filename(self) -> str:
+        return f"bi/{self.path.name}"
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def references(self) -> set[str]:
+        """The other BI objects its SQL names (its comments aside)."""
+        return set(_REFERENCE.findall(_LINE_COMMENT.sub("", self.text))) - {self.name}
+
+
+def discover(bi_dir: Traversable) -> list[Definition]:
+    """The files of bi_dir, each after those it names; none when there is no such directory."""
+    if not bi_dir.is_dir():
+        return []
+    found = {}
+    for path in bi_dir.iterdir():
+        if not (path.name.endswith(".sql") and path.is_file()):
+            continue
+        if _FILE.match(path.name) is None:
+            raise SegmentationError(
+                f"bi/{path.name} is not named like the view or function it defines (current_run.sql); rename it"
+            )
+        definition = Definition(path)
+        found[definition.name] = definition
+    order = graphlib.TopologicalSorter({name: d.references() & found.keys() for name, d in found.items()})
+    try:
+        order.prepare()
+    except graphlib.CycleError as exc:
+        raise SegmentationError(
+            f"the files in sql/bi/ name each other in a circle ({' -> '.join(exc.args[1])}); one must not"
+        ) from None
+    ordered = []
+    while order.is_active():
+        ready = sorted(order.get_ready())  # sorted: the same order on every machine
+        ordered += [found[name] for name in ready]
+        order.done(*ready)
+    return ordered
+
+
+def outdated(conn: psycopg.Connection, definitions: Sequence[Definition], *, migrating: bool) -> list[Definition]:
+    """Those an upgrade applies: every one when it applies numbered migrations too (they may have
+    dropped or replaced any BI object); otherwise those changed since recorded, never recorded,
+    or whose object is missing."""
+    if migrating:
+        return list(definitions)
+    recorded: dict[str, str] = {}
+    if scalar(conn, "SELECT to_regclass('segmentation.bi_definitions') IS NOT NULL"):
+        recorded = dict(conn.execute("SELECT name, checksum FROM segmentation.bi_definitions"))
+    present = {
+        row[0]
+        for row in conn.execute(
+            """SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace(%(schema)s)
+               UNION SELECT proname FROM pg_proc WHERE pronamespace = to_regnamespace(%(schema)s)""",
+            {"schema": SCHEMA},
+        )
+    }
+    return [d for d in definitions if recorded.get(d.name) != d.checksum or d.name not in present]
+
+
+def apply(conn: psycopg.Connection, todo: Sequence[Definition], definitions: Sequence[Definition]) -> list[Definition]:
+    """Apply todo (in the order of definitions) and record it; returns every file applied, the
+    unchanged ones created again because an object they depend on was dropped included."""
+    done: list[Definition] = []
+    for definition in todo:
+        if definition in done:
+            continue
+        log.info("applying %s", definition.filename)
+        try:
+            with conn.transaction():  # a savepoint: what a refused file did is undone
+                conn.execute(definition.text)
+            done.append(definition)
+        except (psycopg.errors.InvalidTableDefinition, psycopg.errors.InvalidFunctionDefinition) as exc:
+            log.info("%s cannot replace what is there (%s): dropping and creating it", definition.filename, exc)
+            done += [d for d in _recreate(conn, definition, definitions) if d not in done]
+    for definition in done:
+        conn.execute(
+            """INSERT INTO segmentation.bi_definitions (name, checksum) VALUES (%s, %s)
+               ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()""",
+            (definition.name, definition.checksum),
+        )
+    return done
+
+
+def _recreate(conn: psycopg.Connection, definition: Definition, definitions: Sequence[Definition]) -> list[Definition]:
+    """Drop the definition's objects and the BI objects depending on them, then apply their files."""
+    dependents = {
+        row[0]
+        for row in conn.execute(
+            # Views depend on what they read through their rewrite rule; functions with a
+            # BEGIN ATOMIC body directly. Normal dependencies only: a view's own rule and row
+            # type are its internal parts.
+            """WITH RECURSIVE objects(classid, objid) AS (
+                   SELECT 'pg_class'::regclass::oid, oid FROM pg_class
+                   WHERE relnamespace = to_regnamespace(%(schema)s) AND relname = %(name)s
+                   UNION
+                   SELECT 'pg_proc'::regclass::oid, oid FROM pg_proc
+                   WHERE pronamespace = to_regnamespace(%(schema)s) AND proname = %(name)s
+                   UNION
+                   SELECT CASE WHEN d.classid = 'pg_rewrite'::regclass THEN 'pg_class'::regclass::oid ELSE d.classid END,
+                          CASE WHEN d.classid = 'pg_rewrite'::regclass THEN r.ev_class ELSE d.objid END
+                   FROM objects o
+                   JOIN pg_depend d ON d.refclassid = o.classid AND d.refobjid = o.objid AND d.deptype = 'n'
+                   LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid)
+               SELECT c.relname FROM objects o JOIN pg_class c ON o.classid = 'pg_class'::regclass AND c.oid = o.objid
+               WHERE c.relnamespace = to_regnamespace(%(schema)s)
+               UNION
+               SELECT p.proname FROM objects o JOIN pg_proc p ON o.classid = 'pg_proc'::regclass AND p.oid = o.objid
+               WHERE p.pronamespace = to_regnamespace(%(schema)s)""",
+            {"schema": SCHEMA, "name": definition.name},
+        )
+    }
+    # In the order of the files: dropped from the last, applied from the first. An object with no
+    # file of its own that depends on them stops the drop (RESTRICT): it is not ours to drop.
+    chain = [d for d in definitions if d.name in dependents | {definition.name}]
+    for each in reversed(chain):
+        try:
+            for statement in _drops(conn, each.name):
+                conn.execute(statement)
+        except psycopg.errors.DependentObjectsStillExist as exc:
+            detail = " ".join((exc.diag.message_detail or "").split())
+            raise SegmentationError(
+                f"{definition.filename} changes segmentation_bi.{definition.name} in a way that needs it dropped "
+                f"and created, and something outside sql/bi/ depends on it ({detail}); drop that first, then "
+                "upgrade again"
+            ) from None
+    for each in chain:
+        conn.execute(each.text)
+    return chain
+
+
+def _drops(conn: psycopg.Connection, name: str) -> list[sql.Composed]:
+    target = sql.Identifier(SCHEMA, name)
+    drops = []
+    functions = [
+        sql.SQL("{}({})").format(target, sql.SQL(row[0]))
+        for row in conn.execute(
+            "SELECT pg_get_function_identity_arguments(oid) FROM pg_proc "
+            "WHERE pronamespace = to_regnamespace(%s) AND proname = %s",
+            (SCHEMA, name),
+        )
+    ]
+    if functions:  # in one statement: one overload may call another
+        drops.append(sql.SQL("DROP FUNCTION {}").format(sql.SQL(", ").join(functions)))
+    relkind = scalar(
+        conn,
+        "SELECT (SELECT relkind::text FROM pg_class WHERE relnamespace = to_regnamespace(%s) AND relname = %s)",
+        (SCHEMA, name),
+    )
+    if relkind == "v":
+        drops.append(sql.SQL("DROP VIEW {}").format(target))
+    elif relkind is not None:
+        raise SegmentationError(f"segmentation_bi.{name} is not a view, yet bi/{name}.sql defines one; drop it")
+    return drops
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who owns an object of segmentation_bi and who may use it, as the catalog says."""
+
+    kind: str  # VIEW or FUNCTION
+    name: str
+    arguments: str | None  # a function's identity arguments
+    oid: int
+    owner: str
+    grants: list[tuple[str | None, str, bool]] | None  # (grantee, privilege, grantable); None: the defaults
+
+    @property
+    def target(self) -> sql.Composable:
+        target = sql.Identifier(SCHEMA, self.name)
+        return target if self.arguments is None else sql.SQL("{}({})").format(target, sql.SQL(self.arguments))
+
+
+_ACCESS = """
+SELECT o.kind, o.name, o.arguments, o.oid, pg_get_userbyid(o.owner),
+       CASE WHEN o.acl IS NOT NULL THEN
+           (SELECT coalesce(json_agg(json_build_array(CASE WHEN a.grantee <> 0 THEN pg_get_userbyid(a.grantee) END,
+                                                      a.privilege_type, a.is_grantable)), '[]')
+            FROM aclexplode(o.acl) AS a WHERE a.grantee <> o.owner)
+       END
+FROM (SELECT 'VIEW' AS kind, relname AS name, NULL AS arguments, oid, relowner AS owner, relacl AS acl
+      FROM pg_class WHERE relnamespace = to_regnamespace(%(schema)s) AND relkind = 'v'
+      UNION ALL
+      SELECT 'FUNCTION', proname, pg_get_function_identity_arguments(oid), oid, proowner, proacl
+      FROM pg_proc WHERE pronamespace = to_regnamespace(%(schema)s)) AS o
+"""
+
+
+def access(conn: psycopg.Connection) -> list[Access]:
+    """The owner and grants of every view and function of segmentation_bi now, for restore()."""
+    return [
+        Access(kind, name, arguments, oid, owner, None if grants is None else [(g[0], g[1], g[2]) for g in grants])
+        for kind, name, arguments, oid, owner, grants in conn.execute(_ACCESS, {"schema": SCHEMA})
+    ]
+
+
+def restore(conn: psycopg.Connection, before: Sequence[Access]) -> None:
+    """Give each object created again since `before` (same name, new oid) its owner and grants
+    back: DROP took them, and the roles file may be not ours to apply."""
+    now = {(a.kind, a.name, a.arguments): a for a in access(conn)}
+    for old in before:
+        new = now.get((old.kind, old.name, old.arguments))
+        if new is None or new.oid == old.oid:
+            continue
+        if new.owner != old.owner:
+            conn.execute(
+                sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(old.kind), old.target, sql.Identifier(old.owner))
+            )
+        if old.grants is None:
+            continue
+        kind = sql.SQL("TABLE" if old.kind == "VIEW" else old.kind)  # as GRANT names a view
+        conn.execute(sql.SQL("REVOKE ALL ON {} {} FROM PUBLIC").format(kind, old.target))
+        for grantee, privilege, grantable in old.grants:
+            conn.execute(
+                sql.SQL("GRANT {} ON {} {} TO {}{}").format(
+                    sql.SQL(privilege),
+                    kind,
+                    old.target,
+                    sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee),
+                    sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+                )
+            )
