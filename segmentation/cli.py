@@ -11,49 +11,39 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from segmentation import __version__
+from segmentation import __version__, operations
 from segmentation.errors import SegmentationError, describe
 
 if TYPE_CHECKING:
+    from segmentation.rollback import Switch
     from segmentation.settings import Settings
 
 
-def _connect() -> psycopg.Connection:
-    from segmentation import db
-
-    return db.connect(db.database_url())
-
-
-def _upgrade(conn: psycopg.Connection) -> None:
-    from segmentation import migrations
-
-    for migration in migrations.upgrade(conn):
-        print(f"applied {migration.filename}")
+def _print_applied(applied: Sequence[str]) -> None:
+    for filename in applied:
+        print(f"applied {filename}")
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from segmentation import migrations
+    from segmentation.migrations import ROLES_SQL
 
-    with _connect() as conn:
-        _upgrade(conn)
-        roles = migrations.apply_roles(conn)
+    done = operations.upgrade_database()
+    _print_applied(done.applied)
     print("database schema is up to date")
-    if roles:
+    if done.roles:
         print("roles segmentation_writer and segmentation_reader and their grants are in place")
     else:
         print(
             "this login may not create roles, so segmentation_writer and segmentation_reader were not "
-            f"created or granted; ask a DBA to run: psql -f {migrations.ROLES_SQL}"
+            f"created or granted; ask a DBA to run: psql -f {ROLES_SQL}"
         )
     return 0
 
 
 def cmd_load_csv(args: argparse.Namespace) -> int:
-    from segmentation.loading import load_csv
-
-    with _connect() as conn:
-        _upgrade(conn)
-        report = load_csv(conn, Path(args.path), args.table, skip_invalid=args.skip_invalid)
+    done = operations.load_csv(Path(args.path), args.table, skip_invalid=args.skip_invalid)
+    _print_applied(done.applied)
+    report = done.report
     print(f"loaded {report.loaded} customers into {report.table} ({report.inserted} new, {report.updated} updated)")
     if report.problems:
         print(f"skipped {len(report.problems)} invalid rows:")
@@ -63,62 +53,52 @@ def cmd_load_csv(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from segmentation.loading import generate_customers
-
-    with _connect() as conn:
-        _upgrade(conn)
-        if args.if_empty and _has_rows(conn, args.table):
-            print(f"{args.table} already has customers; nothing generated")
-            return 0
-        report = generate_customers(conn, args.rows, args.seed, args.table, report=lambda line: print(line, flush=True))
-    print(f"generated {report.loaded} customers into {report.table}")
+    done = operations.generate(
+        args.rows, args.seed, args.table, if_empty=args.if_empty, progress=lambda line: print(line, flush=True)
+    )
+    _print_applied(done.applied)
+    if done.report is None:
+        print(f"{args.table} already has customers; nothing generated")
+    else:
+        print(f"generated {done.report.loaded} customers into {done.report.table}")
     return 0
 
 
-def _has_rows(conn: psycopg.Connection, table: str) -> bool:
-    from psycopg import sql
+def _check_settings() -> None:
+    """A bad setting (any SEGMENTATION_* variable, the database URL too) is one line here,
+    before Prefect starts a flow run."""
+    from segmentation.settings import Settings
 
-    from segmentation.db import scalar
-    from segmentation.identifiers import parse_table_name
-
-    name = parse_table_name(table)
-    with conn.transaction():
-        if not scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (name.identifier().as_string(conn),)):
-            return False  # generate reports a missing table with what exists
-        return bool(scalar(conn, sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(name.identifier())))
+    Settings.from_env()
 
 
 def _run_flow(params: dict) -> int:
-    """Run the flow and say what happened to the run, as the database has it: exit 0 when the
-    run published (or was staged), whatever went wrong around it; non-zero when it did not, or
-    when that cannot be known (then say how to check)."""
+    """Run the flow, then say what became of its run as the database has it (not as the flow
+    returned it): exit 0 when the run published (or was staged), whatever went wrong around
+    it; non-zero when it did not, or when that cannot be known (then say how to check)."""
     from segmentation.flows.segmentation import customer_segmentation
-    from segmentation.settings import Settings
 
-    Settings.from_env()  # a bad setting is one line here, before Prefect starts
     state = customer_segmentation(**params, return_state=True)
-    if state.is_completed():
-        result = state.result()
-        assert isinstance(result, dict)
-        return _show_after_run(result["run_id"], result["status"])
     flow_run_id = state.state_details.flow_run_id
+    ended = state.message or state.name
     try:
-        with _connect() as conn:
-            row = conn.execute(
-                "SELECT run_id, status FROM segmentation.runs WHERE flow_run_id = %s", (flow_run_id,)
-            ).fetchone()
+        outcome = operations.run_outcome(flow_run_id) if flow_run_id is not None else None
     except (SegmentationError, psycopg.Error) as exc:
         print(
-            f"error: the run (Prefect flow run {flow_run_id}) ended with: {state.message or state.name}; whether it "
-            f"published cannot be known now ({exc}). Check with: segmentation runs",
+            f"error: the run (Prefect flow run {flow_run_id}) ended with: {ended}; whether it "
+            f"published cannot be known now ({describe(exc)}). Check with: segmentation runs",
             file=sys.stderr,
         )
         return 1
-    if row is not None and row[1] in ("published", "staged"):
-        # The run was kept before the error that failed the flow run (a connection lost after the publish).
-        print(f"note: run {row[0]} is {row[1]}, although its flow run ended with: {state.message or state.name}")
-        return _show_after_run(row[0], row[1])
-    print(f"error: the run did not publish: {state.message or state.name}", file=sys.stderr)
+    if outcome is not None and outcome.status in ("published", "staged"):
+        if not state.is_completed():
+            # The run was kept before the error that failed the flow run (a connection lost after the publish).
+            print(f"note: run {outcome.run_id} is {outcome.status}, although its flow run ended with: {ended}")
+        return _show_after_run(outcome.run_id, outcome.status)
+    said = None if state.is_completed() else state.message  # a completed flow run's message is not about the run
+    known = (outcome.error or f"run {outcome.run_id} is {outcome.status}") if outcome is not None else None
+    reason = said or known or state.name
+    print(f"error: the run did not publish: {reason}", file=sys.stderr)
     return 1
 
 
@@ -135,18 +115,10 @@ def _show_after_run(run_id: int, status: str) -> int:
 
 
 def _show(run_id: int | None = None, plot: str | None = None) -> int:
-    from segmentation.store import readback, runs
-
-    with _connect() as conn:
-        _upgrade(conn)
-        with conn.transaction():
-            run_id = runs.current_run_id(conn) if run_id is None else run_id
-            if run_id is None:
-                print("no published run yet; start one with: segmentation run")
-                return 1
-            # The same read as the run report's; customers are sampled only for a picture.
-            found = readback.load(conn, run_id, sample_size=readback.PLOT_SAMPLE_SIZE if plot else 0)
-    assert found is not None
+    found = operations.show(run_id, plot=plot is not None)
+    if found is None:
+        print("no published run yet; start one with: segmentation run")
+        return 1
     if plot:
         _write_plot(found.png(), Path(plot))
     print(found.text())
@@ -195,6 +167,7 @@ def _comma_separated(text: str) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     params = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
+    _check_settings()
     return _run_flow(params)
 
 
@@ -206,31 +179,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from segmentation.flows.deployment import ScheduleSettings, serve
 
     schedule = ScheduleSettings.from_env()  # a bad schedule is one line here, before Prefect starts
-    with _connect() as conn:  # an unreachable database too: better now than at 02:00
-        _upgrade(conn)
+    _print_applied(operations.migrate())  # an unreachable database too: better now than at 02:00
     serve(schedule)
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from segmentation.loading import generate_customers
+DEMO_TABLE = "public.customers"
 
-    with _connect() as conn:
-        _upgrade(conn)
-        if _has_rows(conn, "public.customers"):
-            print("public.customers already has customers; segmenting those")
-        else:
-            generate_customers(conn, args.rows, seed=0)
-            print(f"generated {args.rows} demo customers into public.customers")
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _check_settings()
+    done = operations.generate(args.rows, seed=0, table=DEMO_TABLE, if_empty=True)
+    _print_applied(done.applied)
+    if done.report is None:
+        print(f"{DEMO_TABLE} already has customers; segmenting those")
+    else:
+        print(f"generated {args.rows} demo customers into {DEMO_TABLE}")
     return _run_flow({})
 
 
-def _make_current(run_id: int | None, reason: str, force: bool) -> int:
-    from segmentation.rollback import make_current
-
-    with _connect() as conn:
-        _upgrade(conn)
-        switch = make_current(conn, run_id=run_id, reason=reason, force=force)
+def _print_switch(switch: Switch) -> int:
     was = f" (run {switch.from_run_id} was)" if switch.from_run_id is not None else ""
     print(f"run {switch.run_id} is current{was}: {switch.action}")
     return _show(switch.run_id)
@@ -260,11 +228,7 @@ def cmd_alerts_install(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from segmentation.purge import purge
-
-    with _connect() as conn:
-        _upgrade(conn)
-        done = purge(conn, args.customer_id)
+    done = operations.purge(args.customer_id)
     print(
         f"purge {done.purge_id}: erased {done.customers} customer{'s' * (done.customers != 1)} from the segmentation "
         f"schema: {done.assignment_rows} assignment rows, {done.spell_rows} history rows, "
@@ -275,21 +239,17 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    return _make_current(args.to, args.reason, args.force)
+    return _print_switch(operations.rollback(args.reason, to=args.to, force=args.force))
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    return _make_current(args.run_id, args.reason, args.force)
+    return _print_switch(operations.promote(args.run_id, args.reason, force=args.force))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from segmentation.core.run_text import runs_table
-    from segmentation.store import readback
 
-    with _connect() as conn:
-        _upgrade(conn)
-        with conn.transaction():
-            listed = readback.recent_runs(conn, args.limit)
+    listed = operations.list_runs(args.limit)
     print(runs_table(listed).plain() if listed else "no runs yet; start one with: segmentation run")
     return 0
 

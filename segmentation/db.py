@@ -4,9 +4,10 @@ Who commits: every connection opened here is in autocommit mode, and a transacti
 an explicit `with conn.transaction():` block, opened by the function that owns that unit of
 work: a method of segmentation.store.run.Run for a flow run (Run.prune hands its connection to
 segmentation.store.retention, Run.promote to rollback.make_current, each owning its
-transactions); for the command line loading.load_csv, loading.generate_customers,
-migrations.upgrade, migrations.apply_roles, rollback.make_current, purge.purge, and the reads
-of cli (show, runs); the reads of the report and approval tasks, and the approval answered after
+transactions); for the command line, each with a connection segmentation.operations opens
+for it: loading.load_csv, loading.has_customers, loading.generate_customers, migrations.upgrade,
+migrations.apply_roles, rollback.make_current, purge.purge, and the reads of operations.show
+and operations.list_runs; the reads of the report and approval tasks, and the approval answered after
 a suspension (tasks.approval.publish_resumed hands its connection to rollback.make_current); and
 on a Dask worker, segmentation.store.range_pass.write_range for its range. The SQL helpers
 those call (segmentation.store.runs, .partitions, .spells, .history, .scoring, .readback,
@@ -17,7 +18,6 @@ run's snapshot: a connection whose transaction is the snapshot itself (see Run).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,11 +27,10 @@ from psycopg import sql
 
 from segmentation import embedded
 from segmentation.errors import SegmentationError
-from segmentation.settings import DATABASE_URL_ENV, Settings, libpq_url, redact
+from segmentation.settings import DATABASE_URL_ENV, Settings, connect_attempts, libpq_url, redact
 
 log = logging.getLogger(__name__)
 
-CONNECT_ATTEMPTS_ENV = "SEGMENTATION_CONNECT_ATTEMPTS"
 WRITER_ROLE = "segmentation_writer"
 
 
@@ -45,7 +44,7 @@ def database_url(settings: Settings | None = None) -> str:
 
 def connect(url: str, *, application_name: str = "segmentation") -> psycopg.Connection:
     """An autocommit connection, retrying with backoff while the server is unreachable."""
-    attempts = max(1, int(os.environ.get(CONNECT_ATTEMPTS_ENV, "3")))
+    attempts = connect_attempts()
     delay = 1.0
     for attempt in range(1, attempts + 1):
         try:

@@ -17,6 +17,7 @@ from segmentation.core.progress import Progress
 from segmentation.core.synthetic import generate
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
+from segmentation.identifiers import parse_table_name
 from segmentation.source.catalog import Source, resolve_source
 
 _MAX_LISTED = 50
@@ -93,6 +94,16 @@ def load_csv(
             copy.write(buffer.getvalue())
         inserted, updated = _upsert_from(conn, "csv_staging", target)
     return LoadReport(str(target.table), len(valid), inserted, updated, problems)
+
+
+def has_customers(conn: psycopg.Connection, table: str) -> bool:
+    """Whether the table has any row; False when it does not exist (generate_customers then
+    says which tables there are)."""
+    name = parse_table_name(table)
+    with conn.transaction():
+        if not scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (name.identifier().as_string(conn),)):
+            return False
+        return bool(scalar(conn, sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(name.identifier())))
 
 
 _GENERATED = [

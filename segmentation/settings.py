@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import platformdirs
 from sqlalchemy.engine import make_url
@@ -17,6 +18,7 @@ from segmentation.errors import SegmentationError
 DATABASE_URL_ENV = "SEGMENTATION_DATABASE_URL"
 DATABASE_URL_SECRET_ENV = "SEGMENTATION_DATABASE_URL_SECRET"
 DATA_DIR_ENV = "SEGMENTATION_DATA_DIR"
+CONNECT_ATTEMPTS_ENV = "SEGMENTATION_CONNECT_ATTEMPTS"
 TEST_DATABASE_URL_ENV = "SEGMENTATION_TEST_DATABASE_URL"
 
 
@@ -48,6 +50,7 @@ class Settings:
     dask_address: str | None = None
     dask_workers: int | None = None
     dask_sessions: int | None = None  # concurrent COPY sessions at most; None: one per worker
+    connect_attempts: int = 3
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -55,6 +58,8 @@ class Settings:
         secret = os.environ.get(DATABASE_URL_SECRET_ENV)
         if url is None and secret:
             url = _secret_block(secret)
+        if url is not None:
+            libpq_url(url)  # a URL that cannot be used is one line now, before any run starts
         data_dir = os.environ.get(DATA_DIR_ENV) or platformdirs.user_data_dir("customer-segmentation")
         return cls(
             database_url=url,
@@ -65,6 +70,7 @@ class Settings:
             silhouette_sample_size=_positive_int("SEGMENTATION_SILHOUETTE_SAMPLE_SIZE", cls.silhouette_sample_size),
             keep_published_runs=_positive_int("SEGMENTATION_KEEP_PUBLISHED_RUNS", cls.keep_published_runs),
             quarantine_keep_days=_positive_int("SEGMENTATION_QUARANTINE_KEEP_DAYS", cls.quarantine_keep_days),
+            connect_attempts=connect_attempts(),
             **_dask_settings(),
         )
 
@@ -89,6 +95,12 @@ class Settings:
             "dask_workers": self.dask_workers,
             "dask_sessions": self.dask_sessions,
         }
+
+
+def connect_attempts() -> int:
+    """SEGMENTATION_CONNECT_ATTEMPTS: read where a connection is opened (segmentation.db.connect),
+    which has no Settings at hand, and checked with the other settings in Settings.from_env."""
+    return _positive_int(CONNECT_ATTEMPTS_ENV, Settings.connect_attempts)
 
 
 def _optional_positive_int(name: str) -> int | None:
@@ -133,6 +145,11 @@ def _secret_block(name: str) -> str:
 
 def libpq_url(url: str) -> str:
     """Accept SQLAlchemy-style URLs (postgresql+psycopg://) and return one libpq understands."""
+    if hosts := _several_hosts(url):
+        raise SegmentationError(
+            f"{DATABASE_URL_ENV} names more than one host ({hosts}), libpq's multi-host form, which is not "
+            "supported yet; name one host: postgresql://user:password@host:5432/dbname"
+        )
     try:
         parsed = make_url(url)
         parsed.port  # noqa: B018 - a non-numeric port raises here
@@ -152,6 +169,20 @@ def libpq_url(url: str) -> str:
             "supported; use the form postgresql://user:password@host:5432/dbname"
         )
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _several_hosts(url: str) -> str | None:
+    """The hosts of a multi-host URL (h1:5432,h2:5432 after the @, or host=h1,h2 in the
+    query), without the user or password; None for a URL of one host."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None  # make_url says what is wrong with it
+    hosts = parts.netloc.rpartition("@")[2]
+    if "," in hosts:
+        return hosts
+    listed = ",".join(parse_qs(parts.query).get("host", []))
+    return listed if "," in listed else None
 
 
 def redact(url: str) -> str:

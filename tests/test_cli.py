@@ -155,6 +155,7 @@ def test_the_exit_code_and_the_message_follow_the_database(cli, database_url, co
     """Exit 0 when the run published, whatever broke around it; non-zero when it did not, or
     when that cannot be known, with the way to check."""
     import segmentation.cli
+    import segmentation.operations
     from segmentation.errors import SegmentationError
     from segmentation.store.run import Run
 
@@ -189,7 +190,7 @@ def test_the_exit_code_and_the_message_follow_the_database(cli, database_url, co
 
     # A run that failed, with the database gone when the command asks: unknown, said so.
     with monkeypatch.context() as patched:
-        patched.setattr(segmentation.cli, "_connect", lost)
+        patched.setattr(segmentation.operations, "_connect", lost)
         code, _out, err = cli("run", "--source-table", "public.customerz")
     assert code == 1
     assert "whether it published cannot be known now (cannot connect to PostgreSQL" in err

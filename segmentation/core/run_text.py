@@ -169,9 +169,11 @@ def run_line(run: dict) -> str:
         )
     switch = run.get("made_current")
     if switch and switch["action"] != "publish" and switch["still"]:
+        # The first run ever made current (a promoted staged run) replaced none.
+        replaced = f" from run {switch['from_run_id']}" if switch["from_run_id"] is not None else ""
         lines.append(
-            f"current since {switch['switched_at']:%Y-%m-%d %H:%M:%S %Z}, by {switch['action']} "
-            f"from run {switch['from_run_id']}: {switch['reason']}"
+            f"current since {switch['switched_at']:%Y-%m-%d %H:%M:%S %Z}, by {switch['action']}{replaced}: "
+            f"{switch['reason']}"
         )
     if run.get("error") and run.get("status") != "published":
         lines.append(f"error: {run['error']}")

@@ -274,8 +274,10 @@ def _record_failure(conn: psycopg.Connection, run_id: int, error: str, quarantin
     with conn.transaction():
         if runs.mark_failed(conn, run_id, error):
             partitions.drop_unattached(conn, run_id)
-        status = str(db.scalar(conn, "SELECT status FROM segmentation.runs WHERE run_id = %s", (run_id,)))
+        found = runs.status_of(conn, run_id=run_id)
+        if found is None:  # fail() then tries the next way, or says the status is unknown
+            raise SegmentationError(f"run {run_id} has no row in segmentation.runs")
     # Retention of quarantined rows applies on failing nights too; the failure is recorded whatever happens to it.
     with suppress(psycopg.Error), conn.transaction():
         retention.forget_quarantine(conn, quarantine_days)
-    return status
+    return found.status

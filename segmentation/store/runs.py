@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
 import numpy as np
 import pandas as pd
@@ -85,6 +86,34 @@ def mark_failed(conn: psycopg.Connection, run_id: int, error: str) -> bool:
             (error, run_id),
         ).rowcount
     )
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run's status as the database has it, with the error it ended with (a failed or
+    rejected run's reason; None otherwise)."""
+
+    run_id: int
+    status: str
+    error: str | None
+
+
+def status_of(
+    conn: psycopg.Connection, *, run_id: int | None = None, flow_run_id: str | UUID | None = None
+) -> RunStatus | None:
+    """The status of run run_id, or of the newest run of Prefect flow run flow_run_id (a flow
+    run retried, or run again after a suspension, may have begun more than one); None when
+    there is no such run."""
+    if (run_id is None) == (flow_run_id is None):
+        raise ValueError("name the run by run_id or by flow_run_id, not both")
+    where = sql.SQL("run_id = %s") if run_id is not None else sql.SQL("flow_run_id = %s")
+    row = conn.execute(
+        sql.SQL("SELECT run_id, status, error FROM segmentation.runs WHERE {} ORDER BY run_id DESC LIMIT 1").format(
+            where
+        ),
+        (run_id if run_id is not None else flow_run_id,),
+    ).fetchone()
+    return None if row is None else RunStatus(int(row[0]), str(row[1]), row[2])
 
 
 def copy_quarantine(snapshot: psycopg.Connection, conn: psycopg.Connection, copy_query: sql.Composed) -> int:

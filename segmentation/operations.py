@@ -1,0 +1,167 @@
+"""What each command of the command line does, as functions Python code may call as well: each
+takes plain arguments, opens and closes its own connection, and returns what it found or did;
+none prints. segmentation.cli parses the arguments, calls one of these and prints the result.
+
+The schema: upgrade_database, migrate, load_csv and generate apply pending migrations (so does
+a flow run, at its start); every other function only checks the schema's version
+(migrations.require_current) and, on a database without the schema or behind this version,
+stops with one line naming `segmentation db upgrade`. Reading never changes the schema.
+
+Who commits: the functions called here, each in transactions of its own (see segmentation.db);
+show and list_runs read in one transaction of their own.
+
+The modules behind most functions import pandas, scikit-learn or matplotlib: they are imported
+where they are used, so a command waits only for what it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import psycopg
+
+from segmentation import db, migrations
+from segmentation.errors import SegmentationError
+
+if TYPE_CHECKING:
+    from segmentation.loading import LoadReport
+    from segmentation.purge import Purge
+    from segmentation.rollback import Switch
+    from segmentation.store.readback import RunReport
+    from segmentation.store.runs import RunStatus
+
+
+def _connect() -> psycopg.Connection:
+    return db.connect(db.database_url())
+
+
+@contextmanager
+def _current_schema() -> Iterator[psycopg.Connection]:
+    """A connection to a database whose schema is this version's, never changing it."""
+    with _connect() as conn:
+        migrations.require_current(conn)
+        yield conn
+
+
+def _migrate(conn: psycopg.Connection) -> tuple[str, ...]:
+    return tuple(m.filename for m in migrations.upgrade(conn))
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    applied: tuple[str, ...]  # the migrations applied now (empty: the schema was up to date)
+    roles: bool  # False: this login may not create roles, so a DBA applies migrations.ROLES_SQL
+
+
+def upgrade_database() -> Upgrade:
+    """Apply pending migrations, then the roles and their grants when this login may."""
+    with _connect() as conn:
+        applied = _migrate(conn)
+        return Upgrade(applied, migrations.apply_roles(conn))
+
+
+def migrate() -> tuple[str, ...]:
+    """Apply pending migrations (not the roles); returns those applied now."""
+    with _connect() as conn:
+        return _migrate(conn)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    applied: tuple[str, ...]  # the migrations applied first
+    report: LoadReport
+
+
+@dataclass(frozen=True)
+class Generated:
+    applied: tuple[str, ...]  # the migrations applied first
+    report: LoadReport | None  # None: nothing generated (if_empty, and the table had customers)
+
+
+def load_csv(path: Path, table: str = "public.customers", skip_invalid: bool = False) -> Loaded:
+    from segmentation import loading
+
+    with _connect() as conn:
+        applied = _migrate(conn)
+        return Loaded(applied, loading.load_csv(conn, path, table, skip_invalid=skip_invalid))
+
+
+def generate(
+    rows: int,
+    seed: int = 0,
+    table: str = "public.customers",
+    *,
+    if_empty: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Generated:
+    """Append synthetic customers; with if_empty, only into a table without customers."""
+    from segmentation import loading
+
+    with _connect() as conn:
+        applied = _migrate(conn)
+        if if_empty and loading.has_customers(conn, table):
+            return Generated(applied, None)
+        return Generated(applied, loading.generate_customers(conn, rows, seed, table, report=progress))
+
+
+def run_outcome(flow_run_id: str | UUID) -> RunStatus | None:
+    """The run a Prefect flow run began, as the database has it; None when it began none."""
+    from segmentation.store import runs
+
+    with _connect() as conn:
+        try:
+            return runs.status_of(conn, flow_run_id=flow_run_id)
+        except psycopg.errors.UndefinedTable:
+            return None  # no schema: the flow run stopped before it could begin a run
+
+
+def show(run_id: int | None = None, *, plot: bool = False) -> RunReport | None:
+    """A run read back (default: the current run); None when no run has been published.
+    plot: with a sample of its customers, for RunReport.png."""
+    from segmentation.store import readback, runs
+
+    with _current_schema() as conn, conn.transaction():
+        run_id = runs.current_run_id(conn) if run_id is None else run_id
+        if run_id is None:
+            return None
+        # The same read as the run report's; customers are sampled only for a picture.
+        found = readback.load(conn, run_id, sample_size=readback.PLOT_SAMPLE_SIZE if plot else 0)
+    if found is None:
+        raise SegmentationError(f"there is no run {run_id}; `segmentation runs` lists the runs")
+    return found
+
+
+def list_runs(limit: int = 20) -> list[dict]:
+    """The newest runs, newest first, as segmentation.store.readback.recent_runs has them."""
+    from segmentation.store import readback
+
+    with _current_schema() as conn, conn.transaction():
+        return readback.recent_runs(conn, limit)
+
+
+def rollback(reason: str, *, to: int | None = None, force: bool = False) -> Switch:
+    """Make run `to` current again (default: the run current before the current one)."""
+    from segmentation.rollback import make_current
+
+    with _current_schema() as conn:
+        return make_current(conn, run_id=to, reason=reason, force=force)
+
+
+def promote(run_id: int, reason: str, *, force: bool = False) -> Switch:
+    """Make a staged run (or, with force, a rejected one) current."""
+    from segmentation.rollback import make_current
+
+    with _current_schema() as conn:
+        return make_current(conn, run_id=run_id, reason=reason, force=force)
+
+
+def purge(customer_ids: Sequence[int]) -> Purge:
+    """Erase customers from the segmentation schema (not from the source table)."""
+    from segmentation import purge as erasure
+
+    with _current_schema() as conn:
+        return erasure.purge(conn, customer_ids)

@@ -1,0 +1,269 @@
+"""The application layer under the command line (segmentation.operations): its functions
+return values when called from Python; the commands that only read never change the schema
+(on an empty or older database they say, in one line, to run `segmentation db upgrade`); and a
+database URL that cannot be used stops `run` before any flow run starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from conftest import BIN, with_database
+from segmentation import migrations, operations
+from segmentation.cli import main
+from segmentation.errors import SegmentationError
+from segmentation.flows.segmentation import FLOW_NAME, customer_segmentation
+from segmentation.purge import Purge
+from segmentation.rollback import Switch
+from segmentation.settings import DATABASE_URL_ENV
+from segmentation.store.runs import RunStatus
+
+FAST = {"n_clusters": 3, "n_init": 1}
+UPGRADE = "segmentation db upgrade"
+MULTI_HOST = "postgresql://u@h1:5999,h2:5432/db?target_session_attrs=read-write"
+MULTI_HOST_LINE = (
+    "error: SEGMENTATION_DATABASE_URL names more than one host ({}), libpq's multi-host form, which is not "
+    "supported yet; name one host: postgresql://user:password@host:5432/dbname"
+)
+
+
+def segmentation(*argv: str, **env: str) -> subprocess.CompletedProcess:
+    """The command as a user runs it, in a process of its own."""
+    return subprocess.run(
+        [str(BIN / "segmentation"), *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def empty_database_url(server_url, monkeypatch):
+    """A database without anything of the project's (not cloned from the migrated template)."""
+    name = f"seg_empty_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    url = with_database(server_url, name)
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def catalog(url: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The database's own schemas, and every relation in them."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        schemas = [
+            r[0]
+            for r in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' "
+                "ORDER BY 1"
+            )
+        ]
+        relations = conn.execute(
+            """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' ORDER BY 1, 2"""
+        ).fetchall()
+    return schemas, relations
+
+
+def flow_run_ids() -> set:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
+    return {r.id for r in found}
+
+
+@pytest.mark.parametrize("command", [["show"], ["runs"]])
+def test_a_read_on_an_empty_database_says_to_upgrade_and_creates_nothing(empty_database_url, command):
+    assert catalog(empty_database_url) == (["public"], [])
+    done = segmentation(*command)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == f"error: this database has no segmentation schema yet; create it with: {UPGRADE}\n"
+    assert catalog(empty_database_url) == (["public"], [])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["rollback", "--reason", "x"],
+        ["promote", "1", "--reason", "x"],
+        ["purge", "--customer-id", "1"],
+    ],
+)
+def test_the_other_reads_and_switches_change_no_schema_either(empty_database_url, capsys, command):
+    assert main(command) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"error: this database has no segmentation schema yet; create it with: {UPGRADE}\n")
+    assert catalog(empty_database_url) == (["public"], [])
+
+
+def test_a_database_one_migration_behind_is_refused_until_upgraded(empty_database_url, tmp_path):
+    *older, newest = migrations.discover()
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    for migration in older:
+        (sql_dir / migration.filename).write_bytes(migration.path.read_bytes())
+    with psycopg.connect(empty_database_url) as conn:
+        assert [m.version for m in migrations.upgrade(conn, sql_dir)] == [m.version for m in older]
+    before = catalog(empty_database_url)
+    refused = (
+        f"error: this database's segmentation schema is older than this version of segmentation "
+        f"({newest.filename} not applied); upgrade it with: {UPGRADE}\n"
+    )
+    for command in (["show"], ["runs"]):
+        done = segmentation(*command)
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", refused)
+    assert catalog(empty_database_url) == before
+    with psycopg.connect(empty_database_url) as conn:
+        recorded = [v for (v,) in conn.execute("SELECT version FROM segmentation.schema_migrations ORDER BY 1")]
+    assert recorded == [m.version for m in older]
+
+    upgraded = segmentation("db", "upgrade")
+    assert upgraded.returncode == 0 and f"applied {newest.filename}" in upgraded.stdout.splitlines()
+    done = segmentation("show")
+    assert (done.returncode, done.stdout) == (1, "no published run yet; start one with: segmentation run\n")
+
+
+def test_require_current_names_every_missing_migration_in_one_line(empty_database_url):
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA segmentation")
+        conn.execute("CREATE TABLE segmentation.schema_migrations (version integer PRIMARY KEY)")
+        with pytest.raises(SegmentationError) as refused:
+            migrations.require_current(conn)
+    first, *rest = migrations.discover()
+    assert str(refused.value) == (
+        f"this database's segmentation schema is older than this version of segmentation ({first.filename} and "
+        f"{len(rest)} more not applied); upgrade it with: {UPGRADE}"
+    )
+
+
+def test_a_multi_host_url_stops_run_before_any_flow_run(prefect_harness, database_url, conn):
+    """The second host is the tests' own server: had the URL gone through, libpq would have
+    reached it and the flow would have run there."""
+    test_db = make_url(database_url)
+    hosts = f"127.0.0.1:5999,{test_db.host}:{test_db.port or 5432}"
+    url = f"postgresql://{test_db.username}@{hosts}/{test_db.database}?target_session_attrs=read-write"
+    before = flow_run_ids()
+    done = segmentation("run", "--k", "3", SEGMENTATION_DATABASE_URL=url, PREFECT_API_URL=prefect_harness)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines() == [MULTI_HOST_LINE.format(hosts)]
+    assert done.stdout == ""
+    assert flow_run_ids() == before
+    assert conn.execute("SELECT count(*) FROM segmentation.runs").fetchone() == (0,)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize(
+    "variable, value, line",
+    [
+        (DATABASE_URL_ENV, MULTI_HOST, MULTI_HOST_LINE.format("h1:5999,h2:5432")),
+        (DATABASE_URL_ENV, "postgresql:///db?host=h1,h2", MULTI_HOST_LINE.format("h1,h2")),
+        (
+            "SEGMENTATION_CONNECT_ATTEMPTS",
+            "a few",
+            "error: SEGMENTATION_CONNECT_ATTEMPTS='a few' is not a positive whole number; unset it or fix it",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", [["run"], ["demo"], ["show"], ["runs"]])
+def test_a_bad_setting_is_one_line_naming_it(database_url, monkeypatch, capsys, variable, value, line, command):
+    monkeypatch.setenv(variable, value)
+    before = flow_run_ids()
+    assert main(command) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", line + "\n")
+    assert flow_run_ids() == before
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_promoting_the_first_run_names_no_run_before_it(database_url, conn):
+    assert main(["generate", "--rows", "800", "--seed", "5"]) == 0
+    state = customer_segmentation(**FAST, publish=False, return_state=True)
+    staged = operations.run_outcome(state.state_details.flow_run_id)
+    assert staged is not None and staged.status == "staged"
+    done = segmentation("promote", str(staged.run_id), "--reason", "reviewed")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"run {staged.run_id} is current: promote"
+    assert any(line.startswith("current since ") and line.endswith(", by promote: reviewed") for line in lines)
+    assert "None" not in done.stdout
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_operations_return_what_they_found_or_did(database_url, conn):
+    generated = operations.generate(1500, seed=7)
+    assert generated.applied == () and generated.report is not None
+    assert (generated.report.table, generated.report.loaded) == ("public.customers", 1500)
+    assert operations.generate(10, if_empty=True).report is None
+    assert conn.execute("SELECT count(*) FROM customers").fetchone() == (1500,)
+
+    def run(**params) -> RunStatus:
+        state = customer_segmentation(**FAST, **params, return_state=True)
+        outcome = operations.run_outcome(state.state_details.flow_run_id)
+        row = conn.execute(
+            "SELECT run_id, status, error FROM segmentation.runs WHERE flow_run_id = %s",
+            (state.state_details.flow_run_id,),
+        ).fetchone()
+        assert outcome == RunStatus(*row)
+        return outcome
+
+    first = run(publish=False)
+    assert first.status == "staged" and first.error is None
+    assert operations.show() is None  # nothing published yet
+    assert operations.promote(first.run_id, "reviewed") == Switch(first.run_id, None, "promote")
+    second = run()
+    assert second.status == "published"
+    assert operations.rollback("second was wrong") == Switch(first.run_id, second.run_id, "rollback")
+    failed = run(source_table="public.nosuch")
+    assert failed.status == "failed" and "public.nosuch does not exist" in (failed.error or "")
+    assert operations.run_outcome(uuid.uuid4()) is None
+
+    listed = operations.list_runs(10)
+    assert [(r["run_id"], r["status"], r["is_current"]) for r in listed] == [
+        (failed.run_id, "failed", False),
+        (second.run_id, "published", False),
+        (first.run_id, "published", True),
+    ]
+    assert [r["run_id"] for r in operations.list_runs(1)] == [failed.run_id]
+
+    shown = operations.show()
+    assert shown is not None
+    assert (shown.run["run_id"], shown.run["n_customers"], len(shown.segments)) == (first.run_id, 1500, 3)
+    assert shown.sample.shape == (0, 3)  # no picture asked for, no customers sampled
+    pictured = operations.show(second.run_id, plot=True)
+    assert pictured is not None and pictured.run["status"] == "published" and len(pictured.sample) == 1500
+    with pytest.raises(SegmentationError, match="there is no run 999999"):
+        operations.show(999999)
+
+    assignments, spells = conn.execute(
+        """SELECT (SELECT count(*) FROM segmentation.customer_segments WHERE customer_id IN (1, 2)),
+                  (SELECT count(*) FROM segmentation.segment_spells WHERE customer_id IN (1, 2))"""
+    ).fetchone()
+    assert assignments > 0
+    purged = operations.purge([2, 1, 2])
+    recorded = conn.execute(
+        "SELECT purge_id, customers, assignment_rows, spell_rows, quarantine_rows FROM segmentation.purges"
+    ).fetchall()
+    assert [purged] == [Purge(*row) for row in recorded]
+    assert (purged.customers, purged.assignment_rows, purged.spell_rows, purged.quarantine_rows) == (
+        2,
+        assignments,
+        spells,
+        0,
+    )
+
+    upgraded = operations.upgrade_database()
+    assert upgraded == operations.Upgrade((), True)  # the tests' login is a superuser
