@@ -172,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    return _show(plot=args.plot)
+    return _show(args.run, plot=args.plot)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -368,7 +368,13 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("show", help="print the current segments")
+    p = sub.add_parser("show", help="print the current segments (or another run's, with --run)")
+    p.add_argument(
+        "--run",
+        type=int,
+        metavar="RUN_ID",
+        help="a run other than the current one, e.g. a rejected one and its decision",
+    )
     p.add_argument("--plot", metavar="FILE", help="also write the run's picture (PNG) to FILE")
     p.set_defaults(func=cmd_show)
 

@@ -142,15 +142,15 @@ UPGRADE_HINT = "segmentation db upgrade"
 
 def require_current(conn: psycopg.Connection, sql_dir: Traversable = SQL_DIR) -> None:
     """Refuse, in one line naming the fix, a database whose schema is not this version's: no
-    segmentation schema yet, or a numbered migration not applied. Only reads: the commands
-    that must never change the schema (show, runs, rollback, ...) call this, not upgrade."""
+    segmentation schema yet, or a numbered migration or BI definition not applied (`pending`).
+    Only reads: the commands that must never change the schema (show, runs, rollback, ...) call
+    this, not upgrade."""
     if scalar(conn, "SELECT to_regclass('segmentation.schema_migrations') IS NULL"):
         raise SegmentationError(f"this database has no segmentation schema yet; create it with: {UPGRADE_HINT}")
-    applied = {version for (version,) in conn.execute("SELECT version FROM segmentation.schema_migrations")}
-    pending = [m.filename for m in discover(sql_dir) if m.version not in applied]
-    if pending:
-        more = f" and {len(pending) - 1} more" if len(pending) > 1 else ""
+    stale = pending(conn, sql_dir)
+    if stale:
+        more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
         raise SegmentationError(
-            f"this database's segmentation schema is older than this version of segmentation ({pending[0]}{more} "
+            f"this database's segmentation schema is older than this version of segmentation ({stale[0]}{more} "
             f"not applied); upgrade it with: {UPGRADE_HINT}"
         )

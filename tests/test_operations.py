@@ -15,7 +15,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from conftest import BIN, with_database
-from segmentation import migrations, operations
+from segmentation import bi_definitions, migrations, operations
 from segmentation.cli import main
 from segmentation.errors import SegmentationError
 from segmentation.flows.segmentation import FLOW_NAME, customer_segmentation
@@ -120,7 +120,8 @@ def test_a_database_one_migration_behind_is_refused_until_upgraded(empty_databas
     before = catalog(empty_database_url)
     refused = (
         f"error: this database's segmentation schema is older than this version of segmentation "
-        f"({newest.filename} not applied); upgrade it with: {UPGRADE}\n"
+        # After a numbered migration every BI definition is applied again too.
+        f"({newest.filename} and {len(bi_definitions.discover(migrations.SQL_DIR / 'bi'))} more not applied); upgrade it with: {UPGRADE}\n"
     )
     for command in (["show"], ["runs"]):
         done = segmentation(*command)
@@ -139,13 +140,17 @@ def test_a_database_one_migration_behind_is_refused_until_upgraded(empty_databas
 def test_require_current_names_every_missing_migration_in_one_line(empty_database_url):
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA segmentation")
-        conn.execute("CREATE TABLE segmentation.schema_migrations (version integer PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE segmentation.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+            "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         with pytest.raises(SegmentationError) as refused:
             migrations.require_current(conn)
     first, *rest = migrations.discover()
+    more = len(rest) + len(bi_definitions.discover(migrations.SQL_DIR / "bi"))
     assert str(refused.value) == (
         f"this database's segmentation schema is older than this version of segmentation ({first.filename} and "
-        f"{len(rest)} more not applied); upgrade it with: {UPGRADE}"
+        f"{more} more not applied); upgrade it with: {UPGRADE}"
     )
 
 
