@@ -5,9 +5,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import BI_VIEWS, wait_for
 from segmentation import migrations
 from segmentation.errors import SegmentationError
+from support.bi_reader import BI_VIEWS
+from support.processes import wait_for
 
 
 def test_upgrade_is_recorded_and_idempotent(conn):

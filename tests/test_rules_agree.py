@@ -225,6 +225,7 @@ def test_csv_loader_and_run_sql_accept_the_same_rows_for_the_same_reasons(conn, 
         assert (result["n_customers"], result["n_quarantined"]) == (len(accepted), 0)
 
 
+@pytest.mark.unit
 def test_every_contract_column_has_one_rule_and_every_check_one_message():
     assert isinstance(CONTRACT["gender"], GenderRule)
     numeric = [r for r in CONTRACT.values() if isinstance(r, NumericRule)]

@@ -7,11 +7,11 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from conftest import BI_VIEWS
 from segmentation import migrations
 from segmentation.cli import main
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
+from support.bi_reader import BI_VIEWS
 
 PASSWORD = "TopSecret-Pw-913"
 FAST = {"n_clusters": 3, "n_init": 1}
