@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 
 from segmentation.cli import build_parser
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
