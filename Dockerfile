@@ -12,8 +12,12 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 COPY --from=wheel /wheels /wheels
+# The versions CI tests (constraints.txt, the lock), not the newest of the day of the build.
+COPY constraints.txt /wheels/constraints.txt
 # With the dask extra: the same image runs the flow, the Dask scheduler and the Dask workers.
-RUN python3 -m venv /app/.venv && /app/.venv/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[dask]" && rm -rf /wheels
+RUN python3 -m venv /app/.venv \
+    && /app/.venv/bin/pip install --no-cache-dir -c /wheels/constraints.txt "$(ls /wheels/*.whl)[dask]" \
+    && rm -rf /wheels
 
 ENV PATH="/app/.venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \

@@ -12,9 +12,10 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
-from conftest import assert_current_run, wait_for
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
+from support.bi_reader import assert_current_run
+from support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

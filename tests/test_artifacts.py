@@ -1,38 +1,21 @@
 """The run report: artifacts read back through the Prefect client, the picture as a real PNG,
 and `segmentation show --plot`."""
 
-import base64
 import json
 import re
-import struct
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import artifacts_of, insert_customers
 from segmentation.cli import main
 from segmentation.core import plots
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import load_csv
 from segmentation.store import readback
 from segmentation.tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    """Width and height from the IHDR chunk, which a valid PNG always has first."""
-    assert data[:8] == PNG_SIGNATURE
-    length, chunk = struct.unpack(">I4s", data[8:16])
-    assert chunk == b"IHDR" and length == 13
-    return struct.unpack(">II", data[16:24])
-
-
-def decode_png(url: str) -> bytes:
-    prefix = "data:image/png;base64,"
-    assert url.startswith(prefix)
-    return base64.b64decode(url[len(prefix) :], validate=True)
+from support.artifacts import artifacts_of, decode_png, png_size
+from support.data import insert_customers
 
 
 def markdown_table(markdown: str) -> list[list[str]]:
@@ -93,6 +76,7 @@ def test_mall_run_reports_summary_k_table_and_picture(conn, mall_csv):
     assert (width, height) == (1200, 480)
 
 
+@pytest.mark.unit
 def test_most_separating_features_are_the_ones_the_segments_split():
     rng = np.random.default_rng(0)
     labels = np.repeat([1, 2, 3], 100)
@@ -106,6 +90,7 @@ def test_most_separating_features_are_the_ones_the_segments_split():
     assert plots.most_separating(X[:, :1], labels, ["noise"]) == [0]
 
 
+@pytest.mark.unit
 def test_picture_with_one_feature_and_a_fixed_k_still_renders():
     X = np.array([[1.0], [2.0], [10.0], [11.0]])
     png = plots.render(

@@ -3,9 +3,10 @@ row with a reason, nothing half-published, the previous run still current."""
 
 import pytest
 
-from conftest import assert_current_run, insert_customers
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
+from support.bi_reader import assert_current_run
+from support.data import insert_customers
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bi_catalog, sql_copy
 from segmentation import bi_definitions, migrations
+from support.schema import bi_catalog, sql_copy
 
 SNAPSHOT = Path(__file__).resolve().parent / "data" / "bi_contract.txt"
 WRITE_ENV = "SEGMENTATION_WRITE_BI_CONTRACT"

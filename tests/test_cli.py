@@ -97,6 +97,7 @@ def test_generate_and_db_upgrade(cli, database_url, conn):
     assert conn.execute("SELECT count(*) FROM customers").fetchone()[0] == 250
 
 
+@pytest.mark.unit
 def test_unreachable_database_is_one_clear_message(cli, monkeypatch):
     monkeypatch.setenv("SEGMENTATION_DATABASE_URL", "postgresql://postgres:s3cret-pw@127.0.0.1:1/nowhere")
     code, out, err = cli("show")
@@ -106,12 +107,14 @@ def test_unreachable_database_is_one_clear_message(cli, monkeypatch):
     assert "s3cret-pw" not in out + err
 
 
+@pytest.mark.unit
 def test_non_postgres_url_is_refused(cli, monkeypatch):
     monkeypatch.setenv("SEGMENTATION_DATABASE_URL", "sqlite:///x.db")
     code, _, err = cli("show")
     assert code == 1 and "only PostgreSQL is supported" in err
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "url, message",
     [

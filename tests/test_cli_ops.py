@@ -7,6 +7,7 @@ from segmentation.cli import main
 from segmentation.flows.deployment import ScheduleSettings
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "variable, value, message",
     [
@@ -30,6 +31,7 @@ def test_serve_refuses_a_bad_schedule_in_one_line(monkeypatch, capsys, variable,
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in out + err
 
 
+@pytest.mark.unit
 def test_schedule_defaults_and_overrides(monkeypatch):
     monkeypatch.delenv("SEGMENTATION_SCHEDULE", raising=False)
     monkeypatch.delenv("SEGMENTATION_TIMEZONE", raising=False)

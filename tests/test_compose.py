@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 
 from segmentation.cli import build_parser
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -233,9 +235,13 @@ def test_dockerfile_installs_the_wheel_not_the_checkout():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.startswith("# ") and "FROM python:3.11" in dockerfile
     assert "RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ." in dockerfile
-    assert '/app/.venv/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[dask]"' in dockerfile
+    assert (
+        '/app/.venv/bin/pip install --no-cache-dir -c /wheels/constraints.txt "$(ls /wheels/*.whl)[dask]"' in dockerfile
+    )
     assert "-e " not in dockerfile and "[test]" not in dockerfile
     assert 'PATH="/app/.venv/bin:$PATH"' in dockerfile
     # The runtime stage works from a directory holding no source, like a worker image.
     runtime = dockerfile.split("\nFROM ")[-1]
     assert "COPY segmentation" not in runtime and "WORKDIR /home/segmentation" in runtime
+    # It installs the versions CI tests: the lock, constraints.txt, copied in beside the wheel.
+    assert "COPY constraints.txt /wheels/constraints.txt" in runtime

@@ -5,9 +5,10 @@ import re
 import psycopg
 import pytest
 
-from conftest import assert_each_saw_one_complete_run, bi_reader, start_flow_process, wait_for
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
+from support.bi_reader import assert_each_saw_one_complete_run, bi_reader
+from support.processes import start_flow_process, wait_for
 
 FAST = {"n_clusters": 4, "n_init": 1}
 

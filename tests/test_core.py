@@ -16,6 +16,8 @@ from segmentation.core.segment_stats import SegmentStats
 from segmentation.core.synthetic import generate
 from segmentation.errors import SegmentationError
 
+pytestmark = pytest.mark.unit
+
 FIELDS = [("customer_id", "int8"), ("x", "float8"), ("g", "int2")]
 
 

@@ -5,6 +5,8 @@ import pytest
 from segmentation.core.csv_file import read_csv, validate
 from segmentation.errors import SegmentationError
 
+pytestmark = pytest.mark.unit
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "customers.csv"

@@ -18,7 +18,6 @@ import numpy as np
 import psycopg
 import pytest
 
-from conftest import Process, assert_current_run, wait_for
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.model import Scaler
 from segmentation.flows.segmentation import customer_segmentation
@@ -30,6 +29,8 @@ from segmentation.store import history, range_pass
 from segmentation.store.run import Run
 from segmentation.tasks import dask as run_cluster
 from segmentation.tasks.extract import extract_range
+from support.bi_reader import assert_current_run
+from support.processes import Process, wait_for
 
 # With pytest-xdist, on one worker: the module's scheduler and workers start once.
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.xdist_group("dask")]

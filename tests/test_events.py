@@ -12,10 +12,11 @@ import httpx
 import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-from conftest import PREFECT_AUTH, base_env, prefect_client_settings, start_flow_process, wait_for
 from segmentation.cli import main
 from segmentation.events import AUTOMATION_NAME
 from segmentation.loading import generate_customers
+from support.prefect_server import PREFECT_AUTH, base_env, prefect_client_settings
+from support.processes import start_flow_process, wait_for
 
 # With pytest-xdist, the tests of the session's real Prefect server run on one worker: one server starts.
 pytestmark = pytest.mark.xdist_group("prefect-server")
@@ -125,6 +126,7 @@ def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, da
     assert "postgresql://" not in json.dumps(found) + json.dumps(receiver.received)
 
 
+@pytest.mark.unit
 def test_an_event_names_the_run_and_carries_figures_only():
     from segmentation.events import run_event
 

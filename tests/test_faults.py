@@ -10,9 +10,10 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from conftest import assert_current_run, start_flow_process, wait_for
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
+from support.bi_reader import assert_current_run
+from support.processes import start_flow_process, wait_for
 
 FAST = {"n_clusters": 4, "n_init": 1}
 

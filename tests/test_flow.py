@@ -6,9 +6,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from conftest import insert_customers, keep_assignments
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers, load_csv
+from support.data import insert_customers, keep_assignments
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

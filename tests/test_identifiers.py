@@ -7,6 +7,7 @@ from segmentation.identifiers import TableName, parse_column_name, parse_table_n
 from segmentation.source.catalog import resolve_source
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -20,6 +21,7 @@ def test_table_names_parse_like_postgresql(text, expected):
     assert parse_table_name(text) == expected
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "payload",
     ["customers; DROP TABLE x", "customers--", "a.b.c", "cust'omers", "customers /* x */", "", '"unterminated'],
@@ -29,6 +31,7 @@ def test_malformed_table_names_are_refused(payload):
         parse_table_name(payload)
 
 
+@pytest.mark.unit
 def test_malformed_column_names_are_refused():
     with pytest.raises(SegmentationError, match="is not a valid column name"):
         parse_column_name("age) FROM x; --")

@@ -6,9 +6,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import BI_VIEWS, bi_catalog, sql_copy, wait_for
 from segmentation import bi_definitions, db, migrations
 from segmentation.errors import SegmentationError
+from support.bi_reader import BI_VIEWS
+from support.processes import wait_for
+from support.schema import bi_catalog, sql_copy
 
 BI_FILES = [d.filename for d in bi_definitions.discover(migrations.SQL_DIR / "bi")]
 

@@ -14,7 +14,6 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from conftest import BIN, with_database
 from segmentation import bi_definitions, migrations, operations
 from segmentation.cli import main
 from segmentation.errors import SegmentationError
@@ -23,6 +22,8 @@ from segmentation.purge import Purge
 from segmentation.rollback import Switch
 from segmentation.settings import DATABASE_URL_ENV
 from segmentation.store.runs import RunStatus
+from support.databases import with_database
+from support.processes import BIN
 
 FAST = {"n_clusters": 3, "n_init": 1}
 UPGRADE = "segmentation db upgrade"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from conftest import keep_assignments
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
+from support.data import keep_assignments
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -22,7 +22,7 @@ def published(**params) -> int:
 
 def disagreements(conn, run_id: int, rows: str, call: str) -> tuple:
     """(customers of the run scored, with another segment, largest distance difference,
-    scored by another run); rows: the run's full rows (conftest.keep_assignments)."""
+    scored by another run); rows: the run's full rows (support.data.keep_assignments)."""
     return conn.execute(
         f"""SELECT count(*), count(*) FILTER (WHERE p.segment_id IS DISTINCT FROM cs.segment_id),
                    max(abs(p.distance - cs.distance)), count(*) FILTER (WHERE p.run_id IS DISTINCT FROM %s)

@@ -6,7 +6,11 @@ import subprocess
 import sys
 import weakref
 
+import pytest
+
 from segmentation import process
+
+pytestmark = pytest.mark.unit
 
 
 class Node:

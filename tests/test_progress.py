@@ -5,6 +5,8 @@ import pytest
 
 from segmentation.core.progress import Progress
 
+pytestmark = pytest.mark.unit
+
 
 def lines(total: int, chunk: int, seconds_per_chunk: float) -> list[tuple[float, str]]:
     progress = Progress("score", "customers assigned", total, start=100.0)

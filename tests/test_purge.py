@@ -6,13 +6,14 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from conftest import assert_each_saw_one_complete_run, bi_reader, wait_for
 from segmentation.cli import main
 from segmentation.errors import SegmentationError
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 from segmentation.purge import purge
 from segmentation.store.runs import RUN_LOCK_KEY
+from support.bi_reader import assert_each_saw_one_complete_run, bi_reader
+from support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import keep_assignments
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
+from support.data import keep_assignments
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

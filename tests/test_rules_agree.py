@@ -229,6 +229,7 @@ def test_csv_loader_and_run_sql_accept_the_same_rows_for_the_same_reasons(conn, 
         assert (result["n_customers"], result["n_quarantined"]) == (len(accepted), 0)
 
 
+@pytest.mark.unit
 def test_every_contract_column_has_one_rule_and_every_check_one_message():
     assert isinstance(CONTRACT["gender"], GenderRule)
     numeric = [r for r in CONTRACT.values() if isinstance(r, NumericRule)]
@@ -242,6 +243,7 @@ def test_every_contract_column_has_one_rule_and_every_check_one_message():
             assert check_of(rule.message(check, "7", missing="NULL")) == (rule.column, check)
 
 
+@pytest.mark.unit
 def test_a_column_outside_the_contract_has_every_check_but_a_range():
     rule = rule_for("recency_days")
     assert rule == NumericRule("recency_days") and not rule.bounded and rule.describe_range() == "unbounded"

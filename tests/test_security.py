@@ -7,10 +7,10 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from conftest import BI_VIEWS
 from segmentation.cli import main
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
+from support.bi_reader import BI_VIEWS
 
 PASSWORD = "TopSecret-Pw-913"
 FAST = {"n_clusters": 3, "n_init": 1}
@@ -167,7 +167,7 @@ def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, p
 def test_a_bi_tool_lists_only_what_the_reader_can_chart(conn, logins, monkeypatch, prefect_harness):
     """What Superset, Metabase and Tableau read through SQLAlchemy's inspector as the reader: the
     one schema it may use, only views in it, each one selectable, each view and column described,
-    and the snapshot views dated. And the CRM export of docs/bi.md, for a login that may also read the
+    and the snapshot views dated. And the README's CRM export, for a login that may also read the
     source table."""
     from sqlalchemy import create_engine, inspect, text
 

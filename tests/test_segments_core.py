@@ -15,6 +15,8 @@ from segmentation.core.segments import (
     segment_names,
 )
 
+pytestmark = pytest.mark.unit
+
 PREVIOUS = np.array([[0.0, 0.0], [2.0, 2.0], [-2.0, 2.0], [2.0, -2.0]])
 PREVIOUS_IDS = [3, 7, 8, 11]
 

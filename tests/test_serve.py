@@ -16,13 +16,15 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.deployments import run_deployment
-from test_artifacts import decode_png, png_size
 
-import conftest
-from conftest import Process, assert_current_run, base_env, prefect_client_settings, tail
 from segmentation import __version__
 from segmentation.loading import load_csv
 from segmentation.tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
+from support import processes
+from support.artifacts import decode_png, png_size
+from support.bi_reader import assert_current_run
+from support.prefect_server import base_env, prefect_client_settings
+from support.processes import Process, tail
 
 # With pytest-xdist, the tests of the session's real Prefect server run on one worker: one server starts.
 pytestmark = pytest.mark.xdist_group("prefect-server")
@@ -34,9 +36,9 @@ SCHEDULE, TIMEZONE = "15 3 * * 1-5", "Europe/Berlin"
 
 
 def wait_for(what: str, check, timeout: float, *logs: Path, interval: float = 0.25):
-    """conftest.wait_for, with the tails of the given process logs in the failure message."""
+    """support.processes.wait_for, with the tails of the given process logs in the failure message."""
     try:
-        return conftest.wait_for(check, timeout, interval, what)
+        return processes.wait_for(check, timeout, interval, what)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n" + "\n".join(f"--- {p.name}\n{tail(p)}" for p in logs)) from None
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from conftest import artifacts_of
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers, load_csv
+from support.artifacts import artifacts_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 MALL = {"features": ["annual_income", "spending_score"]}

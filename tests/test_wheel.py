@@ -18,7 +18,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import MALL_CSV, with_database
+from support.data import MALL_CSV
+from support.databases import with_database
 
 # With pytest-xdist, on one worker: the wheel and its venv are built once, for the module.
 pytestmark = pytest.mark.xdist_group("wheel")

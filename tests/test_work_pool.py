@@ -9,11 +9,11 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.deployments import run_deployment
 
-import conftest
-from conftest import BIN, Process, base_env, prefect_client_settings, tail
 from segmentation.cli import main
 from segmentation.flows.deployment import DEFAULT_SCHEDULE, DESCRIPTION, TAGS
 from segmentation.loading import load_csv
+from support.prefect_server import base_env, prefect_client_settings
+from support.processes import BIN, Process, tail, wait_for
 
 # With pytest-xdist, the tests of the session's real Prefect server run on one worker: one server starts.
 pytestmark = pytest.mark.xdist_group("prefect-server")
@@ -57,7 +57,7 @@ def test_a_process_worker_runs_the_deployment(prefect_server, conn, database_url
                 state = client.read_flow_run(flow_run.id).state
                 return state if state.is_final() else None
 
-            state = conftest.wait_for(ended, timeout=90, interval=0.5, what="the run on the worker")
+            state = wait_for(ended, timeout=90, interval=0.5, what="the run on the worker")
             assert state.is_completed(), f"{state}\n{tail(worker.log)}"
     finally:
         worker.stop()

@@ -1,0 +1,76 @@
+"""The BI side: the views a reader may select, what the current_ views must show, and a BI
+session reading them in a thread while a test publishes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+# The BI contract: everything in schema segmentation_bi a reader may select.
+BI_VIEWS = {
+    "current_run",
+    "current_customer_segments",
+    "current_segments",
+    "current_segment_centroids",
+    "customer_segment_history",
+    "customer_segment_spells",
+}
+
+
+def assert_current_run(conn, run_id) -> None:
+    """Every current_ view shows exactly run `run_id`, complete."""
+    current, n_customers, k = conn.execute("SELECT run_id, n_customers, k FROM segmentation_bi.current_run").fetchone()
+    assert current == run_id
+    assert conn.execute(
+        "SELECT count(*), count(DISTINCT run_id), min(run_id) FROM segmentation_bi.current_customer_segments"
+    ).fetchone() == (n_customers, 1, run_id)
+    assert conn.execute(
+        "SELECT count(*), sum(n_customers), min(run_id) FROM segmentation_bi.current_segments"
+    ).fetchone() == (k, n_customers, run_id)
+
+
+@contextmanager
+def bi_reader(database_url: str) -> Iterator[list[tuple]]:
+    """A BI session in a thread of its own, reading every current_ view in one statement in a
+    loop until the block ends. Yields the list its observations go into: (current run,
+    its n_customers, sum of the segments' n_customers, rows, distinct runs, first run) of
+    current_customer_segments. Fails if any read failed."""
+    observations: list[tuple] = []
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def read_in_a_loop() -> None:
+        with psycopg.connect(database_url, autocommit=True) as reader:
+            while not stop.is_set():
+                try:
+                    row = reader.execute(
+                        """SELECT (SELECT run_id FROM segmentation_bi.current_run),
+                                  (SELECT n_customers FROM segmentation_bi.current_run),
+                                  (SELECT sum(n_customers) FROM segmentation_bi.current_segments),
+                                  count(*), count(DISTINCT run_id), min(run_id)
+                           FROM segmentation_bi.current_customer_segments"""
+                    ).fetchone()
+                    observations.append(row)
+                except psycopg.Error as exc:
+                    errors.append(exc)
+
+    thread = threading.Thread(target=read_in_a_loop)
+    thread.start()
+    try:
+        yield observations
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+
+
+def assert_each_saw_one_complete_run(observations: list[tuple]) -> None:
+    """Every observation of bi_reader saw exactly one run, whole, or (before any) nothing."""
+    for run_id, n, segment_total, count, distinct, first in observations:
+        if run_id is None:
+            assert count == 0
+            continue
+        assert (count, distinct, first, segment_total) == (n, 1, run_id, n)
