@@ -2,7 +2,7 @@
 turns the bad ones into notifications.
 
 The event names, the resource and the payload are declared here once: the flow emits them
-(segmentation.tasks.announce), `segmentation alerts install` matches them, and the README
+(segmentation.tasks.conclude), `segmentation alerts install` matches them, and docs/operations.md
 lists them. The payload holds figures and reasons only, never the database URL nor any
 customer's data."""
 

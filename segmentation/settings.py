@@ -1,4 +1,4 @@
-"""Settings read from environment variables. Every variable is documented in the README."""
+"""Settings read from environment variables. Every variable is documented in docs/configuration.md."""
 
 from __future__ import annotations
 

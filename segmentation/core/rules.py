@@ -163,7 +163,7 @@ class IdRule:
 
 Rule = NumericRule | GenderRule
 
-# The source contract (README, "The source table"): its columns and their rules.
+# The source contract (docs/configuration.md, "The source table"): its columns and their rules.
 CONTRACT: dict[str, Rule] = {
     GENDER: GenderRule(),
     "age": NumericRule("age", 0, 120, whole=True),
