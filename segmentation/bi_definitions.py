@@ -22,7 +22,6 @@ back, beyond the savepoint a refused CREATE OR REPLACE is undone to."""
 from __future__ import annotations
 
 import graphlib
-import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from psycopg import sql
 
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
+from segmentation.sql_files import SqlFile
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ _LINE_COMMENT = re.compile(r"--[^\n]*")
 
 
 @dataclass(frozen=True)
-class Definition:
+class Definition(SqlFile):
     path: Traversable
 
     @property
@@ -55,14 +55,6 @@ class Definition:
     @property
     def filename(self) -> str:
         return f"bi/{self.path.name}"
-
-    @property
-    def text(self) -> str:
-        return self.path.read_text(encoding="utf-8")
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     def references(self) -> set[str]:
         """The other BI objects its SQL names (its comments aside)."""

@@ -9,7 +9,6 @@ importlib.resources, so an installed wheel finds them from any working directory
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from segmentation import bi_definitions
 from segmentation.bi_definitions import Definition
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
+from segmentation.sql_files import SqlFile
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 
 @dataclass(frozen=True)
-class Migration:
+class Migration(SqlFile):
     version: int
     name: str
     path: Traversable
@@ -41,14 +41,6 @@ class Migration:
     @property
     def filename(self) -> str:
         return self.path.name
-
-    @property
-    def text(self) -> str:
-        return self.path.read_text(encoding="utf-8")
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
 def discover(sql_dir: Traversable = SQL_DIR) -> list[Migration]:
