@@ -26,12 +26,11 @@ def approve_run(run_id: int, timeout_minutes: float = 60) -> dict[str, Any] | St
         timeout_minutes: How long to wait for an answer; without one the run stays rejected.
     """
     logs.install()
-    request = None
+    rejected = Outcome("rejected", run_id, "")
     try:
-        request = approval_request(run_id, timeout_minutes)
-        answer = wait_for_answer(request.prompt, timeout_minutes)
-        outcome = decide(request, answer, timeout_minutes)
+        rejected, prompt = approval_request(run_id, timeout_minutes)
+        answer = wait_for_answer(prompt, timeout_minutes)
+        outcome = decide(rejected, answer, timeout_minutes)
     except Exception as exc:  # noqa: BLE001 - the run stays rejected, and says why
-        before = request.outcome if request is not None else Outcome("rejected", run_id, "")
-        outcome = before.also(f"The approval could not be completed: {describe(exc)}")
+        outcome = rejected.also(f"The approval could not be completed: {describe(exc)}")
     return conclude(outcome)

@@ -90,13 +90,13 @@ def _run_flow(params: dict) -> int:
             file=sys.stderr,
         )
         return 1
-    if outcome is not None and outcome.status in ("published", "staged"):
+    if outcome is not None and outcome.run_id is not None and outcome.status in ("published", "staged"):
         if not state.is_completed():
             # The run was kept before the error that failed the flow run (a connection lost after the publish).
             print(f"note: run {outcome.run_id} is {outcome.status}, although its flow run ended with: {ended}")
         return _show_after_run(outcome.run_id, outcome.status)
     said = None if state.is_completed() else state.message  # a completed flow run's message is not about the run
-    known = (outcome.error or f"run {outcome.run_id} is {outcome.status}") if outcome is not None else None
+    known = (outcome.message or f"run {outcome.run_id} is {outcome.status}") if outcome is not None else None
     reason = said or known or state.name
     print(f"error: the run did not publish: {reason}", file=sys.stderr)
     return 1

@@ -29,10 +29,10 @@ from segmentation.errors import SegmentationError
 
 if TYPE_CHECKING:
     from segmentation.loading import LoadReport
+    from segmentation.outcome import Outcome
     from segmentation.purge import Purge
     from segmentation.rollback import Switch
     from segmentation.store.readback import RunReport
-    from segmentation.store.runs import RunStatus
 
 
 def _connect() -> psycopg.Connection:
@@ -108,27 +108,85 @@ def generate(
         return Generated(applied, loading.generate_customers(conn, rows, seed, table, report=progress))
 
 
-def run_outcome(flow_run_id: str | UUID) -> RunStatus | None:
-    """The run a Prefect flow run began, as the database has it; None when it began none."""
+def run_outcome(flow_run_id: str | UUID) -> Outcome | None:
+    """What became of the run a Prefect flow run began, as the database has it; None when it
+    began none."""
     from segmentation.store import runs
 
     with _connect() as conn:
         try:
-            return runs.status_of(conn, flow_run_id=flow_run_id)
+            return runs.outcome_of(conn, flow_run_id=flow_run_id)
         except psycopg.errors.UndefinedTable:
             return None  # no schema: the flow run stopped before it could begin a run
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    outcome: Outcome  # the rejected run, as the database has it
+    report: RunReport  # the run read back, as its report shows it
+
+
+def approval_request(run_id: int) -> ApprovalRequest:
+    """A run the quality gate rejected, to ask a person about; refused for a run that is not
+    rejected (made current meanwhile, say): there is nothing to decide."""
+    from segmentation.store import runs
+
+    found = read_run(run_id)
+    with _current_schema() as conn:
+        outcome = runs.outcome_of(conn, run_id=run_id)
+    assert outcome is not None  # read_run found it
+    if outcome.status != "rejected":
+        raise SegmentationError(f"run {run_id} is {outcome.status}, not rejected: there is nothing to approve")
+    return ApprovalRequest(outcome, found)
+
+
+def approval_reason(note: str) -> str:
+    """How a person's approval is recorded as the reason of the switch (current_run_log)."""
+    return f"approved in the Prefect UI: {note.strip() or '(no note)'}"
+
+
+def decide(run_id: int, decision: str, note: str, flow_run_id: str | None = None) -> Outcome:
+    """A person's answer to the approval of a rejected run, recorded in segmentation.approvals:
+    `approved` makes it current through the promote path (under the run lock), unless a newer
+    run was published meanwhile; `rejected` and `no answer` keep it rejected. Returns what
+    became of the run."""
+    from segmentation.rollback import make_current
+    from segmentation.store import approvals, runs
+
+    with _current_schema() as conn:
+        if decision == "approved":
+            current = runs.current_switch(conn)
+            if current is not None and current["run_id"] > run_id:
+                raise SegmentationError(
+                    f"run {run_id} was approved but run {current['run_id']} was published after it; "
+                    f"to replace that one anyway: segmentation promote {run_id} --force --reason '...'"
+                )
+            make_current(conn, run_id=run_id, reason=approval_reason(note), force=True)
+        approvals.record(conn, run_id, decision, note.strip(), flow_run_id)
+        outcome = runs.outcome_of(conn, run_id=run_id)
+    assert outcome is not None
+    return outcome
 
 
 def show(run_id: int | None = None, *, plot: bool = False) -> RunReport | None:
     """A run read back (default: the current run); None when no run has been published.
     plot: with a sample of its customers, for RunReport.png."""
-    from segmentation.store import readback, runs
+    from segmentation.store import runs
 
-    with _current_schema() as conn, conn.transaction():
-        run_id = runs.current_run_id(conn) if run_id is None else run_id
+    if run_id is None:
+        with _current_schema() as conn:
+            run_id = runs.current_run_id(conn)
         if run_id is None:
             return None
-        # The same read as the run report's; customers are sampled only for a picture.
+    return read_run(run_id, plot=plot)
+
+
+def read_run(run_id: int, *, plot: bool = False) -> RunReport:
+    """Run run_id read back in one transaction, as `segmentation show` and the run report show
+    it; customers are sampled only for a picture (plot)."""
+    from segmentation.store import readback
+
+    with _current_schema() as conn, conn.transaction():
         found = readback.load(conn, run_id, sample_size=readback.PLOT_SAMPLE_SIZE if plot else 0)
     if found is None:
         raise SegmentationError(f"there is no run {run_id}; `segmentation runs` lists the runs")

@@ -12,7 +12,6 @@ meanwhile. Every answer, and no answer in time, is recorded in segmentation.appr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from prefect import runtime, task
@@ -27,12 +26,8 @@ from prefect.logging import get_run_logger
 from prefect.states import Failed, Running
 from pydantic import Field
 
-from segmentation import db
-from segmentation.errors import SegmentationError
+from segmentation import operations
 from segmentation.outcome import Outcome
-from segmentation.rollback import make_current
-from segmentation.settings import Settings
-from segmentation.store import approvals, readback, runs
 
 APPROVE_FLOW_NAME = "approve-run"
 
@@ -44,41 +39,19 @@ class Approval(RunInput):
     note: str = Field("", description="Why: stored with the run, and shown by `segmentation show --run RUN_ID`.")
 
 
-@dataclass(frozen=True)
-class ApprovalRequest:
-    outcome: Outcome  # the rejected run, as the database has it
-    prompt: str  # what the person deciding reads above the form
-
-
-def _connect():
-    return db.connect(db.database_url(Settings.from_env()), application_name="segmentation-approval")
-
-
-def approval_reason(note: str) -> str:
-    """How a person's approval is recorded as the reason of the switch (current_run_log)."""
-    return f"approved in the Prefect UI: {note.strip() or '(no note)'}"
-
-
 @task(name="approval-request", cache_policy=NO_CACHE)
-def approval_request(run_id: int, minutes: float) -> ApprovalRequest:
-    """The rejected run read back, and the text above the form: the gate's reasons, then the
-    run's summary as the run report shows it. Refused for a run that is not rejected (made
-    current meanwhile, say): there is nothing to decide."""
-    with _connect() as conn, conn.transaction():
-        outcome = runs.outcome_of(conn, run_id)
-        found = readback.load(conn, run_id, sample_size=0)
-    if outcome is None or found is None:
-        raise SegmentationError(f"there is no run {run_id}; see: segmentation runs")
-    if outcome.status != "rejected":
-        raise SegmentationError(f"run {run_id} is {outcome.status}, not rejected: there is nothing to approve")
-    reasons = "\n".join(f"- {issue}" for issue in outcome.quality_issues)
+def approval_request(run_id: int, minutes: float) -> tuple[Outcome, str]:
+    """The rejected run (segmentation.operations.approval_request), and the text above the form:
+    the gate's reasons, then the run's summary as the run report shows it."""
+    request = operations.approval_request(run_id)
+    reasons = "\n".join(f"- {issue}" for issue in request.outcome.quality_issues)
     prompt = (
         f"## The quality gate stopped run {run_id}\n\n{reasons}\n\n"
         f"Choose **approve** to publish this run anyway (recorded as approved by a person, with your note), or "
         f"**reject** to keep it rejected. Without an answer within {minutes:g} minutes it stays rejected.\n\n"
-        + found.markdown()
+        + request.report.markdown()
     )
-    return ApprovalRequest(outcome, prompt)
+    return request.outcome, prompt
 
 
 def wait_for_answer(prompt: str, minutes: float) -> Approval | None:
@@ -102,36 +75,25 @@ def wait_for_answer(prompt: str, minutes: float) -> Approval | None:
 
 
 @task(name="decide", cache_policy=NO_CACHE)
-def decide(request: ApprovalRequest, answer: Approval | None, minutes: float) -> Outcome:
-    """Act on the answer: approve makes the run current (the promote path, under the run lock),
-    unless a newer run was published meanwhile or a run is in progress; reject, or no answer,
-    keeps it rejected. Each is recorded, with the note, in segmentation.approvals. Returns what
-    became of the run, with the decision as a sentence of its own."""
-    run_id = request.outcome.run_id
+def decide(rejected: Outcome, answer: Approval | None, minutes: float) -> Outcome:
+    """Act on the answer (segmentation.operations.decide: approve publishes the run, unless a
+    newer one was published meanwhile; reject or no answer keeps it rejected; each is recorded
+    with its note). Returns what became of the run, the decision as a sentence of its own."""
+    run_id = rejected.run_id
     assert run_id is not None
     flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     logger = get_run_logger()
-    with _connect() as conn:
-        if answer is None:
-            approvals.record(conn, run_id, "no answer", "", flow_run_id)
-            logger.warning("run %d: no answer within %g minutes; it stays rejected", run_id, minutes)
-            return request.outcome.also(f"No answer within {minutes:g} minutes: run {run_id} stays rejected")
-        note = answer.note.strip()
-        if answer.decision == "reject":
-            approvals.record(conn, run_id, "rejected", note, flow_run_id)
-            logger.info("run %d rejected in the Prefect UI: %s", run_id, note or "(no note)")
-            return request.outcome.also(f"Rejected in the Prefect UI: {note or '(no note)'}")
-        current = runs.current_switch(conn)
-        if current is not None and current["run_id"] > run_id:
-            raise SegmentationError(
-                f"run {run_id} was approved but run {current['run_id']} was published after it; "
-                f"to replace that one anyway: segmentation promote {run_id} --force --reason '...'"
-            )
-        make_current(conn, run_id=run_id, reason=approval_reason(note), force=True)
-        approvals.record(conn, run_id, "approved", note, flow_run_id)
-        logger.info("run %d approved in the Prefect UI and published: %s", run_id, note or "(no note)")
-        published = runs.outcome_of(conn, run_id)
-    assert published is not None
+    if answer is None:
+        operations.decide(run_id, "no answer", "", flow_run_id)
+        logger.warning("run %d: no answer within %g minutes; it stays rejected", run_id, minutes)
+        return rejected.also(f"No answer within {minutes:g} minutes: run {run_id} stays rejected")
+    note = answer.note.strip()
+    if answer.decision == "reject":
+        operations.decide(run_id, "rejected", note, flow_run_id)
+        logger.info("run %d rejected in the Prefect UI: %s", run_id, note or "(no note)")
+        return rejected.also(f"Rejected in the Prefect UI: {note or '(no note)'}")
+    published = operations.decide(run_id, "approved", note, flow_run_id)
+    logger.info("run %d approved in the Prefect UI and published: %s", run_id, note or "(no note)")
     return published
 
 

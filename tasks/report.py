@@ -10,9 +10,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segmentation import db
-from segmentation.settings import Settings
-from segmentation.store import readback
+from segmentation import operations
 
 SUMMARY_KEY = "segmentation-summary"
 K_SELECTION_KEY = "segmentation-k-selection"
@@ -25,19 +23,13 @@ def png_data_url(png: bytes) -> str:
 
 @task(name="report", cache_policy=NO_CACHE)
 def report(run_id: int) -> list[str]:
-    """Reads the run back from the database, so the report shows what BI sees. The run is
+    """Reads the run back from the database (segmentation.operations.show), so the report shows
+    what BI sees. The run is
     already decided when this runs: a report that cannot be made is a warning, never a
     failed run. Returns the keys of the artifacts made."""
     logger = get_run_logger()
     try:
-        with (
-            db.connect(db.database_url(Settings.from_env()), application_name="segmentation-report") as conn,
-            conn.transaction(),
-        ):
-            found = readback.load(conn, run_id)
-        if found is None:
-            logger.warning("report: run %d is not in segmentation.runs", run_id)
-            return []
+        found = operations.read_run(run_id, plot=True)
         made = [SUMMARY_KEY]
         create_markdown_artifact(
             found.markdown(), key=SUMMARY_KEY, description=f"Segmentation run {run_id}: summary and segments"

@@ -18,10 +18,10 @@ from segmentation import bi_definitions, migrations, operations
 from segmentation.cli import main
 from segmentation.errors import SegmentationError
 from segmentation.flows.segmentation import FLOW_NAME, customer_segmentation
+from segmentation.outcome import Outcome
 from segmentation.purge import Purge
 from segmentation.rollback import Switch
 from segmentation.settings import DATABASE_URL_ENV
-from segmentation.store.runs import RunStatus
 from support.databases import with_database
 from support.processes import BIN
 
@@ -216,25 +216,26 @@ def test_the_operations_return_what_they_found_or_did(database_url, conn):
     assert operations.generate(10, if_empty=True).report is None
     assert conn.execute("SELECT count(*) FROM customers").fetchone() == (1500,)
 
-    def run(**params) -> RunStatus:
+    def run(**params) -> Outcome:
         state = customer_segmentation(**FAST, **params, return_state=True)
         outcome = operations.run_outcome(state.state_details.flow_run_id)
         row = conn.execute(
-            "SELECT run_id, status, error FROM segmentation.runs WHERE flow_run_id = %s",
+            "SELECT run_id, status, error, n_customers FROM segmentation.runs WHERE flow_run_id = %s",
             (state.state_details.flow_run_id,),
         ).fetchone()
-        assert outcome == RunStatus(*row)
+        assert outcome is not None
+        assert (outcome.run_id, outcome.status, outcome.message, outcome.figures["n_customers"]) == row
         return outcome
 
     first = run(publish=False)
-    assert first.status == "staged" and first.error is None
+    assert first.status == "staged" and first.message is None
     assert operations.show() is None  # nothing published yet
     assert operations.promote(first.run_id, "reviewed") == Switch(first.run_id, None, "promote")
     second = run()
     assert second.status == "published"
     assert operations.rollback("second was wrong") == Switch(first.run_id, second.run_id, "rollback")
     failed = run(source_table="public.nosuch")
-    assert failed.status == "failed" and "public.nosuch does not exist" in (failed.error or "")
+    assert failed.status == "failed" and "public.nosuch does not exist" in (failed.message or "")
     assert operations.run_outcome(uuid.uuid4()) is None
 
     listed = operations.list_runs(10)

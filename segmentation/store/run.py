@@ -274,7 +274,7 @@ def _record_failure(conn: psycopg.Connection, run_id: int, error: str, quarantin
     with conn.transaction():
         if runs.mark_failed(conn, run_id, error):
             partitions.drop_unattached(conn, run_id)
-        found = runs.status_of(conn, run_id=run_id)
+        found = runs.outcome_of(conn, run_id=run_id)
         if found is None:  # fail() then tries the next way, or says the status is unknown
             raise SegmentationError(f"run {run_id} has no row in segmentation.runs")
     # Retention of quarantined rows applies on failing nights too; the failure is recorded whatever happens to it.

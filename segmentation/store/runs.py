@@ -88,34 +88,6 @@ def mark_failed(conn: psycopg.Connection, run_id: int, error: str) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class RunStatus:
-    """A run's status as the database has it, with the error it ended with (a failed or
-    rejected run's reason; None otherwise)."""
-
-    run_id: int
-    status: str
-    error: str | None
-
-
-def status_of(
-    conn: psycopg.Connection, *, run_id: int | None = None, flow_run_id: str | UUID | None = None
-) -> RunStatus | None:
-    """The status of run run_id, or of the newest run of Prefect flow run flow_run_id (a flow
-    run retried, or run again after a suspension, may have begun more than one); None when
-    there is no such run."""
-    if (run_id is None) == (flow_run_id is None):
-        raise ValueError("name the run by run_id or by flow_run_id, not both")
-    where = sql.SQL("run_id = %s") if run_id is not None else sql.SQL("flow_run_id = %s")
-    row = conn.execute(
-        sql.SQL("SELECT run_id, status, error FROM segmentation.runs WHERE {} ORDER BY run_id DESC LIMIT 1").format(
-            where
-        ),
-        (run_id if run_id is not None else flow_run_id,),
-    ).fetchone()
-    return None if row is None else RunStatus(int(row[0]), str(row[1]), row[2])
-
-
 def copy_quarantine(snapshot: psycopg.Connection, conn: psycopg.Connection, copy_query: sql.Composed) -> int:
     """Stream the invalid rows from the snapshot straight into segmentation.quarantine."""
     n = 0
@@ -246,19 +218,28 @@ def mark_pruned(conn: psycopg.Connection, run_id: int) -> None:
     )
 
 
-def outcome_of(conn: psycopg.Connection, run_id: int) -> Outcome | None:
-    """What became of a run, as the database has it (None: no such run)."""
+def outcome_of(
+    conn: psycopg.Connection, *, run_id: int | None = None, flow_run_id: str | UUID | None = None
+) -> Outcome | None:
+    """What became of run run_id, or of the newest run of Prefect flow run flow_run_id (a flow
+    run retried may have begun more than one), as the database has it: the one place a run's
+    status is read. None when there is no such run."""
+    if (run_id is None) == (flow_run_id is None):
+        raise ValueError("name the run by run_id or by flow_run_id, not both")
+    where = sql.SQL("run_id = %s") if run_id is not None else sql.SQL("flow_run_id = %s")
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         row = cur.execute(
-            f"SELECT status, source_table, forced, quality_issues, error, {', '.join(FIGURES)} "
-            "FROM segmentation.runs WHERE run_id = %s",
-            (run_id,),
+            sql.SQL(
+                "SELECT run_id, status, source_table, forced, quality_issues, error, {} "
+                "FROM segmentation.runs WHERE {} ORDER BY run_id DESC LIMIT 1"
+            ).format(sql.SQL(", ").join(map(sql.Identifier, FIGURES)), where),
+            (run_id if run_id is not None else str(flow_run_id),),
         ).fetchone()
     if row is None:
         return None
     return Outcome(
         status=row["status"],
-        run_id=run_id,
+        run_id=int(row["run_id"]),
         source_table=row["source_table"],
         figures={key: row[key] for key in FIGURES},
         quality_issues=tuple(row["quality_issues"] or ()),
