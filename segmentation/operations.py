@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -134,10 +134,14 @@ def approval_request(run_id: int) -> ApprovalRequest:
     found = read_run(run_id)
     with _current_schema() as conn:
         outcome = runs.outcome_of(conn, run_id=run_id)
-    assert outcome is not None  # read_run found it
+    if outcome is None or found is None:
+        raise SegmentationError(f"there is no run {run_id}; `segmentation runs` lists the runs")
     if outcome.status != "rejected":
         raise SegmentationError(f"run {run_id} is {outcome.status}, not rejected: there is nothing to approve")
-    return ApprovalRequest(outcome, found)
+    # The gate's verdict, without the advice to promote the run by hand that its stored error ends with:
+    # the person deciding answers here instead.
+    verdict = f"quality gate rejected run {run_id}: {'; '.join(outcome.quality_issues)}"
+    return ApprovalRequest(replace(outcome, reasons=(verdict,)), found)
 
 
 def approval_reason(note: str) -> str:
@@ -178,19 +182,19 @@ def show(run_id: int | None = None, *, plot: bool = False) -> RunReport | None:
             run_id = runs.current_run_id(conn)
         if run_id is None:
             return None
-    return read_run(run_id, plot=plot)
-
-
-def read_run(run_id: int, *, plot: bool = False) -> RunReport:
-    """Run run_id read back in one transaction, as `segmentation show` and the run report show
-    it; customers are sampled only for a picture (plot)."""
-    from segmentation.store import readback
-
-    with _current_schema() as conn, conn.transaction():
-        found = readback.load(conn, run_id, sample_size=readback.PLOT_SAMPLE_SIZE if plot else 0)
+    found = read_run(run_id, plot=plot)
     if found is None:
         raise SegmentationError(f"there is no run {run_id}; `segmentation runs` lists the runs")
     return found
+
+
+def read_run(run_id: int, *, plot: bool = False) -> RunReport | None:
+    """Run run_id read back in one transaction, as `segmentation show` and the run report show
+    it (None: no such run); customers are sampled only for a picture (plot)."""
+    from segmentation.store import readback
+
+    with _current_schema() as conn, conn.transaction():
+        return readback.load(conn, run_id, sample_size=readback.PLOT_SAMPLE_SIZE if plot else 0)
 
 
 def list_runs(limit: int = 20) -> list[dict]:

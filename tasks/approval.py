@@ -58,6 +58,11 @@ def wait_for_answer(prompt: str, minutes: float) -> Approval | None:
     """Pause the flow run, in its process, until someone answers the form, or the time is up
     (None). Called from the flow itself: only a flow run can pause."""
     seconds = max(1, round(minutes * 60))
+    get_run_logger().info(
+        "waiting up to %g minutes for a person to approve or reject the run: Resume on this flow run's page "
+        "shows the gate's reasons, the run's summary and the form",
+        minutes,
+    )
     try:
         return pause_flow_run(
             wait_for_input=Approval.with_initial_data(description=prompt),
@@ -120,20 +125,21 @@ def request_approval(outcome: Outcome, minutes: float) -> dict[str, Any] | State
         return end(outcome.also(f"The approval could not be requested: {exc}"))
     return end(
         outcome.also(
-            f"Waiting up to {minutes:g} minutes for a person to approve or reject it in the Prefect UI: "
-            f"flow run {flow_run} of {APPROVE_FLOW_NAME}/{deployment}"
+            f"Waiting up to {minutes:g} minutes for a person to approve or reject it in the Prefect UI: flow run {flow_run}"
         )
     )
 
 
 @task(name="request-approval", cache_policy=NO_CACHE)
 def start_approval(run_id: int, minutes: float, deployment: str) -> str:
-    """A flow run of the approve-run deployment for run_id, not waited for. Returns its name."""
+    """A flow run of the approve-run deployment for run_id, not waited for. Returns its name,
+    its deployment and, when Prefect knows its UI's address, its page."""
     from prefect.deployments import run_deployment
+    from prefect.utilities.urls import url_for
 
-    flow_run = run_deployment(
-        deployment, parameters={"run_id": run_id, "timeout_minutes": minutes}, timeout=0, as_subflow=False
-    )
+    # As a subflow: the nightly flow run's page lists it among its subflow runs, one click away.
+    flow_run = run_deployment(deployment, parameters={"run_id": run_id, "timeout_minutes": minutes}, timeout=0)
     assert isinstance(flow_run, FlowRun)  # called from sync code
+    page = url_for(flow_run)
     get_run_logger().info("run %d waits for approval in flow run %s (%s)", run_id, flow_run.name, deployment)
-    return flow_run.name
+    return f"{flow_run.name} of {deployment}" + (f" ({page})" if page else "")

@@ -30,6 +30,9 @@ def report(run_id: int) -> list[str]:
     logger = get_run_logger()
     try:
         found = operations.read_run(run_id, plot=True)
+        if found is None:
+            logger.warning("report: run %d is not in segmentation.runs", run_id)
+            return []
         made = [SUMMARY_KEY]
         create_markdown_artifact(
             found.markdown(), key=SUMMARY_KEY, description=f"Segmentation run {run_id}: summary and segments"

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import json
 import threading
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flow_runs import resume_flow_run
 
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
+from segmentation.tasks.report import SUMMARY_KEY
+from support.artifacts import artifacts_of
 from support.bi_reader import assert_current_run
 from support.processes import wait_for
 
@@ -124,10 +128,8 @@ def test_a_rejection_keeps_the_run_rejected_with_its_note(conn):
     state = states[0]
     assert state.is_failed() and state.name == "Rejected"
     assert state.message.startswith(f"quality gate rejected run {run_id}: ")
-    # The decision is a sentence of its own, after the gate's.
-    assert state.message.endswith(
-        "(or start it again with force_publish=true). Rejected in the Prefect UI: the spending scores look broken"
-    )
+    # The decision is a sentence of its own, after the gate's verdict (without its advice to promote by hand).
+    assert state.message.endswith("below the minimum 0.99. Rejected in the Prefect UI: the spending scores look broken")
     assert conn.execute("SELECT status FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone() == ("rejected",)
     assert_current_run(conn, first)
     assert decisions(conn) == [(run_id, "rejected", "the spending scores look broken")]
@@ -147,3 +149,10 @@ def test_a_run_nobody_approves_stays_rejected(conn):
     assert conn.execute("SELECT status FROM segmentation.runs ORDER BY run_id DESC LIMIT 1").fetchone() == ("rejected",)
     assert_current_run(conn, first)
     assert decisions(conn) == [(run_id, "no answer", "")]
+    # The approve-run flow run ended it as a rejected run ends: its report, and its event.
+    (approval,) = conn.execute("SELECT flow_run_id FROM segmentation.approvals").fetchone()
+    assert SUMMARY_KEY in artifacts_of(approval)
+    assert artifacts_of(approval)[SUMMARY_KEY].description == f"Segmentation run {run_id}: summary and segments"
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(approval)])))
+    assert {t.name.rsplit("-", 1)[0]: t.state.type.value for t in tasks}["announce"] == "COMPLETED"
