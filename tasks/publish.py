@@ -10,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from segmentation.core import run_text
 from segmentation.core.segment_stats import SegmentStats
 from segmentation.outcome import Outcome, Status
 from segmentation.source.catalog import Source
@@ -72,6 +73,8 @@ def keep_run(
             names=identity.names,
         ),
     )
+    if unread := run_text.gender_line(str(source.table), found.segments):
+        logger.warning(unread)
     compared_with = drift.previous_run_id if drift is not None else None
     if quality_issues and not force_publish:
         stays = "the previous run stays current" if previous is not None else "no run is current yet"

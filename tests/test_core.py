@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segmentation.core import model
+from segmentation.core import model, run_text
 from segmentation.core.binary_copy import HEADER, TRAILER, Decoder, encode_rows
 from segmentation.core.comparison import ABSENT, Comparison, counts, join
 from segmentation.core.features import GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOWN, gender_codes
@@ -320,7 +320,7 @@ def test_id_ranges_cover_every_id_once_in_equal_widths():
 
 
 def test_gender_is_normalised_from_any_case_and_spaces():
-    codes = gender_codes([" Female", "MALE ", "female", "x", None, "", "Male"])
+    codes = gender_codes([" Female", "MALE ", "female", "x", None, "", "Male", "F", " m ", "f", "M", "1", "Non-binary"])
     assert codes.tolist() == [
         GENDER_FEMALE,
         GENDER_MALE,
@@ -329,7 +329,54 @@ def test_gender_is_normalised_from_any_case_and_spaces():
         GENDER_UNKNOWN,
         GENDER_UNKNOWN,
         GENDER_MALE,
+        GENDER_FEMALE,
+        GENDER_MALE,
+        GENDER_FEMALE,
+        GENDER_MALE,
+        GENDER_UNKNOWN,
+        GENDER_UNKNOWN,
     ]
+
+
+def test_gender_shares_are_null_not_zero_when_no_gender_was_recognised():
+    labels = np.array([0, 0, 1, 1, 1])
+    X = np.arange(5.0)[:, None]
+    unread = SegmentStats(3, ["a"])
+    unread.update(labels, X, np.full(5, GENDER_UNKNOWN, dtype=np.int16))
+    assert unread.no_gender_recognised
+    frame = unread.segments(has_gender=True)
+    assert frame[["share_female", "share_male"]].isna().all().all()
+    assert frame["share_unknown_gender"].tolist() == [1.0, 1.0, 0.0]  # the third segment is empty
+    # No gender column: all three NULL, as before.
+    assert unread.segments(has_gender=False)[["share_female", "share_male", "share_unknown_gender"]].isna().all().all()
+
+    # One recognised customer is enough for real shares, 0 included.
+    one = SegmentStats(3, ["a"])
+    one.update(labels, X, np.array([GENDER_UNKNOWN] * 4 + [GENDER_MALE], dtype=np.int16))
+    assert not one.no_gender_recognised
+    shares = one.segments(has_gender=True)
+    assert shares["share_female"].tolist() == [0.0, 0.0, 0.0]
+    assert shares["share_male"].tolist() == pytest.approx([0.0, 1 / 3, 0.0])
+    assert not SegmentStats(3, ["a"]).no_gender_recognised  # no customers: nothing to warn about
+
+
+def test_a_gender_column_with_no_value_recognised_is_one_warning_line():
+    run = {"run_id": 3, "status": "published", "source_table": "crm.people", "features": ["age"], "k": 2}
+    unread = SegmentStats(2, ["age"])
+    unread.update(np.array([0, 1]), np.array([[30.0], [40.0]]), np.full(2, GENDER_UNKNOWN, dtype=np.int16))
+    read = SegmentStats(2, ["age"])
+    read.update(np.array([0, 1]), np.array([[30.0], [40.0]]), np.array([GENDER_UNKNOWN, GENDER_MALE], dtype=np.int16))
+    warning = (
+        "warning: no customer's gender in crm.people is one the run recognises (Female, F, Male or M, in any case), "
+        "so share_female and share_male are NULL; recode the column (or read the source through a view that does) "
+        "to report gender shares"
+    )
+    lines = run_text.run_line(run, unread.segments(has_gender=True)).splitlines()
+    assert lines[1:] == [warning]
+    assert run_text.summary_markdown(run, unread.segments(has_gender=True), pd.DataFrame()).count(warning) == 1
+    # Shares read (0% female included), no gender column, no segments, or no segments given: no warning.
+    for segments in (read.segments(has_gender=True), unread.segments(has_gender=False), pd.DataFrame(), None):
+        assert run_text.run_line(run, segments).splitlines()[1:] == []
 
 
 def test_synthetic_customers_are_valid_and_reproducible():

@@ -49,7 +49,7 @@ def test_every_bad_row_is_reported_with_line_and_reason(tmp_path):
             "7,Female,30,15,101",  # 8
             "1,Male,20,16,40",  # 9: repeated id
             "x,Male,20,16,40",  # 10: bad id
-            "10,,20,16,40",  # 11: missing gender
+            "10,,20,16,40",  # 11: missing gender: kept, as NULL
             "11,Male,20.5,16,40",  # 12: fractional age
         ]
     )
@@ -64,10 +64,21 @@ def test_every_bad_row_is_reported_with_line_and_reason(tmp_path):
         "line 8: spending_score 101 is outside 1-100",
         "line 9: customer_id 1 is repeated (also on line 2)",
         "line 10: customer_id 'x' is not a whole number",
-        "line 11: gender is missing",
         "line 12: age '20.5' is not a whole number",
     ]
-    assert valid["customer_id"].tolist() == []
+    assert valid[["customer_id", "gender"]].to_dict("records") == [{"customer_id": 10, "gender": None}]
+
+
+def test_any_gender_is_kept_as_given_and_an_empty_one_as_null(tmp_path):
+    """Gender is a rule only for a run that clusters on it: the loader stores it, spaces
+    trimmed as the rule trims them."""
+    genders = ["Non-binary", " U ", "", "F", "m", "1", "  ", "Female\t", "O'Brien"]
+    lines = [f"{i},{g},30,15,39" for i, g in enumerate(genders, start=1)]
+    valid, problems = validate(
+        read_csv(write(tmp_path, "\n".join(["customer_id,gender,age,annual_income,spending_score", *lines])))
+    )
+    assert problems == []
+    assert valid["gender"].tolist() == ["Non-binary", "U", None, "F", "m", "1", None, "Female\t", "O'Brien"]
 
 
 def test_real_mall_file_is_all_valid(mall_csv):

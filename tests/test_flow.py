@@ -8,7 +8,11 @@ import pytest
 
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers, load_csv
+from segmentation.store import readback
+from segmentation.tasks.report import SUMMARY_KEY
+from support.artifacts import artifacts_of
 from support.data import insert_customers, keep_assignments
+from support.docs import documented_sql
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -176,6 +180,105 @@ def test_gender_feature_is_normalised_and_unknown_values_are_quarantined(conn):
         assert centroid == pytest.approx(share_female)
 
 
+LAX = {"min_silhouette": -1, "min_segment_share": 0}
+
+
+def test_gender_spelled_f_and_m_gives_the_run_of_female_and_male(conn):
+    generate_customers(conn, 1500, seed=7)
+    conn.execute("CREATE TABLE public.crm (LIKE public.customers INCLUDING ALL)")
+    conn.execute(
+        """INSERT INTO public.crm SELECT customer_id,
+               (CASE gender WHEN 'Female' THEN ARRAY['F', 'f', ' F '] ELSE ARRAY['M', 'm ', ' m'] END)[1 + customer_id % 3],
+               age, annual_income, spending_score FROM public.customers ORDER BY customer_id"""
+    )
+    assert conn.execute("SELECT count(DISTINCT gender) FROM public.crm").fetchone()[0] == 6
+    features = ["gender", "age", "annual_income", "spending_score"]
+    spelled_out = run(n_clusters=4, n_init=2, features=features, **LAX).result()
+    spelled_out_rows = keep_assignments(conn, spelled_out["run_id"])
+    letters = run(n_clusters=4, n_init=2, features=features, source_table="public.crm", **LAX).result()
+    assert [(r["n_customers"], r["n_quarantined"]) for r in (spelled_out, letters)] == [(1500, 0)] * 2
+
+    # The other table's run numbers its segments afresh: matched through the customers, one to one.
+    pairs = conn.execute(
+        f"""SELECT DISTINCT a.segment_id, b.segment_id FROM {spelled_out_rows} a
+            JOIN segmentation_bi.current_customer_segments b USING (customer_id)"""
+    ).fetchall()
+    same = dict(pairs)
+    assert len(pairs) == len(set(same.values())) == 4
+    other_distance = conn.execute(
+        f"""SELECT count(*) FROM {spelled_out_rows} a JOIN segmentation_bi.current_customer_segments b
+            USING (customer_id) WHERE a.distance <> b.distance"""
+    ).fetchone()[0]
+    assert other_distance == 0
+
+    def segments(run_id, ids=None):
+        rows = conn.execute(
+            """SELECT s.segment_id, s.n_customers, s.share_female, s.share_male, s.share_unknown_gender,
+                      array_agg(c.centroid ORDER BY c.feature)
+               FROM segmentation.segments s JOIN segmentation.segment_centroids c USING (run_id, segment_id)
+               WHERE run_id = %s GROUP BY 1, 2, 3, 4, 5""",
+            (run_id,),
+        ).fetchall()
+        return sorted(((ids or {}).get(r[0], r[0]), *r[1:]) for r in rows)
+
+    expected = segments(spelled_out["run_id"], same)
+    assert segments(letters["run_id"]) == expected
+    # Every customer's gender was read: none unknown, and the shares count the women.
+    women = conn.execute("SELECT count(*) FROM public.customers WHERE gender = 'Female'").fetchone()[0]
+    assert {r[4] for r in expected} == {0.0} and round(sum(r[1] * r[2] for r in expected)) == women > 0
+    # The picture's sample reads F/M back as training did: every customer, gender 1 or 0.
+    sample = readback.load(conn, letters["run_id"]).sample
+    assert len(sample) == 1500 and set(sample[:, features.index("gender")]) == {0.0, 1.0}
+
+
+UNREAD = (
+    "no customer's gender in public.customers is one the run recognises (Female, F, Male or M, in any case), "
+    "so share_female and share_male are NULL; recode the column (or read the source through a view that does) "
+    "to report gender shares"
+)
+
+
+def test_a_source_that_codes_gender_1_2_says_so_instead_of_reporting_no_women(conn, caplog):
+    generate_customers(conn, 600, seed=8)
+    conn.execute("UPDATE customers SET gender = CASE gender WHEN 'Female' THEN '2' ELSE '1' END")
+    state = run(n_clusters=3, **LAX)
+    result = state.result()
+    assert result["status"] == "published" and (result["n_customers"], result["n_quarantined"]) == (600, 0)
+    shares = conn.execute(
+        "SELECT share_female, share_male, share_unknown_gender FROM segmentation_bi.current_segments"
+    ).fetchall()
+    assert shares == [(None, None, 1.0)] * 3
+    # One line, in the log and in the report (the summary artifact, and `segmentation show`).
+    assert caplog.text.count(UNREAD) == 1
+    summary = artifacts_of(state.state_details.flow_run_id)[SUMMARY_KEY].data
+    assert f"warning: {UNREAD}  \n" in summary and "| female |" not in summary
+    assert f"warning: {UNREAD}" in readback.load(conn, result["run_id"]).text().splitlines()
+
+    # With gender a feature, the rules quarantine every row, and no run reports it.
+    failed = run(n_clusters=3, features=["gender", "age"], **LAX)
+    assert failed.is_failed()
+    run_id = conn.execute("SELECT max(run_id) FROM segmentation.runs").fetchone()[0]
+    reasons = conn.execute(
+        "SELECT reason, count(*) FROM segmentation.quarantine WHERE run_id = %s GROUP BY 1 ORDER BY 1", (run_id,)
+    ).fetchall()
+    coded = conn.execute("SELECT gender, count(*) FROM customers GROUP BY 1 ORDER BY 1").fetchall()
+    assert reasons == [(f"gender '{g}' is not Female or Male", n) for g, n in coded]
+    assert conn.execute("SELECT count(*) FROM segmentation.segments WHERE run_id = %s", (run_id,)).fetchone()[0] == 0
+    assert conn.execute("SELECT run_id FROM segmentation_bi.current_run").fetchone()[0] == result["run_id"]
+
+
+def test_a_source_with_some_genders_recognised_reports_its_shares(conn, caplog):
+    """Only a source with no gender recognised at all is warned about: one F among unknowns
+    is a real (small) share, and 0% male is a real 0."""
+    insert_customers(conn, [(i, "F" if i == 1 else "1", 20 + i % 40, 15 + i % 60, 10 + i % 80) for i in range(1, 61)])
+    result = run(n_clusters=2, **LAX).result()
+    female, male = conn.execute(
+        "SELECT sum(share_female * n_customers), sum(share_male) FROM segmentation_bi.current_segments"
+    ).fetchone()
+    assert (round(female), male) == (1, 0.0)
+    assert UNREAD not in caplog.text and "warning:" not in readback.load(conn, result["run_id"]).text()
+
+
 def test_custom_schema_table_and_columns(conn):
     conn.execute('CREATE SCHEMA "Retail"')
     conn.execute('CREATE TABLE "Retail".shoppers (shopper_no integer PRIMARY KEY, visits real, basket numeric)')
@@ -196,6 +299,18 @@ def test_custom_schema_table_and_columns(conn):
     assert sizes == [30, 30]
     genders = conn.execute("SELECT share_female FROM segmentation_bi.current_segments").fetchall()
     assert genders == [(None,), (None,)]  # no gender column in that source
+    # The CRM export of docs/bi.md, with this run's source_table and id_column put in as it says.
+    crm_export = (
+        documented_sql("bi.md", "The CRM export")
+        .replace("public.customers", '"Retail".shoppers')
+        .replace("cu.customer_id", "cu.shopper_no")
+    )
+    exported = conn.execute(crm_export).fetchall()
+    in_segment = conn.execute(
+        "SELECT customer_id FROM segmentation_bi.current_customer_segments WHERE segment_id = 2"
+    ).fetchall()
+    assert sorted(r[0] for r in exported) == sorted(r[0] for r in in_segment) and len(exported) == 30
+    assert {len(r) for r in exported} == {3}  # the source's own columns: shopper_no, visits, basket
 
 
 @pytest.mark.parametrize(

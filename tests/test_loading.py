@@ -25,6 +25,27 @@ def test_reload_upserts_by_customer_id(conn, tmp_path):
     assert [(r[0], r[1], float(r[2])) for r in rows] == [(1, 19, 15.0), (2, 21, 17.5), (3, 30, 40.0)]
 
 
+def test_a_gender_other_than_female_or_male_is_loaded_as_given(conn, tmp_path):
+    """A CRM's customers with another gender, or none recorded, are customers: stored as
+    the file gives them (an empty cell as NULL), and counted as unknown in the gender shares."""
+    path = tmp_path / "crm.csv"
+    path.write_text(
+        "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100)\n"
+        "1,Non-binary,19,15,39\n2,,20,16,6\n3, U ,21,17,7\n4,F,22,18,8\n5,Male,23,19,9\n"
+    )
+    report = load_csv(conn, path)
+    assert (report.loaded, report.inserted, report.problems) == (5, 5, [])
+    rows = conn.execute("SELECT customer_id, gender FROM customers ORDER BY 1").fetchall()
+    assert rows == [(1, "Non-binary"), (2, None), (3, "U"), (4, "F"), (5, "Male")]
+    # Reloaded with a gender now recorded, and one now unknown: upserted like any column.
+    path.write_text("customer_id,gender,age,annual_income,spending_score\n2,Female,20,16,6\n5,,23,19,9\n")
+    assert load_csv(conn, path).updated == 2
+    assert conn.execute("SELECT gender FROM customers WHERE customer_id IN (2, 5) ORDER BY customer_id").fetchall() == [
+        ("Female",),
+        (None,),
+    ]
+
+
 BAD = (
     "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100)\n"
     "1,Male,19,15,39\n"

@@ -1,7 +1,8 @@
 """One rulebook, every form: a matrix of edge values goes through the CSV loader and through
 the run's SQL (the valid-row filter and the quarantine's reasons), and both accept exactly
-the same rows and name the same rule for the others. With the default features, and with
-gender as a feature, every row `load-csv` accepts is segmented and none is quarantined."""
+the same rows and name the same rule for the others. The loader checks what a run on the
+default features checks, and keeps any gender; a run with gender as a feature quarantines
+exactly the rows whose gender the rule (read in Python) does not recognise."""
 
 from __future__ import annotations
 
@@ -13,7 +14,19 @@ from decimal import Decimal
 import pytest
 from psycopg import sql
 
-from segmentation.core.rules import CONTRACT, ID_COLUMN, Check, GenderRule, IdRule, NumericRule, rule_for
+from segmentation.core.features import DEFAULT_FEATURES, GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOWN, gender_codes
+from segmentation.core.rules import (
+    CONTRACT,
+    GENDER_CODES,
+    GENDER_EXACT,
+    ID_COLUMN,
+    Check,
+    GenderRule,
+    IdRule,
+    NumericRule,
+    recognised_genders,
+    rule_for,
+)
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.identifiers import TableName
 from segmentation.loading import load_csv
@@ -35,6 +48,12 @@ EDGES = {
         "",
         "other",
         "F",
+        "m",
+        " f ",
+        "M",
+        "Non-binary",
+        "U",
+        "1",
         "unknown",
         "Female\t",
         "fe male",
@@ -150,9 +169,10 @@ def csv_verdicts(conn, tmp_path, rows) -> dict[int, object]:
     return verdicts
 
 
-def sql_verdicts(conn, rows) -> dict[int, object]:
-    """line -> True (a valid row of the run's SQL), the (column, check) of its quarantine
-    reason, or "type" when the value cannot be stored in the contract's column type."""
+def edge_table(conn, rows) -> dict[int, object]:
+    """The rows in public.edge, a table of the contract's types with no unique id (a repeated
+    id reaches the rules); line -> "type" for each row a value of which cannot be stored in
+    its column's type."""
     conn.execute(
         "CREATE TABLE raw_edge (line int, customer_id text, gender text, age text, annual_income text, spending_score text)"
     )
@@ -163,7 +183,7 @@ def sql_verdicts(conn, rows) -> dict[int, object]:
     conn.execute(
         "CREATE TABLE edge (line int, customer_id bigint, gender text, age integer, annual_income numeric, spending_score integer)"
     )
-    verdicts: dict[int, object] = {}
+    unstorable: dict[int, object] = {}
     for row in rows:
         try:
             with conn.transaction():
@@ -173,9 +193,16 @@ def sql_verdicts(conn, rows) -> dict[int, object]:
                     (row["line"],),
                 )
         except Exception:  # noqa: BLE001 - any input error of the type is the verdict
-            verdicts[row["line"]] = "type"
-    source = resolve_source(conn, "public.edge", ID_COLUMN, FEATURES)
+            unstorable[row["line"]] = "type"
+    return unstorable
+
+
+def sql_verdicts(conn, rows, features, unstorable) -> dict[int, object]:
+    """line -> True (a valid row of the run's SQL on these features), the (column, check) of
+    its quarantine reason, or "type" (edge_table) when the row could not be stored."""
+    source = resolve_source(conn, "public.edge", ID_COLUMN, features)
     assert not source.id_unique
+    verdicts = dict(unstorable)
     line_of = dict(conn.execute("SELECT customer_id, line FROM edge WHERE customer_id IS NOT NULL"))
     with conn.transaction():
         valid = [int(i) for chunk in stream_valid(conn, source, 7) for i in chunk.ids]
@@ -195,7 +222,8 @@ def sql_verdicts(conn, rows) -> dict[int, object]:
 def test_csv_loader_and_run_sql_accept_the_same_rows_for_the_same_reasons(conn, tmp_path):
     rows = matrix()
     by_csv = csv_verdicts(conn, tmp_path, rows)
-    by_sql = sql_verdicts(conn, rows)
+    unstorable = edge_table(conn, rows)
+    by_sql = sql_verdicts(conn, rows, list(DEFAULT_FEATURES), unstorable)
     disagreements = []
     for row in rows:
         line, a, b = row["line"], by_csv[row["line"]], by_sql[row["line"]]
@@ -216,17 +244,50 @@ def test_csv_loader_and_run_sql_accept_the_same_rows_for_the_same_reasons(conn, 
     assert by_csv[line[("annual_income", "1e308")]] == ("annual_income", Check.ABSURD)
     assert by_csv[line[("annual_income", "inf")]] == ("annual_income", Check.NOT_FINITE)
     assert by_csv[line[("age", "121")]] == ("age", Check.OUTSIDE)
-    assert by_csv[line[("gender", "other")]] == ("gender", Check.NOT_A_GENDER)
-    assert by_csv[line[("gender", " Female ")]] is True and by_csv[line[("gender", "Female\t")]] != True  # noqa: E712
+    assert [by_csv[line[("gender", g)]] for g in ("other", "", "Non-binary", "Female\t")] == [True] * 4
 
-    # Every customer the loader accepted is segmented, none quarantined: the default
-    # features, and gender as a feature too.
-    for features in (None, FEATURES):
+    # Gender as a feature: the SQL quarantines exactly the rows whose gender GenderRule fails
+    # (as Python reads it), and agrees with the default features on every other row.
+    gender = GenderRule()
+    on_gender = sql_verdicts(conn, rows, FEATURES, unstorable)
+    expected = {
+        row["line"]: ("gender", Check.NOT_A_GENDER)
+        if by_sql[row["line"]] is True and gender.failure(row["gender"] or None)
+        else by_sql[row["line"]]
+        for row in rows
+    }
+    assert on_gender == expected
+    spellings = ("other", "", "Non-binary", "1", "Female\t", " Female ", "F", " f ", "m", "FeMaLe")
+    assert [on_gender[line[("gender", g)]] is True for g in spellings] == [False] * 5 + [True] * 5
+
+    # Every customer the loader accepted is segmented on the default features, none
+    # quarantined; on gender too, but for those whose gender is not recognised.
+    unrecognised = {
+        int(r[ID_COLUMN]) for r in rows if by_csv[r["line"]] is True and gender.failure(r["gender"] or None)
+    }
+    assert len(unrecognised) >= 8
+    lax = {"n_clusters": 2, "min_silhouette": -1, "min_segment_share": 0, "max_quarantined_share": 1}
+    for features, quarantined in ((None, set()), (FEATURES, unrecognised)):
         params = {"features": features} if features else {}
-        state = customer_segmentation(n_clusters=2, min_silhouette=-1, min_segment_share=0, **params, return_state=True)
+        state = customer_segmentation(**lax, **params, return_state=True)
         assert state.is_completed(), state.message
         result = state.result()
-        assert (result["n_customers"], result["n_quarantined"]) == (len(accepted), 0)
+        assert (result["n_customers"], result["n_quarantined"]) == (len(accepted) - len(quarantined), len(quarantined))
+        ids = conn.execute("SELECT customer_id FROM segmentation.quarantine WHERE run_id = %s", (result["run_id"],))
+        assert {i for (i,) in ids} == quarantined
+
+
+@pytest.mark.unit
+def test_sql_and_python_read_gender_through_the_one_mapping():
+    """The spellings SQL tests first, and those it tests after lower(btrim()), are GENDER_CODES's,
+    each with the code Python gives it."""
+    assert GENDER_CODES == {"female": GENDER_FEMALE, "f": GENDER_FEMALE, "male": GENDER_MALE, "m": GENDER_MALE}
+    assert GENDER_EXACT == {"Female": GENDER_FEMALE, "F": GENDER_FEMALE, "Male": GENDER_MALE, "M": GENDER_MALE}
+    spellings = {**GENDER_EXACT, **GENDER_CODES}
+    assert gender_codes(spellings).tolist() == list(spellings.values())
+    code = validity.gender_code(sql.Identifier("g"), sql.Literal(GENDER_UNKNOWN)).as_string()
+    assert [s for s, c in spellings.items() if f"WHEN '{s}' THEN {c}" not in code] == []
+    assert recognised_genders() == "Female, F, Male or M"
 
 
 @pytest.mark.unit

@@ -11,6 +11,7 @@ from segmentation.cli import main
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 from support.bi_reader import BI_VIEWS
+from support.docs import documented_sql
 
 PASSWORD = "TopSecret-Pw-913"
 FAST = {"n_clusters": 3, "n_init": 1}
@@ -167,8 +168,8 @@ def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, p
 def test_a_bi_tool_lists_only_what_the_reader_can_chart(conn, logins, monkeypatch, prefect_harness):
     """What Superset, Metabase and Tableau read through SQLAlchemy's inspector as the reader: the
     one schema it may use, only views in it, each one selectable, each view and column described,
-    and the snapshot views dated. And the README's CRM export, for a login that may also read the
-    source table."""
+    and the snapshot views dated. And the CRM export of docs/bi.md, as written there, for a login
+    that may also read the source table."""
     from sqlalchemy import create_engine, inspect, text
 
     generate_customers(conn, 1000, seed=46)
@@ -220,8 +221,7 @@ def test_a_bi_tool_lists_only_what_the_reader_can_chart(conn, logins, monkeypatc
     # The CRM export joins the segments to the source's personal data: a login in the reader
     # role that is also granted SELECT on the source table, not a BI tool's reader login.
     crm = make_url(logins["reader"]).username
-    crm_export = """SELECT cu.* FROM segmentation_bi.current_customer_segments cs
-                    JOIN public.customers cu USING (customer_id) WHERE cs.segment_id = 2"""
+    crm_export = documented_sql("bi.md", "The CRM export")
     expected = conn.execute(crm_export).fetchall()
     assert 0 < len(expected) < 1000
     with (

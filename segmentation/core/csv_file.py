@@ -1,10 +1,15 @@
 """Reading and checking a Mall-Customers-shaped CSV file, before anything touches the database.
 
 The checks are the rules of segmentation.core.rules, evaluated value by value, so every row
-this loader accepts is one the flow segments; parsing a cell into its column's type (a whole
-number, a number) is the file's own concern and comes first. Numbers are compared exactly
-(integers and decimals, as PostgreSQL compares integer and numeric columns), and what is
-stored is exactly what was checked."""
+this loader accepts is one a run on the default features segments; parsing a cell into its
+column's type (a whole number, a number) is the file's own concern and comes first. Numbers
+are compared exactly (integers and decimals, as PostgreSQL compares integer and numeric
+columns), and what is stored is exactly what was checked.
+
+Gender is required as a column, not as a value (the rules' docstring says why): a cell is
+stored as given, surrounding spaces trimmed, and an empty cell as NULL, as a missing number
+would be. So 'Non-binary' or 'U' is kept and counted as unknown in the gender shares, and a
+run that clusters on gender quarantines it with its reason."""
 
 from __future__ import annotations
 
@@ -46,8 +51,8 @@ _SPECIAL = {
     "+inf": "Infinity",
     "-inf": "-Infinity",
 }
-# What PostgreSQL's number input skips around a number (C's isspace); gender is trimmed by
-# its rule (spaces only, as btrim() does), so the loader stores what it checked.
+# What PostgreSQL's number input skips around a number (C's isspace); gender is trimmed as
+# its rule trims it (spaces only, as btrim() does).
 _NUMBER_WHITESPACE = " \t\n\r\v\f"
 _BIGINT = (-(2**63), 2**63 - 1)
 _MISSING = "missing"
@@ -96,12 +101,6 @@ def read_csv(path: Path) -> pd.DataFrame:
     return frame.rename(columns=renamed)[list(COLUMNS)]
 
 
-def _quote_literal(text: str) -> str:
-    """As PostgreSQL's quote_literal() shows a text value in the flow's quarantine reasons."""
-    quoted = "'" + text.replace("'", "''").replace("\\", "\\\\") + "'"
-    return "E" + quoted if "\\" in text else quoted
-
-
 def _parse_whole(column: str, text: str) -> tuple[int | None, str | None]:
     if not _INTEGER.match(text):
         return None, f"{column} {text!r} is not a whole number"
@@ -132,14 +131,6 @@ def _check_numeric(rule: NumericRule, text: str) -> tuple[int | Decimal | None, 
     return (value if value != 0 else type(value)(0)), None
 
 
-def _check_gender(rule: GenderRule, text: str) -> str | None:
-    if text == "":
-        return rule.message(Check.NOT_A_GENDER, None, missing=_MISSING)
-    if rule.failure(text) is not None:
-        return rule.message(Check.NOT_A_GENDER, _quote_literal(text), missing=_MISSING)
-    return None
-
-
 def _check_id(rule: IdRule, text: str) -> tuple[int | None, str | None]:
     if text == "":
         return None, rule.message(Check.MISSING, "", missing=_MISSING)
@@ -159,16 +150,16 @@ def validate(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
     }
     id_rule = IdRule()
     reasons: list[list[str]] = [[] for _ in range(len(frame))]
-    typed: dict[str, list] = {c: [] for c in COLUMNS}  # the values to store; None where invalid
+    typed: dict[str, list] = {c: [] for c in COLUMNS}  # the values to store; None where invalid or NULL
     for i in range(len(frame)):
         customer_id, problem = _check_id(id_rule, texts[ID_COLUMN][i])
         typed[ID_COLUMN].append(customer_id)
         found = [problem]
         for column, rule in CONTRACT.items():
             text = texts[column][i]
-            if isinstance(rule, GenderRule):
-                problem = _check_gender(rule, text)
-                typed[column].append(text)
+            if isinstance(rule, GenderRule):  # any text, or none
+                problem = None
+                typed[column].append(text if text != "" else None)
             else:
                 number, problem = _check_numeric(rule, text)
                 typed[column].append(number)

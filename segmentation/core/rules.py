@@ -4,17 +4,25 @@ Every form of the rules is derived from this module, so they cannot disagree:
 
 - the SQL that selects a run's valid rows and the SQL that names each quarantined row's
   reason (segmentation.source.validity compiles the rules below);
-- the CSV loader's checks (segmentation.core.csv_file evaluates them with `failure`).
+- the CSV loader's checks (segmentation.core.csv_file evaluates them with `failure`);
+- gender as a number, wherever it is read as a feature or counted for the gender shares
+  (GENDER_CODES, in Python by GenderRule.code and in SQL by validity.gender_code).
 
-A row is invalid, and its reason is the first of these that holds:
+A row is invalid for a run, and its reason is the first of these that holds:
 
 1. its id is missing;
 2. its id appears more than once (checked in SQL when the id column has no unique index,
    in a CSV file across its lines);
 3. per feature, in the order the features are given: a number is missing, NaN or infinite,
    beyond +-ABSURD, not 0 but closer to 0 than TINY, or outside its range in the source
-   contract; gender is anything but
-   Female or Male (in any case, with or without surrounding spaces; missing included).
+   contract; gender is anything but Female or Male, spelled out or as F/M (in any case,
+   with or without surrounding spaces; missing included).
+
+Gender is a rule only where a run clusters on it. The CSV loader checks the id and every
+numeric column of the contract (they are the default features, and the contract's column
+types), but of gender only that the column is there: a customer whose gender is recorded
+another way, or not at all, is still a customer. Such a row is segmented by a run on other
+features (and counted as unknown in the gender shares) and quarantined by a run on gender.
 
 tests/test_rules_agree.py drives one matrix of edge values through the CSV loader and the
 run's SQL and checks that both accept exactly the same rows.
@@ -111,17 +119,27 @@ class NumericRule:
         raise ValueError(f"{check} is not a check of a numeric column")
 
 
-# Gender as spelled in the source, after lower-casing and trimming spaces, and its code.
+# Gender as spelled in the source, after lower-casing and trimming spaces, and its code: the
+# one mapping; anything else (NULL included) is GENDER_UNKNOWN.
 GENDER_MALE, GENDER_FEMALE, GENDER_UNKNOWN = 0, 1, 2
-GENDER_CODES = {"female": GENDER_FEMALE, "male": GENDER_MALE}
-# The spellings tested first in SQL: lower(btrim()) on every row costs a tenth of the read.
-GENDER_EXACT = {"Female": GENDER_FEMALE, "Male": GENDER_MALE}
+GENDER_CODES = {"female": GENDER_FEMALE, "f": GENDER_FEMALE, "male": GENDER_MALE, "m": GENDER_MALE}
+# The spellings tested first in SQL, as sources write them (Female, F): lower(btrim()) on
+# every row costs a tenth of the read.
+GENDER_EXACT = {spelling.title(): code for spelling, code in GENDER_CODES.items()}
 # PostgreSQL's btrim() trims spaces only, so a tab is part of the value there and here.
 GENDER_TRIMMED = " "
 
 
+def recognised_genders() -> str:
+    """The spellings GENDER_CODES recognises, for people: "Female, F, Male or M"."""
+    *first, last = GENDER_EXACT
+    return f"{', '.join(first)} or {last}"
+
+
 @dataclass(frozen=True)
 class GenderRule:
+    """Gender as a feature. Stored, gender is any text or none (see the module's docstring)."""
+
     column: str = GENDER
 
     @staticmethod

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from segmentation.core.rules import GENDER
+from segmentation.core.rules import GENDER, recognised_genders
 
 # Columns of segmentation.segments shown with their own formatting (or on purpose not at
 # all); any other column with a value is shown as it is: text beside the segment id,
@@ -136,9 +136,10 @@ def runs_table(runs: Sequence[dict]) -> Table:
     return Table(header, rows, left={1, 2, 6, 7})
 
 
-def run_line(run: dict) -> str:
+def run_line(run: dict, segments: pd.DataFrame | None = None) -> str:
     """What the run did, in a sentence, and since when, with drift against the previous
-    run, a forced publish and an error on lines of their own when there are any."""
+    run, a forced publish, an error and (given its segments) a gender column it could not
+    read on lines of their own when there are any."""
     when = run.get("published_at") or run.get("finished_at") or run.get("started_at")
     at = f" {when:%Y-%m-%d %H:%M:%S %Z}" if when is not None else ""
     silhouette = _number(run.get("silhouette"), 3)
@@ -177,7 +178,22 @@ def run_line(run: dict) -> str:
         )
     if run.get("error") and run.get("status") != "published":
         lines.append(f"error: {run['error']}")
+    if segments is not None and (unread := gender_line(run["source_table"], segments)):
+        lines.append(f"warning: {unread}")
     return "\n".join(lines)
+
+
+def gender_line(source_table: str, segments: pd.DataFrame) -> str | None:
+    """The warning for a source whose gender column holds no value the run recognises: its
+    segments have share_unknown_gender but no share_female (segmentation.core.segment_stats).
+    None otherwise, and for a source with no gender column."""
+    if not len(segments) or _has_values(segments, "share_female") or not _has_values(segments, "share_unknown_gender"):
+        return None
+    return (
+        f"no customer's {GENDER} in {source_table} is one the run recognises ({recognised_genders()}, "
+        "in any case), so share_female and share_male are NULL; recode the column (or read the source through "
+        "a view that does) to report gender shares"
+    )
 
 
 def _decision_line(decision: dict, issues: str) -> str:
@@ -195,7 +211,7 @@ def summary_markdown(run: dict, segments: pd.DataFrame, centroids: pd.DataFrame)
     """The run report's summary: the run line, the figures, and the segment table."""
     features = list(run["features"])
     lines = [f"# Segmentation run {run['run_id']}: {run['status']}", ""]
-    lines += [f"{line}  " for line in run_line(run).splitlines()]  # two spaces: a Markdown line break
+    lines += [f"{line}  " for line in run_line(run, segments).splitlines()]  # two spaces: a Markdown line break
     lines += [
         "",
         f"- **k**: {run['k'] if run.get('k') is not None else 'n/a'}",

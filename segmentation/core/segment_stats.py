@@ -73,7 +73,17 @@ class SegmentStats:
     def n_customers(self) -> int:
         return int(self.count.sum())
 
+    @property
+    def no_gender_recognised(self) -> bool:
+        """There were customers, and not one of them had a gender GENDER_CODES recognises (a
+        source that codes gender 1/2, say): 0% women would be a wrong figure, not a finding."""
+        return self.n_customers > 0 and not self.gender[:, [GENDER_FEMALE, GENDER_MALE]].any()
+
     def segments(self, has_gender: bool) -> pd.DataFrame:
+        """One row per segment. The gender shares are None when the source has no gender
+        column (has_gender False); share_female and share_male are None when it has one
+        but no value of it was recognised (share_unknown_gender then says every customer's is
+        unknown)."""
         total = max(self.n_customers, 1)
         frame = pd.DataFrame(
             {
@@ -88,7 +98,8 @@ class SegmentStats:
             (GENDER_MALE, "share_male"),
             (GENDER_UNKNOWN, "share_unknown_gender"),
         ):
-            frame[column] = self.gender[:, code] / per if has_gender else None
+            unread = not has_gender or (code != GENDER_UNKNOWN and self.no_gender_recognised)
+            frame[column] = None if unread else self.gender[:, code] / per
         return frame
 
     def centroids(self, centers: np.ndarray) -> pd.DataFrame:

@@ -74,7 +74,7 @@ def resolve_source(conn: psycopg.Connection, source_table: str, id_column: str, 
         elif column.category != "N":
             raise SegmentationError(
                 f"feature column {name} of {table} is {column.type_name}; features must be numeric "
-                "(gender is the one text feature, encoded Female/Male)"
+                "(gender is the one text feature, Female/Male or F/M)"
             )
     id_unique = scalar(
         conn,

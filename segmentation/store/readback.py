@@ -39,7 +39,7 @@ class RunReport:
     def text(self) -> str:
         """For the command line: the run line and the segment table."""
         table = run_text.segment_table(self.segments, self.centroids, self.features).plain()
-        return f"{run_text.run_line(self.run)}\n{table}"
+        return f"{run_text.run_line(self.run, self.segments)}\n{table}"
 
     def k_selection_rows(self) -> list[dict]:
         return run_text.k_selection_rows(self.k_selection, self.run.get("k"))
