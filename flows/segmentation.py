@@ -50,7 +50,7 @@ def customer_segmentation(
         n_clusters: Number of segments. Leave empty to choose k automatically by silhouette over k_min..k_max.
         k_min: Smallest k tried when choosing k automatically.
         k_max: Largest k tried when choosing k automatically.
-        features: Feature columns of the source table. Numeric columns, plus gender (Female/Male).
+        features: Feature columns of the source table. Numeric columns, plus gender (Female/Male, or F/M).
         source_table: Source table, optionally schema-qualified (schema.table).
         id_column: Integer column that identifies a customer.
         random_state: Seed for sampling and KMeans; the same seed on the same data gives the same segments.

@@ -18,9 +18,9 @@ COMMENT ON COLUMN segmentation_bi.current_segments.segment_id IS 'Stable segment
 COMMENT ON COLUMN segmentation_bi.current_segments.segment_name IS 'Readable name from the segment''s centroid against the population, e.g. "High income · Low spending · Age 30-44".';
 COMMENT ON COLUMN segmentation_bi.current_segments.n_customers IS 'Customers in the segment.';
 COMMENT ON COLUMN segmentation_bi.current_segments.share IS 'Share of the run''s customers in the segment, 0 to 1.';
-COMMENT ON COLUMN segmentation_bi.current_segments.share_female IS 'Share of the segment''s customers recorded Female; NULL when the source has no gender.';
-COMMENT ON COLUMN segmentation_bi.current_segments.share_male IS 'Share recorded Male; NULL when the source has no gender.';
-COMMENT ON COLUMN segmentation_bi.current_segments.share_unknown_gender IS 'Share with no gender recorded; NULL when the source has no gender.';
+COMMENT ON COLUMN segmentation_bi.current_segments.share_female IS 'Share of the segment''s customers recorded Female (Female or F); NULL when the source has no gender column, or none of its values reads as female or male.';
+COMMENT ON COLUMN segmentation_bi.current_segments.share_male IS 'Share recorded Male (Male or M); NULL when the source has no gender column, or none of its values reads as female or male.';
+COMMENT ON COLUMN segmentation_bi.current_segments.share_unknown_gender IS 'Share with no gender recorded, or one that reads as neither female nor male; NULL when the source has no gender column.';
 COMMENT ON COLUMN segmentation_bi.current_segments.previous_n_customers IS 'Customers in the same segment id in the previous run; NULL for a new segment.';
 COMMENT ON COLUMN segmentation_bi.current_segments.size_change IS 'n_customers - previous_n_customers.';
 COMMENT ON COLUMN segmentation_bi.current_segments.centroid_shift IS 'How far the centroid moved since the previous run, standardised units; NULL for a new segment.';
