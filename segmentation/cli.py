@@ -52,15 +52,44 @@ def cmd_load_csv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(line: str) -> None:
+    print(line, flush=True)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    done = operations.generate(
-        args.rows, args.seed, args.table, if_empty=args.if_empty, progress=lambda line: print(line, flush=True)
-    )
+    if args.shape == "crm":
+        return _generate_crm(args)
+    if args.schema is not None:
+        raise SegmentationError(
+            "--schema is for --shape crm; --shape mall appends to --table (default public.customers)"
+        )
+    table = args.table or "public.customers"
+    done = operations.generate(args.rows, args.seed, table, if_empty=args.if_empty, progress=_progress)
     _print_applied(done.applied)
     if done.report is None:
-        print(f"{args.table} already has customers; nothing generated")
+        print(f"{table} already has customers; nothing generated")
     else:
         print(f"generated {done.report.loaded} customers into {done.report.table}")
+    return 0
+
+
+def _generate_crm(args: argparse.Namespace) -> int:
+    if args.table is not None:
+        raise SegmentationError(
+            f"--table is for --shape mall; --shape crm makes its own tables in --schema (default {operations.CRM_SCHEMA})"
+        )
+    schema = args.schema or operations.CRM_SCHEMA
+    done = operations.generate_crm(args.rows, args.seed, schema, if_empty=args.if_empty, progress=_progress)
+    _print_applied(done.applied)
+    report = done.report
+    if report is None:
+        print(f"the CRM tables in schema {schema} already hold rows; nothing generated")
+        return 0
+    print(
+        f"generated {report.customers:,} customers ({report.without_orders:,} without orders) and {report.orders:,} "
+        f"orders into {report.name('customers')} and {report.name('orders')}, with the view "
+        f"{report.name('customer_rfm')}, in {report.seconds:.1f} s"
+    )
     return 0
 
 
@@ -306,11 +335,26 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true", help="load the valid rows and report the others")
     p.set_defaults(func=cmd_load_csv)
 
-    p = sub.add_parser("generate", help="append synthetic mall-like customers to the source table")
-    p.add_argument("--rows", type=int, required=True)
+    p = sub.add_parser(
+        "generate",
+        help="append synthetic mall-like customers to the source table, or make CRM-shaped tables (--shape crm)",
+    )
+    p.add_argument("--rows", type=int, required=True, help="customers to generate")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--table", default="public.customers", help="target table (default public.customers)")
-    p.add_argument("--if-empty", action="store_true", help="generate only when the table has no customers yet")
+    p.add_argument(
+        "--shape",
+        choices=("mall", "crm"),
+        default="mall",
+        help="mall: customers appended to --table; crm: customers with text ids, their orders and the view "
+        "customer_rfm, in a new --schema (default mall)",
+    )
+    p.add_argument("--table", help="--shape mall: target table (default public.customers)")
+    p.add_argument("--schema", help=f"--shape crm: the schema to make them in (default {operations.CRM_SCHEMA})")
+    p.add_argument(
+        "--if-empty",
+        action="store_true",
+        help="generate only when the table (--shape crm: the schema's tables) has no rows yet",
+    )
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(

@@ -5,8 +5,8 @@ an explicit `with conn.transaction():` block, opened by the function that owns t
 work: a method of segmentation.store.run.Run for a flow run (Run.prune hands its connection to
 segmentation.store.retention, Run.promote to rollback.make_current, each owning its
 transactions); for the command line, each with a connection segmentation.operations opens
-for it: loading.load_csv, loading.has_customers, loading.generate_customers, migrations.upgrade,
-migrations.apply_roles, rollback.make_current, purge.purge, and the reads of operations.show
+for it: loading.load_csv, loading.has_customers, loading.generate_customers, crm_shape.generate,
+migrations.upgrade, migrations.apply_roles, rollback.make_current, purge.purge, and the reads of operations.show
 and operations.list_runs; the reads of the report and approval tasks, and the approval answered after
 a suspension (tasks.approval.publish_resumed hands its connection to rollback.make_current); and
 on a Dask worker, segmentation.store.range_pass.write_range for its range. The SQL helpers

@@ -58,10 +58,18 @@ def parse_table_name(text: str) -> TableName:
     return TableName(_unquote(first), _unquote(second))
 
 
-def parse_column_name(text: str) -> str:
+def _parse_name(text: str, what: str) -> str:
     match = re.fullmatch(rf"\s*({_PART})\s*", text or "")
     if not match:
         raise SegmentationError(
-            f'{text!r} is not a valid column name; use letters, digits and underscores, or a "double-quoted" name'
+            f'{text!r} is not a valid {what} name; use letters, digits and underscores, or a "double-quoted" name'
         )
     return _unquote(match.group(1))
+
+
+def parse_column_name(text: str) -> str:
+    return _parse_name(text, "column")
+
+
+def parse_schema_name(text: str) -> str:
+    return _parse_name(text, "schema")

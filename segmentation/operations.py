@@ -2,8 +2,8 @@
 takes plain arguments, opens and closes its own connection, and returns what it found or did;
 none prints. segmentation.cli parses the arguments, calls one of these and prints the result.
 
-The schema: upgrade_database, migrate, load_csv and generate apply pending migrations (so does
-a flow run, at its start); every other function only checks the schema's version
+The schema: upgrade_database, migrate, load_csv, generate and generate_crm apply pending
+migrations (so does a flow run, at its start); every other function only checks the schema's version
 (migrations.require_current) and, on a database without the schema or behind this version,
 stops with one line naming `segmentation db upgrade`. Reading never changes the schema.
 
@@ -28,6 +28,7 @@ from segmentation import db, migrations
 from segmentation.errors import SegmentationError
 
 if TYPE_CHECKING:
+    from segmentation.crm_shape import CrmReport
     from segmentation.loading import LoadReport
     from segmentation.outcome import Outcome
     from segmentation.purge import Purge
@@ -106,6 +107,32 @@ def generate(
         if if_empty and loading.has_customers(conn, table):
             return Generated(applied, None)
         return Generated(applied, loading.generate_customers(conn, rows, seed, table, report=progress))
+
+
+CRM_SCHEMA = "crm"
+
+
+@dataclass(frozen=True)
+class GeneratedCrm:
+    applied: tuple[str, ...]  # the migrations applied first
+    report: CrmReport | None  # None: nothing generated (if_empty, and the schema's tables held rows)
+
+
+def generate_crm(
+    rows: int,
+    seed: int = 0,
+    schema: str = CRM_SCHEMA,
+    *,
+    if_empty: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> GeneratedCrm:
+    """Make the CRM shape in its own schema: customers with text ids, their orders and the view
+    customer_rfm (segmentation.crm_shape); refused when its tables hold rows, unless if_empty."""
+    from segmentation import crm_shape
+
+    with _connect() as conn:
+        applied = _migrate(conn)
+        return GeneratedCrm(applied, crm_shape.generate(conn, rows, seed, schema, if_empty=if_empty, report=progress))
 
 
 def run_outcome(flow_run_id: str | UUID) -> Outcome | None:

@@ -87,6 +87,7 @@ def test_the_wheel_holds_one_package_with_its_sql(wheel):
         "segmentation/sql/001_source_customers.sql",
         "segmentation/sql/roles/segmentation_roles.sql",
         "segmentation/sql/bi/current_run.sql",
+        "segmentation/sql/shapes/crm.sql",
         "segmentation/py.typed",
     ):
         assert expected in names
@@ -154,6 +155,7 @@ def test_the_installed_commands_work_from_another_directory(venv, server_url, pr
         assert "roles segmentation_writer and segmentation_reader and their grants are in place" in upgraded
         assert "loaded 200 customers into public.customers" in segmentation("load-csv", str(MALL_CSV))
         assert "generated 300 customers" in segmentation("generate", "--rows", "300", "--seed", "4")
+        assert "generated 150 customers" in segmentation("generate", "--shape", "crm", "--rows", "150")
         ran = segmentation("run", "--k", "5", "--features", "annual_income,spending_score", "--min-silhouette", "0.1")
         assert "500 customers in 5 segments from public.customers" in ran
         assert segmentation("show").splitlines()[1:] == ran.splitlines()[1:]

@@ -3,6 +3,10 @@
 The flow selects only NOT NULL, fixed-width columns (bigint, integer, smallint, double
 precision), so every row has the same byte layout and a whole block of rows decodes with
 one numpy view. See https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4
+
+Encoding also takes the types a generated CRM table needs (encode_rows): boolean, date,
+timestamptz, numeric(12,2) and text. Each is sent in a fixed width, text padded to its
+column's longest value, and the padding is cut out of the rows' bytes in one step.
 """
 
 from __future__ import annotations
@@ -17,6 +21,17 @@ TRAILER = b"\xff\xff"
 
 # Field types by PostgreSQL type name.
 WIRE_TYPES = {"int8": ">i8", "int4": ">i4", "int2": ">i2", "float8": ">f8"}
+
+# Dates and timestamps are sent as days and microseconds since this instant (UTC).
+PG_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")
+# numeric(12,2) as PostgreSQL's numeric_send writes it, always with four base-10000 digits:
+# 10^8, 10^4 and 1 (weight 2), then the fraction (cents times 100). Leading and trailing
+# zero digits are allowed; the server strips them.
+NUMERIC_12_2 = np.dtype(
+    [("ndigits", ">i2"), ("weight", ">i2"), ("sign", ">i2"), ("dscale", ">i2"), ("digits", ">i2", (4,))]
+)
+_NUMERIC_NEGATIVE = 0x4000
+_CENTS_LIMIT = 10**12  # numeric(12,2) holds less than 10^10
 
 
 def row_dtype(fields: Sequence[tuple[str, str]]) -> np.dtype:
@@ -84,13 +99,63 @@ class Decoder:
         return {name: np.empty(0, dtype=np.dtype(WIRE_TYPES[t]).newbyteorder("=")) for name, t in self.fields}
 
 
+def _numeric_12_2(amounts: np.ndarray) -> np.ndarray:
+    cents = np.rint(np.asarray(amounts, dtype=np.float64) * 100)
+    if not np.all(np.abs(cents) < _CENTS_LIMIT):  # NaN too
+        raise ValueError("a numeric(12,2) value is missing or out of its range")
+    whole, hundredths = np.divmod(np.abs(cents).astype(np.int64), 100)
+    values = np.empty(len(cents), dtype=NUMERIC_12_2)
+    values["ndigits"], values["weight"], values["dscale"] = 4, 2, 2
+    values["sign"] = np.where(cents < 0, _NUMERIC_NEGATIVE, 0)
+    values["digits"] = np.stack([whole // 10**8, whole // 10**4 % 10**4, whole % 10**4, hundredths * 100], axis=1)
+    return values
+
+
+def _on_wire(pg_type: str, column: np.ndarray) -> tuple[np.dtype, np.ndarray]:
+    """The field's on-wire type and the values to store in it."""
+    if pg_type in WIRE_TYPES:
+        return np.dtype(WIRE_TYPES[pg_type]), column
+    if pg_type == "bool":
+        return np.dtype("?"), column
+    if pg_type == "date":
+        return np.dtype(">i4"), (column.astype("datetime64[D]") - PG_EPOCH.astype("datetime64[D]")).astype(np.int64)
+    if pg_type == "timestamptz":  # a naive datetime64 is taken as UTC
+        return np.dtype(">i8"), (column.astype("datetime64[us]") - PG_EPOCH).astype(np.int64)
+    if pg_type == "numeric(12,2)":
+        return NUMERIC_12_2, _numeric_12_2(column)
+    if pg_type == "text":
+        values = column if column.dtype.kind == "S" else np.strings.encode(column, "utf-8")
+        return values.dtype, values
+    raise ValueError(f"binary COPY of {pg_type} is not supported")
+
+
 def encode_rows(fields: Sequence[tuple[str, str]], columns: dict[str, np.ndarray]) -> bytes:
-    """The row bytes (no header or trailer) for the given equally long columns."""
-    dtype = row_dtype(fields)
+    """The row bytes (no header or trailer) for the given equally long columns. Types: those
+    of WIRE_TYPES; bool; date and timestamptz from datetime64; numeric(12,2) from amounts,
+    rounded to the cent; text from strings or bytes (dtype U or S), none NULL."""
+    wire = {name: _on_wire(pg_type, columns[name]) for name, pg_type in fields}
+    layout: list[tuple[str, np.dtype | str]] = [("_nfields", ">i2")]
+    for name, _ in fields:
+        layout += [(f"_len_{name}", ">i4"), (name, wire[name][0])]
+    dtype = np.dtype(layout)
+    offsets = dtype.fields
+    assert offsets is not None  # a structured dtype
     n = len(columns[fields[0][0]])
     rows = np.empty(n, dtype=dtype)
     rows["_nfields"] = len(fields)
-    for name, _ in fields:
-        rows[f"_len_{name}"] = dtype[name].itemsize
-        rows[name] = columns[name]
-    return rows.tobytes()
+    padded = []  # (offset in the row, width, each value's length) of the text fields
+    for name, pg_type in fields:
+        field_type, values = wire[name]
+        if pg_type == "text":
+            lengths = np.strings.str_len(values)
+            rows[f"_len_{name}"] = lengths
+            padded.append((offsets[name][1], field_type.itemsize, lengths))
+        else:
+            rows[f"_len_{name}"] = field_type.itemsize
+        rows[name] = values
+    if not padded:
+        return rows.tobytes()
+    keep = np.ones((n, dtype.itemsize), dtype=bool)
+    for offset, width, lengths in padded:
+        keep[:, offset : offset + width] = np.arange(width) < lengths[:, None]
+    return rows.view(np.uint8).reshape(n, dtype.itemsize)[keep].tobytes()
