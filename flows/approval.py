@@ -12,8 +12,8 @@ from prefect.client.schemas.objects import State
 from segmentation import logs
 from segmentation.errors import describe
 from segmentation.outcome import Outcome
-from segmentation.tasks.approval import APPROVE_FLOW_NAME, approval_request, decide, wait_for_answer
-from segmentation.tasks.conclude import conclude
+from segmentation.tasks.approval import APPROVE_FLOW_NAME, approval_prompt, decide, outcome_now, wait_for_answer
+from segmentation.tasks.conclude import conclude, end
 
 
 @flow(name=APPROVE_FLOW_NAME, validate_parameters=True)
@@ -26,11 +26,15 @@ def approve_run(run_id: int, timeout_minutes: float = 60) -> dict[str, Any] | St
         timeout_minutes: How long to wait for an answer; without one the run stays rejected.
     """
     logs.install()
-    rejected = Outcome("rejected", run_id, "")
     try:
-        rejected, prompt = approval_request(run_id, timeout_minutes)
+        rejected, prompt = approval_prompt(run_id, timeout_minutes)
         answer = wait_for_answer(prompt, timeout_minutes)
         outcome = decide(rejected, answer, timeout_minutes)
-    except Exception as exc:  # noqa: BLE001 - the run stays rejected, and says why
-        outcome = rejected.also(f"The approval could not be completed: {describe(exc)}")
+    except Exception as exc:  # noqa: BLE001 - what became of the run is the database's to say
+        reason = f"The approval could not be completed: {describe(exc)}"
+        now = outcome_now(run_id)
+        if now is None or now.status != "rejected":
+            # Not a rejected run (any more): it is what it was; this flow run only failed to act.
+            return end(Outcome("failed", run_id, "", reasons=(reason,)))
+        outcome = now.also(reason)
     return conclude(outcome)

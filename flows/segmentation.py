@@ -95,4 +95,8 @@ def customer_segmentation(
             run.fail(describe(exc))
             run.close()
         raise
-    return conclude(outcome, run, approval_timeout_minutes)
+    try:
+        return conclude(outcome, run, approval_timeout_minutes)
+    finally:
+        if run is not None:
+            run.close()  # conclude lets it go first thing after retention; this is for an error before that

@@ -236,10 +236,12 @@ def _print_switch(switch: Switch) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from segmentation.flows.deployment import DEPLOYMENT_NAME, deploy
     from segmentation.flows.segmentation import FLOW_NAME
+    from segmentation.tasks.approval import APPROVE_FLOW_NAME
 
     deployment_id = deploy(args.pool, args.image)
     print(
-        f"deployed {FLOW_NAME}/{DEPLOYMENT_NAME} ({deployment_id}) to work pool {args.pool!r}: start a worker "
+        f"deployed {FLOW_NAME}/{DEPLOYMENT_NAME} ({deployment_id}), and {APPROVE_FLOW_NAME}/{DEPLOYMENT_NAME} "
+        f"beside it, to work pool {args.pool!r}: start a worker "
         f"with `prefect worker start --pool {args.pool}` where this package and SEGMENTATION_DATABASE_URL are"
     )
     return 0

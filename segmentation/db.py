@@ -3,13 +3,11 @@
 Who commits: every connection opened here is in autocommit mode, and a transaction is always
 an explicit `with conn.transaction():` block, opened by the function that owns that unit of
 work: a method of segmentation.store.run.Run for a flow run (Run.prune hands its connection to
-segmentation.store.retention, Run.promote to rollback.make_current, each owning its
-transactions); for the command line, each with a connection segmentation.operations opens
-for it: loading.load_csv, loading.has_customers, loading.generate_customers, crm_shape.generate,
-migrations.upgrade, migrations.apply_roles, rollback.make_current, purge.purge, and the reads of operations.show
-and operations.list_runs; the reads of the report and approval tasks, and the approval answered after
-a suspension (tasks.approval.publish_resumed hands its connection to rollback.make_current); and
-on a Dask worker, segmentation.store.range_pass.write_range for its range. The SQL helpers
+segmentation.store.retention, which owns its transactions); for the command line and the
+report and approval tasks, each with a connection segmentation.operations opens for it: loading.load_csv, loading.has_customers, loading.generate_customers, crm_shape.generate,
+migrations.upgrade, migrations.apply_roles, rollback.make_current (a promotion, a rollback, an
+approval: operations.decide), purge.purge, and the reads of operations.read_run, list_runs and
+run_outcome; and on a Dask worker, segmentation.store.range_pass.score_range for its range. The SQL helpers
 those call (segmentation.store.runs, .partitions, .spells, .history, .scoring, .readback,
 segmentation.source) take a connection and never begin, commit or roll back: they run in their
 caller's transaction, or as single autocommitted statements. The one exception is a

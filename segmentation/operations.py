@@ -26,6 +26,7 @@ import psycopg
 
 from segmentation import db, migrations
 from segmentation.errors import SegmentationError
+from segmentation.outcome import gate_verdict
 
 if TYPE_CHECKING:
     from segmentation.crm_shape import CrmReport
@@ -147,6 +148,14 @@ def run_outcome(flow_run_id: str | UUID) -> Outcome | None:
             return None  # no schema: the flow run stopped before it could begin a run
 
 
+def run_outcome_by_id(run_id: int) -> Outcome | None:
+    """What became of run run_id, as the database has it; None when there is no such run."""
+    from segmentation.store import runs
+
+    with _current_schema() as conn:
+        return runs.outcome_of(conn, run_id=run_id)
+
+
 @dataclass(frozen=True)
 class ApprovalRequest:
     outcome: Outcome  # the rejected run, as the database has it
@@ -167,8 +176,7 @@ def approval_request(run_id: int) -> ApprovalRequest:
         raise SegmentationError(f"run {run_id} is {outcome.status}, not rejected: there is nothing to approve")
     # The gate's verdict, without the advice to promote the run by hand that its stored error ends with:
     # the person deciding answers here instead.
-    verdict = f"quality gate rejected run {run_id}: {'; '.join(outcome.quality_issues)}"
-    return ApprovalRequest(replace(outcome, reasons=(verdict,)), found)
+    return ApprovalRequest(replace(outcome, reasons=(gate_verdict(run_id, outcome.quality_issues),)), found)
 
 
 def approval_reason(note: str) -> str:
@@ -185,15 +193,10 @@ def decide(run_id: int, decision: str, note: str, flow_run_id: str | None = None
     from segmentation.store import approvals, runs
 
     with _current_schema() as conn:
-        if decision == "approved":
-            current = runs.current_switch(conn)
-            if current is not None and current["run_id"] > run_id:
-                raise SegmentationError(
-                    f"run {run_id} was approved but run {current['run_id']} was published after it; "
-                    f"to replace that one anyway: segmentation promote {run_id} --force --reason '...'"
-                )
-            make_current(conn, run_id=run_id, reason=approval_reason(note), force=True)
+        # Recorded first: a person's decision stands even when publishing it is then refused.
         approvals.record(conn, run_id, decision, note.strip(), flow_run_id)
+        if decision == "approved":
+            make_current(conn, run_id=run_id, reason=approval_reason(note), force=True, only_if_newest=True)
         outcome = runs.outcome_of(conn, run_id=run_id)
     assert outcome is not None
     return outcome

@@ -4,6 +4,7 @@ the flow run's state and return value) in one place. No database or Prefect here
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -54,6 +55,11 @@ class Outcome:
     def payload(self) -> dict[str, Any]:
         """What the run's event carries (segmentation.events.PAYLOAD_KEYS picks from it)."""
         return {**self.result(), "source_table": self.source_table, "error": self.message}
+
+
+def gate_verdict(run_id: int, issues: Sequence[str]) -> str:
+    """The quality gate's verdict on a run, as the first sentence of its outcome."""
+    return f"quality gate rejected run {run_id}: {'; '.join(issues)}"
 
 
 def _sentence(text: str) -> str:

@@ -32,10 +32,13 @@ class Switch:
     action: str  # rollback or promote
 
 
-def make_current(conn: psycopg.Connection, *, run_id: int | None, reason: str, force: bool = False) -> Switch:
+def make_current(
+    conn: psycopg.Connection, *, run_id: int | None, reason: str, force: bool = False, only_if_newest: bool = False
+) -> Switch:
     """Make run_id current (default: the run that was current before the current one).
     Refused, in one line, for an unknown run, a run that is not complete, a run whose
-    assignments are gone, a rejected run without force, and the current run itself.
+    assignments are gone, a rejected run without force, and the current run itself; with
+    only_if_newest (an approval), also when a newer run is current, checked under the run lock.
     conn must be in autocommit: the run lock is held across the transactions below."""
     if not reason.strip():
         raise SegmentationError("say why with --reason, e.g. --reason 'run 12 published a broken load'")
@@ -50,6 +53,11 @@ def make_current(conn: psycopg.Connection, *, run_id: int | None, reason: str, f
             current_id = current["run_id"] if current else None
             if run_id is None:
                 run_id = _before(conn, current)
+            if only_if_newest and current_id is not None and current_id > run_id:
+                raise SegmentationError(
+                    f"run {run_id} was approved but run {current_id} was published after it; "
+                    f"to replace that one anyway: segmentation promote {run_id} --force --reason '...'"
+                )
             target = _run(conn, run_id)
             _check(conn, target, current_id, force)
             # A history run other than the newest may have lost its own rows to retention:

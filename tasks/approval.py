@@ -39,8 +39,8 @@ class Approval(RunInput):
     note: str = Field("", description="Why: stored with the run, and shown by `segmentation show --run RUN_ID`.")
 
 
-@task(name="approval-request", cache_policy=NO_CACHE)
-def approval_request(run_id: int, minutes: float) -> tuple[Outcome, str]:
+@task(name="approval-prompt", cache_policy=NO_CACHE)
+def approval_prompt(run_id: int, minutes: float) -> tuple[Outcome, str]:
     """The rejected run (segmentation.operations.approval_request), and the text above the form:
     the gate's reasons, then the run's summary as the run report shows it."""
     request = operations.approval_request(run_id)
@@ -102,6 +102,16 @@ def decide(rejected: Outcome, answer: Approval | None, minutes: float) -> Outcom
     return published
 
 
+@task(name="outcome-now", cache_policy=NO_CACHE)
+def outcome_now(run_id: int) -> Outcome | None:
+    """What became of the run, as the database has it now; None when that cannot be read."""
+    try:
+        return operations.run_outcome_by_id(run_id)
+    except Exception as exc:  # noqa: BLE001 - the caller says what it knows
+        get_run_logger().warning("could not read run %d: %s", run_id, exc)
+        return None
+
+
 def request_approval(outcome: Outcome, minutes: float) -> dict[str, Any] | State:
     """Ask for a person's decision on a rejected run; the end of the nightly flow run. A run of
     a deployment starts a flow run of the approve-run deployment beside it and ends Rejected,
@@ -109,7 +119,7 @@ def request_approval(outcome: Outcome, minutes: float) -> dict[str, Any] | State
     deployment to start, so the approve-run flow runs as its subflow, waiting in this process,
     and its end is this flow run's end."""
     from segmentation.flows.approval import approve_run
-    from segmentation.tasks.conclude import end
+    from segmentation.tasks.conclude import announce, end
 
     assert outcome.run_id is not None
     deployment = runtime.deployment.name
@@ -122,7 +132,9 @@ def request_approval(outcome: Outcome, minutes: float) -> dict[str, Any] | State
     try:
         flow_run = start_approval(outcome.run_id, minutes, f"{APPROVE_FLOW_NAME}/{deployment}")
     except Exception as exc:  # noqa: BLE001 - the run stays rejected, and says why
-        return end(outcome.also(f"The approval could not be requested: {exc}"))
+        unasked = outcome.also(f"The approval could not be requested: {exc}")
+        announce(unasked)
+        return end(unasked)
     return end(
         outcome.also(
             f"Waiting up to {minutes:g} minutes for a person to approve or reject it in the Prefect UI: flow run {flow_run}"

@@ -27,8 +27,8 @@ REJECTED = "Rejected"  # the state name that tells a run the gate stopped from o
 
 def conclude(outcome: Outcome, run: Run | None = None, approval_timeout_minutes: float = 0) -> dict[str, Any] | State:
     """Report and apply retention for a kept run (while `run` still holds the run lock), let
-    the run go, emit its event, ask for approval when the gate rejected it and that is wanted,
-    and end the flow run: its result for a kept run that is published or staged; Failed, named
+    the run go, emit its event (or, when the gate rejected it and approval is wanted, ask for
+    approval, which emits the event once decided), and end the flow run: its result for a kept run that is published or staged; Failed, named
     Rejected for a rejected run, with the reasons as the message otherwise."""
     if outcome.kept and outcome.run_id is not None:
         report(outcome.run_id)
@@ -36,11 +36,12 @@ def conclude(outcome: Outcome, run: Run | None = None, approval_timeout_minutes:
             prune_history(run)
     if run is not None:
         run.close()  # before any wait for approval: the approval publishes under the run lock
-    announce(outcome)
     if outcome.status == "rejected" and approval_timeout_minutes > 0:
         from segmentation.tasks.approval import request_approval
 
+        # The run's event comes from the approval, once it is decided (or it could not be asked for).
         return request_approval(outcome, approval_timeout_minutes)
+    announce(outcome)
     return end(outcome)
 
 

@@ -12,7 +12,7 @@ from prefect.logging import get_run_logger
 
 from segmentation.core import run_text
 from segmentation.core.segment_stats import SegmentStats
-from segmentation.outcome import Outcome, Status
+from segmentation.outcome import Outcome, Status, gate_verdict
 from segmentation.source.catalog import Source
 from segmentation.store import history, scoring
 from segmentation.store.run import Run
@@ -79,7 +79,7 @@ def keep_run(
     if quality_issues and not force_publish:
         stays = "the previous run stays current" if previous is not None else "no run is current yet"
         error = (
-            f"quality gate rejected run {run.run_id}: {'; '.join(quality_issues)}. The run is kept as rejected and "
+            f"{gate_verdict(run.run_id, quality_issues)}. The run is kept as rejected and "
             f"{stays}; if you have checked this run, make it current with: segmentation promote {run.run_id} "
             "--force --reason '...' (or start it again with force_publish=true)"
         )

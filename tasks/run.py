@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segmentation import db, migrations
-from segmentation.outcome import Outcome, Status
+from segmentation.outcome import KEPT, Outcome, Status
 from segmentation.settings import Settings
 from segmentation.store.run import Run
 
@@ -51,8 +51,8 @@ def fail_run(run: Run | None, error: str, source_table: str) -> Outcome:
     status = run.fail(error)
     if status is None:
         get_run_logger().error("could not record the failure of run %d; the next run marks it abandoned", run.run_id)
-    if status == "published" or status == "staged":
+    if status in KEPT:
         get_run_logger().warning("run %d is %s; the error came after: %s", run.run_id, status, error)
-        kept: Status = "published" if status == "published" else "staged"
+        kept: Status = "published" if status == "published" else "staged" if status == "staged" else "rejected"
         return Outcome(kept, run.run_id, source_table, reasons=(f"the error came after the run was {status}: {error}",))
     return failed

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -27,16 +26,6 @@ from segmentation.tasks.dask import Cluster
 from segmentation.tasks.extract import TrainingSet
 
 
-@dataclass
-class ScoredPass:
-    """The scoring pass, done: the segment figures of every customer, and the customers whose
-    segment differs from the previous run's on the same table (None: not compared in memory,
-    or the comparison gave up; the drift then comes from SQL)."""
-
-    stats: SegmentStats
-    changes: Changes | None
-
-
 def score(
     run: Run,
     source: Source,
@@ -44,9 +33,12 @@ def score(
     centroids: Centroids,
     previous: PreviousRun | None,
     cluster: Cluster,
-) -> ScoredPass:
+) -> ScoredPart:
     """The score task in this process, or score-range tasks on Dask, submitted from the flow
-    run (a task's parameters travel with what it submits, and a Run's connections cannot)."""
+    run (a task's parameters travel with what it submits, and a Run's connections cannot).
+    Either way, the whole pass as one part: the segment figures of every customer, and the
+    customers whose segment differs from the previous run's on the same table (None: not
+    compared in memory, or the comparison gave up; the drift then comes from SQL)."""
     compare_with = previous if previous is not None and previous.same_table(str(source.table)) else None
     if cluster.enabled and not training.complete:
         scored = _score_on_dask(run, source, training, centroids, compare_with, cluster)
@@ -84,14 +76,14 @@ def _progress(total: int):
 @task(name="score", cache_policy=NO_CACHE)
 def score_here(
     run: Run, source: Source, training: TrainingSet, centroids: Centroids, compare_with: PreviousRun | None = None
-) -> ScoredPass:
+) -> ScoredPart:
     """One part, every customer: chunk by chunk, so memory is bounded by the chunk and the
     training set, not by the table; the assignments go into the run's table in one transaction."""
     stats = SegmentStats(len(centroids.centers), source.features, centroids.segment_ids)
     with run.assignments(compare_with) as writer:
         scored = score_part(_chunks(run, source, training), writer, centroids, stats, _progress(training.n_valid))
         run.end_snapshot()  # the last read of the source is done
-    return ScoredPass(scored.stats, scored.changes)
+    return scored
 
 
 def _score_on_dask(
@@ -101,7 +93,7 @@ def _score_on_dask(
     centroids: Centroids,
     compare_with: PreviousRun | None,
     cluster: Cluster,
-) -> ScoredPass:
+) -> ScoredPart:
     """One score-range task per range of ids, at most SEGMENTATION_DASK_SESSIONS (default: one
     per worker) at a time, since each holds two database sessions. The first failure fails the
     pass, and the run's table is never attached."""
@@ -133,7 +125,7 @@ def _score_on_dask(
             changes.append(part.changes)
             tell(stats.n_customers)
     run.end_snapshot()
-    return ScoredPass(stats, run.join_changes(ranges_pass, changes))
+    return ScoredPart(stats, run.join_changes(ranges_pass, changes))
 
 
 @task(name="score-range", cache_policy=NO_CACHE)

@@ -83,7 +83,7 @@ def measure_drift(
     run: Run, source: Source, previous: history.PreviousRun | None, changes: Changes | None
 ) -> history.Drift | None:
     """Against the previous run on the same table: from the changes the scoring pass found in
-    memory (segmentation.tasks.score.ScoredPass), else in SQL."""
+    memory (segmentation.passes.ScoredPart), else in SQL."""
     if previous is None or not previous.same_table(str(source.table)):
         return None
     drift = run.drift(previous, changes)

@@ -156,3 +156,29 @@ def test_a_run_nobody_approves_stays_rejected(conn):
     with get_client(sync_client=True) as client:
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(approval)])))
     assert {t.name.rsplit("-", 1)[0]: t.state.type.value for t in tasks}["announce"] == "COMPLETED"
+
+
+def test_an_approval_never_replaces_a_newer_run_and_is_kept_when_refused(conn):
+    """Checked under the run lock, in the switch's transaction: a run the gate rejected, then a
+    newer run published; approving the older one is refused in one line, the newer one stays
+    current, and the person's decision is still on record, shown as not published."""
+    from segmentation import operations
+    from segmentation.errors import SegmentationError
+
+    generate_customers(conn, 2000, seed=94)
+    rejected = customer_segmentation(**FAST, min_silhouette=0.99, return_state=True)
+    assert rejected.name == "Rejected"
+    rejected_id = conn.execute("SELECT max(run_id) FROM segmentation.runs").fetchone()[0]
+    newer = customer_segmentation(**FAST, return_state=True).result()["run_id"]
+    with pytest.raises(SegmentationError) as refused:
+        operations.decide(rejected_id, "approved", "looks fine", None)
+    assert str(refused.value) == (
+        f"run {rejected_id} was approved but run {newer} was published after it; to replace that one anyway: "
+        f"segmentation promote {rejected_id} --force --reason '...'"
+    )
+    assert_current_run(conn, newer)
+    assert decisions(conn) == [(rejected_id, "approved", "looks fine")]
+    assert "approved in the Prefect UI (looks fine) but not published" in run_text(conn, rejected_id)
+    # And there is nothing to ask about a run that is not rejected.
+    with pytest.raises(SegmentationError, match=f"run {newer} is published, not rejected: there is nothing to approve"):
+        operations.approval_request(newer)

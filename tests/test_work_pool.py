@@ -37,6 +37,7 @@ def test_a_process_worker_runs_the_deployment(prefect_server, conn, database_url
         assert main(["deploy", "--pool", POOL]) == 0
         out = capsys.readouterr().out
         assert f"deployed {DEPLOYMENT}" in out and f"prefect worker start --pool {POOL}" in out
+        assert "and approve-run/nightly beside it" in out
     worker = Process([str(BIN / "prefect"), "worker", "start", "--pool", POOL], env, tmp_path / "worker.log")
     try:
         with prefect_client_settings(prefect_server), get_client(sync_client=True) as client:
@@ -47,6 +48,11 @@ def test_a_process_worker_runs_the_deployment(prefect_server, conn, database_url
             assert found.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
             assert found.description == DESCRIPTION and set(found.tags) == set(TAGS) and found.parameters == {}
             assert found.entrypoint == "segmentation.flows.segmentation.customer_segmentation"
+            approvals = client.read_deployment_by_name("approve-run/nightly")
+            assert (
+                approvals.work_pool_name == POOL and approvals.entrypoint == "segmentation.flows.approval.approve_run"
+            )
+            assert approvals.global_concurrency_limit is None and not approvals.schedules
 
             flow_run = run_deployment(
                 DEPLOYMENT, parameters={"n_clusters": 5, "features": ["annual_income", "spending_score"]}, timeout=0

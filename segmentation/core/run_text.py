@@ -158,8 +158,14 @@ def run_line(run: dict, segments: pd.DataFrame | None = None) -> str:
         )
     issues = "; ".join(run.get("quality_issues") or [])
     decision = run.get("approval")
-    if decision is not None:
-        lines.append(_decision_line(decision, issues))
+    approved = decision is not None and decision["decision"] == "approved"
+    if decision is not None and approved == (run["status"] == "published"):
+        lines.append(_decision_line(decision, issues))  # how the run became what it is
+    elif decision is not None and approved and run["status"] == "rejected":
+        lines.append(
+            f"approved in the Prefect UI ({decision['note'] or 'no note'}) but not published: a newer run was "
+            "current, or a run was in progress; the approval's flow run says which"
+        )
     elif run.get("forced"):
         how = "force_publish" if (run.get("params") or {}).get("force_publish") else "promote --force"
         lines.append(f"published with {how} despite the quality gate: {issues}")

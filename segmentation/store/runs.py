@@ -22,7 +22,7 @@ from psycopg import sql
 from segmentation.core.model import KCandidate
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
-from segmentation.outcome import FIGURES, Outcome
+from segmentation.outcome import FIGURES, KEPT, Outcome
 from segmentation.store import scoring
 
 RUN_LOCK_KEY = 0x5E6_0002  # any fixed 64-bit number; it only has to differ from the migration lock
@@ -132,7 +132,7 @@ class Publication:
 
 # A complete run is kept, with its assignments and summaries, as one of these. Only a
 # published run is ever current; a staged or rejected one can be made current later.
-COMPLETE = ("published", "staged", "rejected")
+COMPLETE = KEPT
 
 
 def mark_complete(
