@@ -114,8 +114,8 @@ def outcome_now(run_id: int) -> Outcome | None:
 
 def request_approval(outcome: Outcome, minutes: float) -> dict[str, Any] | State:
     """Ask for a person's decision on a rejected run; the end of the nightly flow run. A run of
-    a deployment starts a flow run of the approve-run deployment beside it and ends Rejected,
-    saying where to answer. A run started directly (`segmentation run`, a flow call) has no
+    a deployment starts a flow run of the approve-run deployment (as its subflow, so that its page
+    lists it) and ends Rejected, saying where to answer. A run started directly (`segmentation run`, a flow call) has no
     deployment to start, so the approve-run flow runs as its subflow, waiting in this process,
     and its end is this flow run's end."""
     from segmentation.flows.approval import approve_run
