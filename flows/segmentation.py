@@ -13,6 +13,7 @@ from segmentation import logs, process
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
 from segmentation.errors import describe
+from segmentation.segmentations import DEFAULT
 from segmentation.tasks.conclude import conclude
 from segmentation.tasks.dask import Cluster
 from segmentation.tasks.extract import check_source, extract, quarantine_invalid
@@ -43,6 +44,7 @@ def customer_segmentation(
     force_publish: bool = False,
     publish: bool = True,
     approval_timeout_minutes: float = 0,
+    segmentation: str = DEFAULT,
 ) -> dict[str, Any] | State:
     """Retrain KMeans on the source table and publish segments for BI.
 
@@ -63,6 +65,7 @@ def customer_segmentation(
         force_publish: Publish even when the quality gate fails; the run records that it was forced.
         publish: Make the run current when it passes the quality gate. False: the run does everything else and ends staged, kept but not current, to be made current later (segmentation promote RUN_ID).
         approval_timeout_minutes: When the quality gate fails, ask a person to approve or reject the run in the Prefect UI, and wait this long for the answer: an approve-run flow run waits with a form under the gate's reasons and the run's summary. 0: reject at once.
+        segmentation: Which segmentation this run belongs to: each has its own current run, history, run lock and BI views. default publishes to segmentation_bi.current_*; another name (a lowercase letter, then lowercase letters, digits or underscores) to segmentation_bi.NAME_run, NAME_customer_segments, NAME_segments, NAME_segment_centroids, NAME_customer_segment_history and NAME_customer_segment_spells, created when it first runs.
     """
     # The parameters as called, recorded with the run: first, before any other local exists.
     params = {**locals(), "features": list(features)}
@@ -72,7 +75,7 @@ def customer_segmentation(
     run = None
     try:
         settings = prepare_database()
-        run = start_run(settings, source_table, list(features), {**params, **settings.in_force()})
+        run = start_run(settings, source_table, list(features), {**params, **settings.in_force()}, segmentation)
         source = check_source(run, source_table, id_column, list(features))
         with Cluster(settings) as cluster:  # Dask, when set: started by the first pass that needs it
             training = extract(run, source, random_state, cluster)
@@ -89,7 +92,7 @@ def customer_segmentation(
         )
     except Exception as exc:  # noqa: BLE001 - every failure ends the run the same way: recorded, one line
         # The task that raised has logged the details; the reason alone is the outcome's.
-        outcome = fail_run(run, describe(exc), source_table)
+        outcome = fail_run(run, describe(exc), source_table, segmentation)
     except BaseException as exc:  # cancelled or interrupted: record it, let Prefect handle the rest
         if run is not None:
             run.fail(describe(exc))

@@ -16,6 +16,12 @@ keeps reading it whoever runs the upgrade, even a login that may not apply the r
 A file cannot say what to drop: removing a view, or a function's old signature, takes a numbered
 migration that drops it (and deletes its row in segmentation.bi_definitions).
 
+Several segmentations side by side (segmentation.segmentations): the files of the views each
+segmentation has its own copy of (segmentations.VIEWS) define the default's, and are rendered for
+every other segmentation in segmentation.segmentations with its own view names and its name in
+place of the literal 'default' (Definition.render): one definition, however many segmentations.
+Applying such a file applies every rendering of it; add_segmentation creates a new segmentation's.
+
 Runs in its caller's transaction (migrations.upgrade owns it): never begins, commits or rolls
 back, beyond the savepoint a refused CREATE OR REPLACE is undone to."""
 
@@ -31,8 +37,9 @@ from importlib.abc import Traversable
 import psycopg
 from psycopg import sql
 
-from segmentation.db import scalar
+from segmentation.db import give_to_writer, scalar
 from segmentation.errors import SegmentationError
+from segmentation.segmentations import DEFAULT, VIEWS, view_name
 from segmentation.sql_files import SqlFile
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,8 @@ SCHEMA = "segmentation_bi"
 _FILE = re.compile(r"^([a-z][a-z0-9_]*)\.sql$")
 _REFERENCE = re.compile(rf"\b{SCHEMA}\s*\.\s*([a-z_][a-z0-9_]*)")
 _LINE_COMMENT = re.compile(r"--[^\n]*")
+_VIEW_REFERENCE = re.compile(rf"\b{SCHEMA}\.({'|'.join(VIEWS)})(?![a-z0-9_])")
+READER_ROLE = "segmentation_reader"
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,61 @@ class Definition(SqlFile):
     def references(self) -> set[str]:
         """The other BI objects its SQL names (its comments aside)."""
         return set(_REFERENCE.findall(_LINE_COMMENT.sub("", self.text))) - {self.name}
+
+    @property
+    def per_segmentation(self) -> bool:
+        """Whether each segmentation has its own copy of what it defines."""
+        return self.name in VIEWS
+
+    def render(self, segmentation: str) -> str:
+        """Its SQL for a segmentation: as written for the default; for another, with that
+        segmentation's view names and its name in place of the literal 'default'. The name is
+        checked (segmentations.check_name) before it is ever stored, so it is a safe literal."""
+        if segmentation == DEFAULT:
+            return self.text
+        text = _VIEW_REFERENCE.sub(lambda m: f"{SCHEMA}.{view_name(segmentation, m.group(1))}", self.text)
+        return text.replace("'default'", f"'{segmentation}'")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A definition as applied for one segmentation: the object it makes and its SQL."""
+
+    definition: Definition
+    segmentation: str
+
+    @property
+    def name(self) -> str:
+        return (
+            view_name(self.segmentation, self.definition.name)
+            if self.definition.per_segmentation
+            else self.definition.name
+        )
+
+    @property
+    def text(self) -> str:
+        return self.definition.render(self.segmentation)
+
+    @property
+    def filename(self) -> str:
+        suffix = "" if self.segmentation == DEFAULT else f" for segmentation {self.segmentation}"
+        return self.definition.filename + suffix
+
+
+def segmentation_names(conn: psycopg.Connection) -> list[str]:
+    """Every segmentation of this database, the default first (only it before sql/014)."""
+    if not scalar(conn, "SELECT to_regclass('segmentation.segmentations') IS NOT NULL"):
+        return [DEFAULT]
+    others = [
+        r[0]
+        for r in conn.execute("SELECT name FROM segmentation.segmentations WHERE name <> %s ORDER BY name", (DEFAULT,))
+    ]
+    return [DEFAULT, *others]
+
+
+def _targets(definitions: Sequence[Definition], names: Sequence[str]) -> list[Rendered]:
+    """What the definitions make, in their order: a per-segmentation file once per segmentation."""
+    return [Rendered(d, name) for d in definitions for name in (names if d.per_segmentation else [DEFAULT])]
 
 
 def discover(bi_dir: Traversable) -> list[Definition]:
@@ -107,34 +171,64 @@ def outdated(conn: psycopg.Connection, definitions: Sequence[Definition], *, mig
             {"schema": SCHEMA},
         )
     }
-    return [d for d in definitions if recorded.get(d.name) != d.checksum or d.name not in present]
+    missing = {t.definition.name for t in _targets(definitions, segmentation_names(conn)) if t.name not in present}
+    return [d for d in definitions if recorded.get(d.name) != d.checksum or d.name in missing]
 
 
 def apply(conn: psycopg.Connection, todo: Sequence[Definition], definitions: Sequence[Definition]) -> list[Definition]:
-    """Apply todo (in the order of definitions) and record it; returns every file applied, the
-    unchanged ones created again because an object they depend on was dropped included."""
-    done: list[Definition] = []
-    for definition in todo:
-        if definition in done:
+    """Apply todo (in the order of definitions, each for every segmentation it has a copy for)
+    and record it; returns every file applied, the unchanged ones created again because an object
+    they depend on was dropped included."""
+    targets = _targets(definitions, segmentation_names(conn))
+    done: list[Rendered] = []
+    for target in targets:
+        if target.definition not in todo or target in done:
             continue
-        log.info("applying %s", definition.filename)
+        log.info("applying %s", target.filename)
         try:
             with conn.transaction():  # a savepoint: what a refused file did is undone
-                conn.execute(definition.text)
-            done.append(definition)
+                conn.execute(target.text)
+            done.append(target)
         except (psycopg.errors.InvalidTableDefinition, psycopg.errors.InvalidFunctionDefinition) as exc:
-            log.info("%s cannot replace what is there (%s): dropping and creating it", definition.filename, exc)
-            done += [d for d in _recreate(conn, definition, definitions) if d not in done]
-    for definition in done:
+            log.info("%s cannot replace what is there (%s): dropping and creating it", target.filename, exc)
+            done += [t for t in _recreate(conn, target, targets) if t not in done]
+    files = list(dict.fromkeys(t.definition for t in done))
+    for definition in files:
         conn.execute(
             """INSERT INTO segmentation.bi_definitions (name, checksum) VALUES (%s, %s)
                ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()""",
             (definition.name, definition.checksum),
         )
-    return done
+    return files
 
 
-def _recreate(conn: psycopg.Connection, definition: Definition, definitions: Sequence[Definition]) -> list[Definition]:
+def add_segmentation(conn: psycopg.Connection, segmentation: str, definitions: Sequence[Definition]) -> list[str]:
+    """Create a new segmentation's own views from the files, owned by the writer and readable by
+    the reader as the others are; refused, in one line, when a view of that name exists already
+    (another segmentation's, or not ours). Returns the views' names. Runs in the caller's
+    transaction (segmentation.migrations.add_segmentation)."""
+    targets = [t for t in _targets(definitions, [segmentation]) if t.definition.per_segmentation]
+    taken = [
+        t.name
+        for t in targets
+        if scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(SCHEMA, t.name).as_string(conn),))
+    ]
+    if taken:
+        raise SegmentationError(
+            f"segmentation {segmentation}'s view {SCHEMA}.{taken[0]} exists already, as another segmentation's or "
+            "as someone else's; choose another segmentation name"
+        )
+    reader = scalar(conn, "SELECT to_regrole(%s) IS NOT NULL", (READER_ROLE,))
+    for target in targets:
+        conn.execute(target.text)
+        view = sql.Identifier(SCHEMA, target.name)
+        give_to_writer(conn, "VIEW", view)
+        if reader:
+            conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(view, sql.Identifier(READER_ROLE)))
+    return [t.name for t in targets]
+
+
+def _recreate(conn: psycopg.Connection, definition: Rendered, definitions: Sequence[Rendered]) -> list[Rendered]:
     """Drop the definition's objects and the BI objects depending on them, then apply their files."""
     dependents = {
         row[0]
@@ -172,7 +266,7 @@ def _recreate(conn: psycopg.Connection, definition: Definition, definitions: Seq
         except psycopg.errors.DependentObjectsStillExist as exc:
             detail = " ".join((exc.diag.message_detail or "").split())
             raise SegmentationError(
-                f"{definition.filename} changes segmentation_bi.{definition.name} in a way that needs it dropped "
+                f"{definition.filename} changes {SCHEMA}.{definition.name} in a way that needs it dropped "
                 f"and created, and something outside sql/bi/ depends on it ({detail}); drop that first, then "
                 "upgrade again"
             ) from None

@@ -13,6 +13,7 @@ import psycopg
 
 from segmentation import __version__, operations
 from segmentation.errors import SegmentationError, describe
+from segmentation.segmentations import DEFAULT
 
 if TYPE_CHECKING:
     from segmentation.rollback import Switch
@@ -143,10 +144,16 @@ def _show_after_run(run_id: int, status: str) -> int:
     return 0
 
 
-def _show(run_id: int | None = None, plot: str | None = None) -> int:
-    found = operations.show(run_id, plot=plot is not None)
+def _show(run_id: int | None = None, plot: str | None = None, segmentation: str | None = None) -> int:
+    found = operations.show(run_id, plot=plot is not None, segmentation=segmentation)
     if found is None:
-        print("no published run yet; start one with: segmentation run")
+        if segmentation is None or segmentation == DEFAULT:
+            print("no published run yet; start one with: segmentation run")
+        else:
+            print(
+                f"segmentation {segmentation} has no published run yet; start one with: "
+                f"segmentation run --segmentation {segmentation}"
+            )
         return 1
     if plot:
         _write_plot(found.png(), Path(plot))
@@ -201,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    return _show(args.run, plot=args.plot)
+    return _show(args.run, plot=args.plot, segmentation=args.segmentation)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -229,7 +236,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _print_switch(switch: Switch) -> int:
     was = f" (run {switch.from_run_id} was)" if switch.from_run_id is not None else ""
-    print(f"run {switch.run_id} is current{was}: {switch.action}")
+    of = "" if switch.segmentation == DEFAULT else f" of segmentation {switch.segmentation}"
+    print(f"run {switch.run_id} is current{of}{was}: {switch.action}")
     return _show(switch.run_id)
 
 
@@ -270,18 +278,23 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    return _print_switch(operations.rollback(args.reason, to=args.to, force=args.force))
+    return _print_switch(operations.rollback(args.reason, to=args.to, force=args.force, segmentation=args.segmentation))
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    return _print_switch(operations.promote(args.run_id, args.reason, force=args.force))
+    return _print_switch(operations.promote(args.run_id, args.reason, force=args.force, segmentation=args.segmentation))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from segmentation.core.run_text import runs_table
 
-    listed = operations.list_runs(args.limit)
-    print(runs_table(listed).plain() if listed else "no runs yet; start one with: segmentation run")
+    segmentation = args.segmentation or DEFAULT
+    listed = operations.list_runs(args.limit, segmentation)
+    if listed:
+        print(runs_table(listed).plain())
+    else:
+        flag = "" if segmentation == DEFAULT else f" --segmentation {segmentation}"
+        print(f"no runs yet; start one with: segmentation run{flag}")
     return 0
 
 
@@ -310,6 +323,14 @@ def cmd_embedded_stop(args: argparse.Namespace) -> int:
     else:
         print(f"stopped the embedded PostgreSQL (pid {stopped.pid}); its data stays in {stopped.pgdata}")
     return 0
+
+
+def _segmentation_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--segmentation",
+        metavar="NAME",
+        help=f"the segmentation (default: {DEFAULT}, or with RUN_ID the run's own); see segmentation_bi.segmentations",
+    )
 
 
 def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
@@ -376,12 +397,14 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--to", type=int, metavar="RUN_ID", help="the run to make current (see: segmentation runs)")
     p.add_argument("--reason", required=True, help="why, recorded with the switch")
     p.add_argument("--force", action="store_true", help="also a run the quality gate rejected")
+    _segmentation_option(p)
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("promote", help="make a staged run (segmentation run --no-publish) current")
     p.add_argument("run_id", type=int, metavar="RUN_ID")
     p.add_argument("--reason", required=True, help="why, recorded with the switch")
     p.add_argument("--force", action="store_true", help="also a run the quality gate rejected")
+    _segmentation_option(p)
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser(
@@ -412,6 +435,7 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
         "runs", help="list the newest runs: status, figures, which is current, which can be made current"
     )
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    _segmentation_option(p)
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", help="print the current segments (or another run's, with --run)")
@@ -422,6 +446,7 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
         help="a run other than the current one, e.g. a rejected one and its decision",
     )
     p.add_argument("--plot", metavar="FILE", help="also write the run's picture (PNG) to FILE")
+    _segmentation_option(p)
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser(

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from segmentation.segmentations import DEFAULT
+
 EVENT_PREFIX = "segmentation.run."
 OUTCOMES = ("published", "staged", "rejected", "failed")
 ALERT_ON = ("rejected", "failed")
@@ -19,6 +21,7 @@ AUTOMATION_NAME = "segmentation: rejected or failed run"
 PAYLOAD_KEYS = (
     "run_id",
     "status",
+    "segmentation",
     "source_table",
     "k",
     "n_customers",
@@ -29,11 +32,11 @@ PAYLOAD_KEYS = (
     "error",
     "flow_run_id",
 )
-SUBJECT = "Segmentation run {{ event.payload.run_id }} {{ event.payload.status }}"
+SUBJECT = "Segmentation {{ event.payload.segmentation }}: run {{ event.payload.run_id }} {{ event.payload.status }}"
 BODY = (
-    "Segmentation run {{ event.payload.run_id }} on {{ event.payload.source_table }} was "
-    "{{ event.payload.status }}: {{ event.payload.error }}\n"
-    "The run that was current stays current. Prefect flow run: {{ event.payload.flow_run_id }}"
+    "Segmentation run {{ event.payload.run_id }} of segmentation {{ event.payload.segmentation }} on "
+    "{{ event.payload.source_table }} was {{ event.payload.status }}: {{ event.payload.error }}\n"
+    "The run that was current in that segmentation stays current. Prefect flow run: {{ event.payload.flow_run_id }}"
 )
 
 
@@ -60,6 +63,8 @@ def run_event(outcome: str, figures: Mapping[str, Any], *, flow_run_id: str | No
         "resource": {
             "prefect.resource.id": resource_id(payload["run_id"], flow_run_id),
             "prefect.resource.name": f"segmentation run {payload['run_id'] if payload['run_id'] is not None else '-'}",
+            # The segmentation the run belongs to: an automation can match one with it.
+            "segmentation.name": str(payload.get("segmentation") or DEFAULT),
         },
         "related": related,
         "payload": payload,

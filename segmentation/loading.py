@@ -1,4 +1,6 @@
-"""Putting customers into the source table: a CSV file, or generated customers."""
+"""Putting customers into the source table: a CSV file, or generated customers. The Mall-shaped
+table they go into (public.customers unless told otherwise) is created here when it is missing:
+`segmentation db upgrade` makes no source table (a configured source is upstream's own)."""
 
 from __future__ import annotations
 
@@ -38,7 +40,31 @@ class LoadReport:
         return lines
 
 
+# The demo source table, as sql/001 used to create it. No CHECK constraints on purpose: upstream
+# data is whatever it is, and the flow quarantines what it cannot segment.
+_DEMO_TABLE = """CREATE TABLE IF NOT EXISTS {} (
+    customer_id    bigint PRIMARY KEY,
+    gender         text,
+    age            integer,
+    annual_income  numeric,   -- thousands of dollars a year
+    spending_score integer    -- 1-100
+)"""
+
+
+def create_demo_table(conn: psycopg.Connection, table: str = "public.customers") -> bool:
+    """Create the Mall-shaped source table when it is missing, readable by segmentation_writer.
+    Returns whether it was created. Runs in the caller's transaction."""
+    name = parse_table_name(table)
+    if scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (name.identifier().as_string(conn),)):
+        return False
+    conn.execute(sql.SQL(_DEMO_TABLE).format(name.identifier()))
+    if scalar(conn, "SELECT to_regrole('segmentation_writer') IS NOT NULL"):
+        conn.execute(sql.SQL("GRANT SELECT ON {} TO segmentation_writer").format(name.identifier()))
+    return True
+
+
 def _target(conn: psycopg.Connection, table: str) -> Source:
+    create_demo_table(conn, table)
     target = resolve_source(conn, table, "customer_id", ["gender", "age", "annual_income", "spending_score"])
     if not target.id_unique:
         raise SegmentationError(

@@ -21,6 +21,7 @@ from segmentation import bi_definitions
 from segmentation.bi_definitions import Definition
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
+from segmentation.segmentations import check_name
 from segmentation.sql_files import SqlFile
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,10 @@ ROLES_SQL = SQL_DIR / "roles" / "segmentation_roles.sql"
 # Any fixed 64-bit number works; it only has to differ from the run lock.
 MIGRATION_LOCK_KEY = 0x5E6_0001
 _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+# Migrations rewritten on purpose after release, and the checksums of their earlier versions that
+# a database may have applied: those are as good as applied. 001 no longer creates the demo table
+# public.customers (the commands that fill it do); a database that got it keeps it.
+SUPERSEDED = {1: frozenset({"dcb440f10b97e21e1885e76ae398114a4468c392c1d233d77ebe9e4d65047c73"})}
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,11 @@ def discover(sql_dir: Traversable = SQL_DIR) -> list[Migration]:
 
 def _unapplied(migrations: list[Migration], applied: dict[int, str]) -> list[Migration]:
     for migration in migrations:
-        if migration.version in applied and applied[migration.version] != migration.checksum:
+        if (
+            migration.version in applied
+            and applied[migration.version] != migration.checksum
+            and applied[migration.version] not in SUPERSEDED.get(migration.version, ())
+        ):
             raise SegmentationError(
                 f"{migration.filename} changed after it was applied to this database; "
                 "never edit an applied migration, add a new numbered file instead"
@@ -111,6 +120,24 @@ def upgrade(conn: psycopg.Connection, sql_dir: Traversable = SQL_DIR) -> list[Mi
         done = bi_definitions.apply(conn, outdated, definitions)
         bi_definitions.restore(conn, before)
     return [*todo, *done]
+
+
+def add_segmentation(conn: psycopg.Connection, segmentation: str, sql_dir: Traversable = SQL_DIR) -> bool:
+    """Make a segmentation known, with its own BI views (bi_definitions.add_segmentation), when it
+    is new: when it first runs. Returns whether it was new. One transaction of its own, under the
+    migration lock, so that an upgrade re-applying the BI files sees it whole or not at all."""
+    check_name(segmentation)
+    exists = "SELECT EXISTS (SELECT FROM segmentation.segmentations WHERE name = %s)"
+    if scalar(conn, exists, (segmentation,)):
+        return False
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        if scalar(conn, exists, (segmentation,)):
+            return False
+        conn.execute("INSERT INTO segmentation.segmentations (name) VALUES (%s)", (segmentation,))
+        views = bi_definitions.add_segmentation(conn, segmentation, bi_definitions.discover(sql_dir / "bi"))
+    log.info("segmentation %s: created its views %s", segmentation, ", ".join(views))
+    return True
 
 
 def apply_roles(conn: psycopg.Connection, path: Traversable = ROLES_SQL) -> bool:

@@ -27,6 +27,7 @@ import psycopg
 from segmentation import db, migrations
 from segmentation.errors import SegmentationError
 from segmentation.outcome import gate_verdict
+from segmentation.segmentations import DEFAULT, check_name
 
 if TYPE_CHECKING:
     from segmentation.crm_shape import CrmReport
@@ -202,20 +203,41 @@ def decide(run_id: int, decision: str, note: str, flow_run_id: str | None = None
     return outcome
 
 
-def show(run_id: int | None = None, *, plot: bool = False) -> RunReport | None:
-    """A run read back (default: the current run); None when no run has been published.
-    plot: with a sample of its customers, for RunReport.png."""
+def show(run_id: int | None = None, *, plot: bool = False, segmentation: str | None = None) -> RunReport | None:
+    """A run read back (default: the current run of `segmentation`, default `default`); None when
+    that segmentation has published no run. plot: with a sample of its customers, for
+    RunReport.png."""
     from segmentation.store import runs
 
+    if segmentation is not None:
+        check_name(segmentation)
     if run_id is None:
         with _current_schema() as conn:
-            run_id = runs.current_run_id(conn)
+            _require_segmentation(conn, segmentation or DEFAULT)
+            run_id = runs.current_run_id(conn, segmentation or DEFAULT)
         if run_id is None:
             return None
     found = read_run(run_id, plot=plot)
     if found is None:
         raise SegmentationError(f"there is no run {run_id}; `segmentation runs` lists the runs")
+    if segmentation is not None and found.run.get("segmentation") != segmentation:
+        raise SegmentationError(
+            f"run {run_id} is a run of segmentation {found.run.get('segmentation')}, not {segmentation}; "
+            f"`segmentation runs --segmentation {segmentation}` lists {segmentation}'s runs"
+        )
     return found
+
+
+def _require_segmentation(conn: psycopg.Connection, segmentation: str) -> None:
+    """Refuse, in one line, a segmentation that has never run here."""
+    from segmentation.db import scalar
+
+    if not scalar(conn, "SELECT EXISTS (SELECT FROM segmentation.segmentations WHERE name = %s)", (segmentation,)):
+        known = ", ".join(r[0] for r in conn.execute("SELECT name FROM segmentation.segmentations ORDER BY name"))
+        raise SegmentationError(
+            f"there is no segmentation {segmentation} in this database (there are: {known}); it is created when "
+            f"it first runs: segmentation run --segmentation {segmentation}"
+        )
 
 
 def read_run(run_id: int, *, plot: bool = False) -> RunReport | None:
@@ -227,28 +249,38 @@ def read_run(run_id: int, *, plot: bool = False) -> RunReport | None:
         return readback.load(conn, run_id, sample_size=readback.PLOT_SAMPLE_SIZE if plot else 0)
 
 
-def list_runs(limit: int = 20) -> list[dict]:
-    """The newest runs, newest first, as segmentation.store.readback.recent_runs has them."""
+def list_runs(limit: int = 20, segmentation: str = DEFAULT) -> list[dict]:
+    """The segmentation's newest runs, newest first, as segmentation.store.readback.recent_runs
+    has them."""
     from segmentation.store import readback
 
+    check_name(segmentation)
     with _current_schema() as conn, conn.transaction():
-        return readback.recent_runs(conn, limit)
+        _require_segmentation(conn, segmentation)
+        return readback.recent_runs(conn, limit, segmentation)
 
 
-def rollback(reason: str, *, to: int | None = None, force: bool = False) -> Switch:
-    """Make run `to` current again (default: the run current before the current one)."""
+def rollback(reason: str, *, to: int | None = None, force: bool = False, segmentation: str | None = None) -> Switch:
+    """Make run `to` current again in its segmentation (default: the run current in
+    `segmentation` before its current one)."""
     from segmentation.rollback import make_current
 
+    if segmentation is not None:
+        check_name(segmentation)
     with _current_schema() as conn:
-        return make_current(conn, run_id=to, reason=reason, force=force)
+        if segmentation is not None:
+            _require_segmentation(conn, segmentation)
+        return make_current(conn, run_id=to, reason=reason, force=force, segmentation=segmentation)
 
 
-def promote(run_id: int, reason: str, *, force: bool = False) -> Switch:
-    """Make a staged run (or, with force, a rejected one) current."""
+def promote(run_id: int, reason: str, *, force: bool = False, segmentation: str | None = None) -> Switch:
+    """Make a staged run (or, with force, a rejected one) current in its segmentation."""
     from segmentation.rollback import make_current
 
+    if segmentation is not None:
+        check_name(segmentation)
     with _current_schema() as conn:
-        return make_current(conn, run_id=run_id, reason=reason, force=force)
+        return make_current(conn, run_id=run_id, reason=reason, force=force, segmentation=segmentation)
 
 
 def purge(customer_ids: Sequence[int]) -> Purge:

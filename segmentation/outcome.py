@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from segmentation.segmentations import DEFAULT
+
 Status = Literal["published", "staged", "rejected", "failed"]
 KEPT: tuple[Status, ...] = ("published", "staged", "rejected")  # complete runs: reported and kept
 
@@ -26,6 +28,7 @@ class Outcome:
     # Why it did not publish (the gate's verdict, a failure), then each later sentence about it
     # (a person's decision), each a sentence of its own.
     reasons: tuple[str, ...] = ()
+    segmentation: str = DEFAULT
 
     @property
     def kept(self) -> bool:
@@ -47,6 +50,7 @@ class Outcome:
         return {
             "run_id": self.run_id,
             "status": self.status,
+            "segmentation": self.segmentation,
             **{key: self.figures.get(key) for key in FIGURES},
             "forced": self.forced,
             "quality_issues": list(self.quality_issues),

@@ -1,6 +1,6 @@
 """Erasing customers from the segmentation schema on request (right to erasure): every kept
-run's assignments, the history's spells and the quarantined source rows, in one transaction,
-recorded in segmentation.purges as counts only.
+run's assignments, the history's spells and the quarantined source rows, of every segmentation,
+in one transaction, recorded in segmentation.purges as counts only.
 
 The runs' figures follow, in the same transaction: each kept run's segment sizes and shares,
 its n_customers and n_quarantined lose the erased customers, so a BI reader still sees every
@@ -10,7 +10,8 @@ hold no one's data.
 
 The source table is not touched: erase the customer there too, or the next run brings them back.
 
-Who commits: purge, in one transaction of its own, under the run lock (see segmentation.db)."""
+Who commits: purge, in one transaction of its own, under every segmentation's run lock (see
+segmentation.db)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
+from segmentation.segmentations import DEFAULT, view_name
 from segmentation.store import runs
 
 
@@ -38,21 +41,33 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
     if not ids:
         raise SegmentationError("name the customers to erase with --customer-id ID (repeatable)")
     with conn.transaction():
-        if not scalar(conn, "SELECT pg_try_advisory_xact_lock(%s)", (runs.RUN_LOCK_KEY,)):
-            raise SegmentationError("a segmentation run is in progress; wait for it to finish, then purge again")
-        # Where each erased customer was, per kept run, before anything goes: the history for
-        # the published runs, the run's own rows for the others (staged, rejected).
+        names = [row[0] for row in conn.execute("SELECT name FROM segmentation.segmentations ORDER BY name")]
+        for name in names:
+            if not scalar(conn, "SELECT pg_try_advisory_xact_lock(%s)", (runs.run_lock_key(name),)):
+                of = "" if name == DEFAULT else f" of segmentation {name}"
+                raise SegmentationError(
+                    f"a segmentation run{of} is in progress; wait for it to finish, then purge again"
+                )
+        # Where each erased customer was, per kept run, before anything goes: each
+        # segmentation's history for its published runs, the run's own rows for the others
+        # (staged, rejected).
+        histories = [
+            sql.SQL(
+                "SELECT run_id, segment_id, count(*) AS n FROM {} WHERE customer_id = ANY(%(ids)s) GROUP BY 1, 2"
+            ).format(sql.Identifier("segmentation_bi", view_name(name, "customer_segment_history")))
+            for name in names
+        ]
         conn.execute(
-            """CREATE TEMPORARY TABLE purged_members ON COMMIT DROP AS
-               SELECT run_id, segment_id, count(*) AS n
-               FROM segmentation_bi.customer_segment_history WHERE customer_id = ANY(%(ids)s)
-               GROUP BY 1, 2
-               UNION ALL
-               SELECT cs.run_id, cs.segment_id, count(*)
-               FROM segmentation.customer_segments cs
-               JOIN segmentation.runs r ON r.run_id = cs.run_id AND r.history_version IS NULL
-               WHERE cs.customer_id = ANY(%(ids)s)
-               GROUP BY 1, 2""",
+            sql.SQL(
+                """CREATE TEMPORARY TABLE purged_members ON COMMIT DROP AS
+                   {histories}
+                   UNION ALL
+                   SELECT cs.run_id, cs.segment_id, count(*)
+                   FROM segmentation.customer_segments cs
+                   JOIN segmentation.runs r ON r.run_id = cs.run_id AND r.history_version IS NULL
+                   WHERE cs.customer_id = ANY(%(ids)s)
+                   GROUP BY 1, 2"""
+            ).format(histories=sql.SQL(" UNION ALL ").join(histories)),
             {"ids": ids},
         )
         assignment_rows = conn.execute(

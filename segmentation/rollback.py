@@ -1,6 +1,9 @@
 """Making a kept run current again: a rollback to an earlier published run, or the promotion
 of a staged run (or, with force, of one the quality gate rejected).
 
+Each segmentation has its own current run: making a run current is within the run's own
+segmentation, under that segmentation's run lock, and leaves every other segmentation's as it is.
+
 No retraining: a complete run keeps its assignments and summaries (until retention prunes
 them), so making it current is one row in segmentation.current_run_log, committed in the
 switch's transaction under the run lock. A published run whose own rows retention dropped is answered
@@ -22,6 +25,7 @@ import psycopg
 
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
+from segmentation.segmentations import DEFAULT
 from segmentation.store import partitions, runs, spells
 
 
@@ -30,29 +34,39 @@ class Switch:
     run_id: int  # current now
     from_run_id: int | None  # current before
     action: str  # rollback or promote
+    segmentation: str = DEFAULT
 
 
 def make_current(
-    conn: psycopg.Connection, *, run_id: int | None, reason: str, force: bool = False, only_if_newest: bool = False
+    conn: psycopg.Connection,
+    *,
+    run_id: int | None,
+    reason: str,
+    force: bool = False,
+    only_if_newest: bool = False,
+    segmentation: str | None = None,
 ) -> Switch:
-    """Make run_id current (default: the run that was current before the current one).
-    Refused, in one line, for an unknown run, a run that is not complete, a run whose
-    assignments are gone, a rejected run without force, and the current run itself; with
-    only_if_newest (an approval), also when a newer run is current, checked under the run lock.
-    conn must be in autocommit: the run lock is held across the transactions below."""
+    """Make run_id current in its segmentation (default: the run that was current in
+    `segmentation`, default `default`, before its current one). Refused, in one line, for an
+    unknown run, a run of another segmentation than the one named, a run that is not complete,
+    a run whose assignments are gone, a rejected run without force, and the current run itself;
+    with only_if_newest (an approval), also when a newer run is current, checked under the run
+    lock. conn must be in autocommit: the run lock is held across the transactions below."""
     if not reason.strip():
         raise SegmentationError("say why with --reason, e.g. --reason 'run 12 published a broken load'")
-    # The run lock: no run publishes meanwhile, and none starts.
-    if not scalar(conn, "SELECT pg_try_advisory_lock(%s)", (runs.RUN_LOCK_KEY,)):
+    segmentation = _segmentation(conn, run_id, segmentation)
+    # The segmentation's run lock: no run of it publishes meanwhile, and none starts.
+    if not scalar(conn, "SELECT pg_try_advisory_lock(%s)", (runs.run_lock_key(segmentation),)):
+        of = "" if segmentation == DEFAULT else f" of segmentation {segmentation}"
         raise SegmentationError(
-            "a segmentation run is in progress; wait for it to finish, then make the run current again"
+            f"a segmentation run{of} is in progress; wait for it to finish, then make the run current again"
         )
     try:
         with conn.transaction():
-            current = runs.current_switch(conn)
+            current = runs.current_switch(conn, segmentation)
             current_id = current["run_id"] if current else None
             if run_id is None:
-                run_id = _before(conn, current)
+                run_id = _before(conn, current, segmentation)
             if only_if_newest and current_id is not None and current_id > run_id:
                 raise SegmentationError(
                     f"run {run_id} was approved but run {current_id} was published after it; "
@@ -83,17 +97,35 @@ def make_current(
             runs.record_switch(conn, run_id, action=action, reason=reason.strip())
     finally:
         with suppress(psycopg.Error):  # a lost connection has released it already
-            conn.execute("SELECT pg_advisory_unlock(%s)", (runs.RUN_LOCK_KEY,))
-    return Switch(run_id, current_id, action)
+            conn.execute("SELECT pg_advisory_unlock(%s)", (runs.run_lock_key(segmentation),))
+    return Switch(run_id, current_id, action, segmentation)
 
 
-def _before(conn: psycopg.Connection, current: dict | None) -> int:
+def _segmentation(conn: psycopg.Connection, run_id: int | None, named: str | None) -> str:
+    """The segmentation the switch is in: the run's own; the one named must be it."""
+    if run_id is None:
+        return named or DEFAULT
+    own = runs.segmentation_of(conn, run_id)
+    if own is None:
+        raise SegmentationError(
+            f"there is no run {run_id}; `segmentation runs` lists the runs that can be made current"
+        )
+    if named is not None and named != own:
+        raise SegmentationError(
+            f"run {run_id} is a run of segmentation {own}, not {named}; "
+            f"`segmentation runs --segmentation {named}` lists {named}'s runs"
+        )
+    return own
+
+
+def _before(conn: psycopg.Connection, current: dict | None, segmentation: str) -> int:
     if current is None:
-        raise SegmentationError("no run has been published yet, so there is nothing to roll back to")
+        of = "" if segmentation == DEFAULT else f" in segmentation {segmentation}"
+        raise SegmentationError(f"no run has been published yet{of}, so there is nothing to roll back to")
     row = conn.execute(
-        "SELECT run_id FROM segmentation.current_run_log WHERE switch_id < %s AND run_id <> %s "
+        "SELECT run_id FROM segmentation.current_run_log WHERE segmentation = %s AND switch_id < %s AND run_id <> %s "
         "ORDER BY switch_id DESC LIMIT 1",
-        (current["switch_id"], current["run_id"]),
+        (segmentation, current["switch_id"], current["run_id"]),
     ).fetchone()
     if row is None:
         raise SegmentationError(

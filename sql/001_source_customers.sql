@@ -1,10 +1,6 @@
--- The default source table. In production an upstream system may own it instead;
--- IF NOT EXISTS leaves such a table alone. No CHECK constraints on purpose: upstream
--- data is whatever it is, and the flow quarantines what it cannot segment.
-CREATE TABLE IF NOT EXISTS public.customers (
-    customer_id    bigint PRIMARY KEY,
-    gender         text,
-    age            integer,
-    annual_income  numeric,   -- thousands of dollars a year
-    spending_score integer    -- 1-100
-);
+-- This migration used to create the demo source table public.customers. A database
+-- no longer gets one from `segmentation db upgrade`: the commands that put customers into it
+-- (`demo`, `generate`, `load-csv`) create it when it is missing (segmentation.loading), and a
+-- configured source table is upstream's own. Databases that applied the earlier version of this
+-- file keep their table (segmentation.migrations.SUPERSEDED accepts its checksum).
+SELECT 1;

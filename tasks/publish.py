@@ -119,4 +119,5 @@ def _outcome(run: Run, source: Source, found: Publication, status: Status, reaso
         quality_issues=tuple(found.quality_issues),
         forced=bool(found.quality_issues) and status != "rejected",
         reasons=reasons,
+        segmentation=run.segmentation,
     )

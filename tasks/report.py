@@ -11,10 +11,21 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segmentation import operations
+from segmentation.segmentations import DEFAULT
 
 SUMMARY_KEY = "segmentation-summary"
 K_SELECTION_KEY = "segmentation-k-selection"
 PLOT_KEY = "segmentation-plot"
+
+
+def artifact_keys(segmentation: str) -> dict[str, str]:
+    """The keys of a segmentation's artifacts: as ever for the default; a named segmentation's
+    end in its name (artifact keys take dashes, not underscores), so that the newest report of
+    each is one key."""
+    keys = (SUMMARY_KEY, K_SELECTION_KEY, PLOT_KEY)
+    if segmentation == DEFAULT:
+        return {key: key for key in keys}
+    return {key: f"{key}-{segmentation.replace('_', '-')}" for key in keys}
 
 
 def png_data_url(png: bytes) -> str:
@@ -33,24 +44,25 @@ def report(run_id: int) -> list[str]:
         if found is None:
             logger.warning("report: run %d is not in segmentation.runs", run_id)
             return []
-        made = [SUMMARY_KEY]
+        keys = artifact_keys(found.run.get("segmentation") or DEFAULT)
+        made = [keys[SUMMARY_KEY]]
         create_markdown_artifact(
-            found.markdown(), key=SUMMARY_KEY, description=f"Segmentation run {run_id}: summary and segments"
+            found.markdown(), key=keys[SUMMARY_KEY], description=f"Segmentation run {run_id}: summary and segments"
         )
         if len(found.k_selection):
             create_table_artifact(
                 found.k_selection_rows(),
-                key=K_SELECTION_KEY,
+                key=keys[K_SELECTION_KEY],
                 description=f"Segmentation run {run_id}: inertia and silhouette for each k tried",
             )
-            made.append(K_SELECTION_KEY)
+            made.append(keys[K_SELECTION_KEY])
         if len(found.segments):
             create_image_artifact(
                 png_data_url(found.png()),
-                key=PLOT_KEY,
+                key=keys[PLOT_KEY],
                 description=f"Segmentation run {run_id}: {len(found.sample)} sampled customers by segment, and choosing k",
             )
-            made.append(PLOT_KEY)
+            made.append(keys[PLOT_KEY])
         logger.info("report: artifacts %s for run %d", ", ".join(made), run_id)
         return made
     except Exception as exc:  # noqa: BLE001 - the run is decided: a report that fails is a warning

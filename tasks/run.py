@@ -9,6 +9,7 @@ from prefect.logging import get_run_logger
 
 from segmentation import db, migrations
 from segmentation.outcome import KEPT, Outcome, Status
+from segmentation.segmentations import DEFAULT
 from segmentation.settings import Settings
 from segmentation.store.run import Run
 
@@ -29,23 +30,35 @@ def prepare_database() -> Settings:
 
 
 @task(name="start-run", cache_policy=NO_CACHE, persist_result=False)
-def start_run(settings: Settings, source_table: str, features: list[str], params: dict) -> Run:
+def start_run(
+    settings: Settings, source_table: str, features: list[str], params: dict, segmentation: str = DEFAULT
+) -> Run:
     logger = get_run_logger()
     flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     run, abandoned = Run.start(
-        settings, flow_run_id=flow_run_id, source_table=source_table, features=features, params=params
+        settings,
+        flow_run_id=flow_run_id,
+        source_table=source_table,
+        features=features,
+        params=params,
+        segmentation=segmentation,
     )
     if abandoned:
         logger.warning("marked abandoned runs as failed: %s", ", ".join(map(str, abandoned)))
-    logger.info("run %d started", run.run_id)
+    if segmentation == DEFAULT:
+        logger.info("run %d started", run.run_id)
+    else:
+        logger.info("run %d of segmentation %s started", run.run_id, segmentation)
     return run
 
 
 @task(name="fail-run", cache_policy=NO_CACHE)
-def fail_run(run: Run | None, error: str, source_table: str) -> Outcome:
+def fail_run(run: Run | None, error: str, source_table: str, segmentation: str = DEFAULT) -> Outcome:
     """Record the failure, and say what became of the run as the database has it: a run kept
     before the error (a connection lost after the publish, say) stays what it is."""
-    failed = Outcome("failed", run.run_id if run is not None else None, source_table, reasons=(error,))
+    failed = Outcome(
+        "failed", run.run_id if run is not None else None, source_table, reasons=(error,), segmentation=segmentation
+    )
     if run is None:
         return failed
     status = run.fail(error)
@@ -54,5 +67,11 @@ def fail_run(run: Run | None, error: str, source_table: str) -> Outcome:
     if status in KEPT:
         get_run_logger().warning("run %d is %s; the error came after: %s", run.run_id, status, error)
         kept: Status = "published" if status == "published" else "staged" if status == "staged" else "rejected"
-        return Outcome(kept, run.run_id, source_table, reasons=(f"the error came after the run was {status}: {error}",))
+        return Outcome(
+            kept,
+            run.run_id,
+            source_table,
+            reasons=(f"the error came after the run was {status}: {error}",),
+            segmentation=segmentation,
+        )
     return failed

@@ -20,6 +20,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from segmentation import migrations
+from segmentation.loading import create_demo_table
 from segmentation.settings import DATABASE_URL_ENV, TEST_DATABASE_URL_ENV, libpq_url
 from support import tiers
 from support.data import MALL_CSV
@@ -104,6 +105,8 @@ def template(server_url):
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     with psycopg.connect(with_database(server_url, TEMPLATE)) as conn:
         migrations.upgrade(conn)
+        # The demo source table, as `demo`, `generate` and `load-csv` make it (db upgrade does not).
+        create_demo_table(conn)
     yield TEMPLATE
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))

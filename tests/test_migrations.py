@@ -299,12 +299,16 @@ def test_a_function_whose_signature_cannot_be_replaced_is_dropped_and_created(co
         ("(customer, c.run_id)", "(person, c.run_id)"),
     ]:
         assert old in text
-        text = text.replace(old, new)
+        text = text.replace(old, new, 1)  # predict(customer jsonb)'s only
     path.write_text(text)
     before = bi_catalog(conn)["functions"]
     assert [d.filename for d in migrations.upgrade(conn, directory)] == ["bi/predict.sql"]
     after = bi_catalog(conn)["functions"]
-    assert after.keys() == {"predict(person jsonb)", "predict(customer jsonb, run_id bigint)"}
+    assert after.keys() == {
+        "predict(person jsonb)",
+        "predict(customer jsonb, run_id bigint)",
+        "predict(customer jsonb, segmentation text)",
+    }
     assert after["predict(person jsonb)"]["comment"] == before["predict(customer jsonb)"]["comment"]
     assert conn.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [(None, None, None, None)]
 

@@ -147,7 +147,7 @@ def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, p
             "SELECT * FROM segmentation.customer_segments",
             "SELECT * FROM segmentation.quarantine",
             "SELECT * FROM segmentation.segment_spells",
-            "SELECT * FROM segmentation.segment_spell_versions",
+            "SELECT * FROM segmentation.segmentations",
             "INSERT INTO segmentation.runs (source_table, features) VALUES ('x', '{a}')",
             "UPDATE segmentation.segments SET n_customers = 0",
             "DELETE FROM segmentation.segment_centroids",

@@ -45,8 +45,14 @@ class PreviousRun:
         return self.same_table(source_table) and self.features == tuple(features)
 
 
-def previous_run(conn: psycopg.Connection) -> PreviousRun | None:
-    row = conn.execute("SELECT run_id, source_table, features, n_customers FROM segmentation_bi.current_run").fetchone()
+def previous_run(conn: psycopg.Connection, segmentation: str) -> PreviousRun | None:
+    """The segmentation's current run, which a new run of it compares itself with."""
+    row = conn.execute(
+        """SELECT run_id, source_table, features, n_customers FROM segmentation.runs
+           WHERE run_id = (SELECT run_id FROM segmentation.current_run_log WHERE segmentation = %s
+                           ORDER BY switch_id DESC LIMIT 1)""",
+        (segmentation,),
+    ).fetchone()
     if row is None:
         return None
     run_id, source_table, features, n_customers = row

@@ -175,47 +175,53 @@ def attach(conn: psycopg.Connection, run_id: int) -> None:
     )
 
 
-def to_prune(conn: psycopg.Connection, keep: int) -> list[int]:
-    """Runs whose per-customer assignments retention lets go: all but the newest `keep`
-    complete runs (published, staged or rejected: each can still be made current), never the
-    current run, the one current before it (where a plain `segmentation rollback` goes), nor
-    the newest history run (its rows are the spells still running); and failed runs whose
-    table is still attached."""
+def to_prune(conn: psycopg.Connection, keep: int, segmentation: str) -> list[int]:
+    """The segmentation's runs whose per-customer assignments retention lets go: all but its
+    newest `keep` complete runs (published, staged or rejected: each can still be made
+    current), never its current run, the one current before it (where a plain `segmentation
+    rollback` goes), nor its newest history run (its rows are the spells still running); and
+    its failed runs whose table is still attached."""
     return [
         r[0]
         for r in conn.execute(
             """(SELECT run_id FROM segmentation.runs
-                WHERE status IN ('published', 'staged', 'rejected') AND assignments_pruned_at IS NULL
-                ORDER BY finished_at DESC, run_id DESC OFFSET %s)
+                WHERE segmentation = %(s)s AND status IN ('published', 'staged', 'rejected')
+                  AND assignments_pruned_at IS NULL
+                ORDER BY finished_at DESC, run_id DESC OFFSET %(keep)s)
                EXCEPT
-               (SELECT run_id FROM (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 2) AS c
+               (SELECT run_id FROM (SELECT run_id FROM segmentation.current_run_log WHERE segmentation = %(s)s
+                                    ORDER BY switch_id DESC LIMIT 2) AS c
                 UNION ALL
                 SELECT run_id FROM segmentation.runs
-                WHERE history_version = (SELECT max(history_version) FROM segmentation.runs))
+                WHERE segmentation = %(s)s
+                  AND history_version = (SELECT max(history_version) FROM segmentation.runs WHERE segmentation = %(s)s))
                UNION ALL
                SELECT r.run_id FROM segmentation.runs r
                JOIN pg_inherits i ON i.inhrelid = to_regclass(format('segmentation.customer_segments_run_%%s', r.run_id))
-               WHERE r.status = 'failed'""",
-            (max(1, keep),),
+               WHERE r.status = 'failed' AND r.segmentation = %(s)s""",
+            {"keep": max(1, keep), "s": segmentation},
         )
     ]
 
 
-def not_needed(conn: psycopg.Connection) -> list[int]:
-    """Runs whose own table can go: runs let go by retention (and failed runs) that still have
-    one, and history runs other than the newest and the current run, which the spells answer
-    for."""
+def not_needed(conn: psycopg.Connection, segmentation: str) -> list[int]:
+    """The segmentation's runs whose own table can go: runs let go by retention (and failed
+    runs) that still have one, and history runs other than its newest and its current run,
+    which the spells answer for. A running run is never among them: its table is not attached."""
     return [
         r[0]
         for r in conn.execute(
             """SELECT run_id FROM segmentation.runs
-               WHERE to_regclass(format('segmentation.customer_segments_run_%s', run_id)) IS NOT NULL
+               WHERE segmentation = %(s)s AND status <> 'running'
+                 AND to_regclass(format('segmentation.customer_segments_run_%%s', run_id)) IS NOT NULL
                  AND (assignments_pruned_at IS NOT NULL
                       OR status = 'failed'
-                      OR (history_version < (SELECT max(history_version) FROM segmentation.runs)
+                      OR (history_version < (SELECT max(history_version) FROM segmentation.runs
+                                             WHERE segmentation = %(s)s)
                           AND run_id <> coalesce((SELECT run_id FROM segmentation.current_run_log
-                                                  ORDER BY switch_id DESC LIMIT 1), 0)))
-               ORDER BY run_id"""
+                                                  WHERE segmentation = %(s)s ORDER BY switch_id DESC LIMIT 1), 0)))
+               ORDER BY run_id""",
+            {"s": segmentation},
         )
     ]
 

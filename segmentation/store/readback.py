@@ -14,6 +14,7 @@ from psycopg import sql
 from segmentation.core import plots, run_text
 from segmentation.core.rules import GENDER
 from segmentation.identifiers import parse_column_name, parse_table_name
+from segmentation.segmentations import DEFAULT
 from segmentation.source.validity import gender_code
 from segmentation.store import approvals
 
@@ -84,11 +85,12 @@ def load(conn: psycopg.Connection, run_id: int, sample_size: int = PLOT_SAMPLE_S
         run = cur.execute("SELECT * FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()
         if run is None:
             return None
-        # How the run last became current, and whether it still is.
+        # How the run last became current in its segmentation, and whether it still is.
         run["made_current"] = cur.execute(
             """SELECT switched_at, from_run_id, action, reason,
-                      switch_id = (SELECT max(switch_id) FROM segmentation.current_run_log) AS still
-               FROM segmentation.current_run_log WHERE run_id = %s ORDER BY switch_id DESC LIMIT 1""",
+                      switch_id = (SELECT max(m.switch_id) FROM segmentation.current_run_log AS m
+                                   WHERE m.segmentation = l.segmentation) AS still
+               FROM segmentation.current_run_log AS l WHERE run_id = %s ORDER BY switch_id DESC LIMIT 1""",
             (run_id,),
         ).fetchone()
     run["approval"] = approvals.latest(conn, run_id)
@@ -153,8 +155,9 @@ def _sample(
     return data[:, 1:], data[:, 0].astype(int)
 
 
-def recent_runs(conn: psycopg.Connection, limit: int) -> list[dict]:
-    """The newest runs, with whether each is current and whether it can be made current."""
+def recent_runs(conn: psycopg.Connection, limit: int, segmentation: str = DEFAULT) -> list[dict]:
+    """The segmentation's newest runs, with whether each is current and whether it can be made
+    current."""
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(
             """SELECT r.run_id, r.status, coalesce(r.published_at, r.finished_at, r.started_at) AS at,
@@ -162,7 +165,9 @@ def recent_runs(conn: psycopg.Connection, limit: int) -> list[dict]:
                       r.run_id = c.run_id AS is_current,
                       r.status IN ('published', 'staged', 'rejected') AND r.assignments_pruned_at IS NULL AS kept
                FROM segmentation.runs r
-               LEFT JOIN (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1) c ON true
-               ORDER BY r.run_id DESC LIMIT %s""",
-            (limit,),
+               LEFT JOIN (SELECT run_id FROM segmentation.current_run_log WHERE segmentation = %(s)s
+                          ORDER BY switch_id DESC LIMIT 1) c ON true
+               WHERE r.segmentation = %(s)s
+               ORDER BY r.run_id DESC LIMIT %(limit)s""",
+            {"s": segmentation, "limit": limit},
         ).fetchall()

@@ -1,4 +1,5 @@
-"""Retention: how much per-customer history is kept, and in what form.
+"""Retention: how much per-customer history is kept, and in what form. Each segmentation has its
+own: a run applies it to its own segmentation's runs, never to another's, which may be running.
 
 - Runs older than the newest SEGMENTATION_KEEP_PUBLISHED_RUNS complete runs are let go
   (partitions.to_prune): their scoring function is dropped, they are marked pruned, the spells
@@ -20,9 +21,9 @@ import psycopg
 from segmentation.store import partitions, runs, scoring, spells
 
 
-def prune(conn: psycopg.Connection, keep: int, quarantine_days: int) -> list[int]:
-    """Apply retention; returns the runs let go now."""
-    old = partitions.to_prune(conn, keep)
+def prune(conn: psycopg.Connection, keep: int, quarantine_days: int, segmentation: str) -> list[int]:
+    """Apply the segmentation's retention; returns the runs let go now."""
+    old = partitions.to_prune(conn, keep, segmentation)
     with conn.transaction():
         # What needs no lock a BI session could hold up goes first, whatever happens to the
         # tables below: the runs are let go (their model and scoring function too), and their
@@ -30,13 +31,13 @@ def prune(conn: psycopg.Connection, keep: int, quarantine_days: int) -> list[int
         for run_id in old:
             scoring.drop(conn, run_id)
             runs.mark_pruned(conn, run_id)
-        spells.forget(conn)
+        spells.forget(conn, segmentation)
         forget_quarantine(conn, quarantine_days)
     # Never queue for long behind a BI session: a blocked DETACH would hold up every reader
     # that arrives after it. A table not dropped now is dropped by the next run.
     conn.execute("SET lock_timeout = '10s'")
     try:
-        for run_id in partitions.not_needed(conn):
+        for run_id in partitions.not_needed(conn, segmentation):
             partitions.detach_and_drop(conn, run_id)
     finally:
         conn.execute("RESET lock_timeout")

@@ -8,9 +8,9 @@ first committed: `complete` attaches the partition before the publish), except r
 short transactions. The helpers in segmentation.store and segmentation.source run inside them
 (see segmentation.db).
 
-A Run holds two connections:
-- the run connection (autocommit) holds the run lock, a session-level advisory lock, from
-  start to close, and does every write;
+A Run belongs to one segmentation (segmentation.segmentations) and holds two connections:
+- the run connection (autocommit) holds its segmentation's run lock, a session-level advisory
+  lock, from start to close, and does every write;
 - the snapshot connection reads the source. Its transaction is REPEATABLE READ READ ONLY,
   set through psycopg's attributes, and begins with the run's first read of the source: the
   catalog lookup, the extract, the quarantine and the scoring pass all read that one version
@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import psycopg
 
-from segmentation import db
+from segmentation import db, migrations
 from segmentation.core.comparison import Changes, join
 from segmentation.errors import SegmentationError
+from segmentation.segmentations import DEFAULT, check_name
 from segmentation.settings import Settings
 from segmentation.source import catalog, queries, split_read
 from segmentation.source.queries import IdRange
@@ -47,9 +48,16 @@ class RangePass:
 
 class Run:
     def __init__(
-        self, run_id: int, settings: Settings, url: str, conn: psycopg.Connection, snapshot: psycopg.Connection
+        self,
+        run_id: int,
+        settings: Settings,
+        url: str,
+        conn: psycopg.Connection,
+        snapshot: psycopg.Connection,
+        segmentation: str = DEFAULT,
     ):
         self.run_id = run_id
+        self.segmentation = segmentation
         self.settings = settings
         self._url = url  # holds the password: never shown (see __repr__)
         self._conn = conn
@@ -58,7 +66,7 @@ class Run:
         self._id_bounds: dict[tuple[str, str], tuple[int, int] | None] = {}
 
     def __repr__(self) -> str:
-        return f"Run(run_id={self.run_id})"
+        return f"Run(run_id={self.run_id}, segmentation={self.segmentation!r})"
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Transaction]:
@@ -77,27 +85,42 @@ class Run:
 
     @classmethod
     def start(
-        cls, settings: Settings, *, flow_run_id: str | None, source_table: str, features: Sequence[str], params: dict
+        cls,
+        settings: Settings,
+        *,
+        flow_run_id: str | None,
+        source_table: str,
+        features: Sequence[str],
+        params: dict,
+        segmentation: str = DEFAULT,
     ) -> tuple[Run, list[int]]:
-        """Take the run lock, mark runs abandoned by dead processes failed, and record the new
-        run. Returns the run and the abandoned run ids."""
+        """Take the segmentation's run lock, create the segmentation (its views) when this is its
+        first run, mark its runs abandoned by dead processes failed, and record the new run.
+        Returns the run and the abandoned run ids."""
+        check_name(segmentation)
         url = db.database_url(settings)
         conn = db.connect(url, application_name="segmentation-run")
         try:
-            runs.acquire_run_lock(conn)
+            runs.acquire_run_lock(conn, segmentation)
+            migrations.add_segmentation(conn, segmentation)
             with conn.transaction():
-                abandoned = runs.mark_abandoned(conn)
+                abandoned = runs.mark_abandoned(conn, segmentation)
                 for run_id in abandoned:
                     partitions.drop_unattached(conn, run_id)
             with conn.transaction():
                 run_id = runs.insert_run(
-                    conn, flow_run_id=flow_run_id, source_table=source_table, features=features, params=params
+                    conn,
+                    flow_run_id=flow_run_id,
+                    source_table=source_table,
+                    features=features,
+                    params=params,
+                    segmentation=segmentation,
                 )
             snapshot = db.connect_snapshot(url, application_name="segmentation-snapshot")
         except BaseException:
             conn.close()  # also releases the run lock
             raise
-        return cls(run_id, settings, url, conn, snapshot), abandoned
+        return cls(run_id, settings, url, conn, snapshot, segmentation), abandoned
 
     # The source, read in the run's snapshot.
 
@@ -160,7 +183,7 @@ class Run:
 
     def previous(self) -> history.PreviousRun | None:
         with self._transaction():
-            return history.previous_run(self._conn)
+            return history.previous_run(self._conn, self.segmentation)
 
     def next_segment_id(self) -> int:
         return history.next_segment_id(self._conn)
@@ -261,7 +284,7 @@ class Run:
 
     def prune(self, keep: int) -> list[int]:
         """Retention (segmentation.store.retention), statement by statement."""
-        return retention.prune(self._conn, keep, self.settings.quarantine_keep_days)
+        return retention.prune(self._conn, keep, self.settings.quarantine_keep_days, self.segmentation)
 
     def close(self) -> None:
         """Close both connections; closing the run connection releases the run lock."""

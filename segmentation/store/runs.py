@@ -1,14 +1,16 @@
 """Run bookkeeping: the run lock and the life of a row of segmentation.runs, from `running`
 to `published`, `rejected` or `failed`, and the run's quarantined rows.
 
-A run holds a session-level advisory lock on its connection from start to finish, so only
-one run works at a time; if its process dies, PostgreSQL drops the connection and the lock.
+A run holds its segmentation's run lock, a session-level advisory lock, on its connection from
+start to finish, so only one run of a segmentation works at a time (runs of different
+segmentations may work at once); if its process dies, PostgreSQL drops the connection and the lock.
 Publishing is one UPDATE of the run's status, so BI readers switch from the old run to the
 new one in a single commit. These functions run in their caller's transaction (see
 segmentation.db); segmentation.store.run.Run is the caller."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,50 +25,76 @@ from segmentation.core.model import KCandidate
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
 from segmentation.outcome import FIGURES, KEPT, Outcome
+from segmentation.segmentations import DEFAULT
 from segmentation.store import scoring
 
 RUN_LOCK_KEY = 0x5E6_0002  # any fixed 64-bit number; it only has to differ from the migration lock
 ABANDONED = "abandoned: the process running it stopped before it finished"
 
 
-def acquire_run_lock(conn: psycopg.Connection) -> None:
-    """Take the run lock, or say which run holds it. conn must be in autocommit: the lock
-    is the session's, held until the connection closes."""
-    locked = scalar(conn, "SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,))
+def run_lock_key(segmentation: str = DEFAULT) -> int:
+    """The advisory lock key of a segmentation's runs: RUN_LOCK_KEY for the default, as ever (a
+    run of an earlier version and one of this version exclude each other), else a 64-bit hash
+    of the name."""
+    if segmentation == DEFAULT:
+        return RUN_LOCK_KEY
+    digest = hashlib.blake2b(f"segmentation run lock {segmentation}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def acquire_run_lock(conn: psycopg.Connection, segmentation: str = DEFAULT) -> None:
+    """Take the segmentation's run lock, or say which run holds it. conn must be in autocommit:
+    the lock is the session's, held until the connection closes."""
+    locked = scalar(conn, "SELECT pg_try_advisory_lock(%s)", (run_lock_key(segmentation),))
     if not locked:
         row = conn.execute(
-            "SELECT run_id, started_at FROM segmentation.runs WHERE status = 'running' ORDER BY run_id DESC LIMIT 1"
+            "SELECT run_id, started_at FROM segmentation.runs WHERE status = 'running' AND segmentation = %s "
+            "ORDER BY run_id DESC LIMIT 1",
+            (segmentation,),
         ).fetchone()
         which = f" (run {row[0]}, started {row[1]:%Y-%m-%d %H:%M:%S %Z})" if row else ""
+        of = "" if segmentation == DEFAULT else f" of segmentation {segmentation}"
         raise SegmentationError(
-            f"another segmentation run is in progress{which}; wait for it to finish, then start this one again"
+            f"another segmentation run{of} is in progress{which}; wait for it to finish, then start this one again"
         )
 
 
-def mark_abandoned(conn: psycopg.Connection) -> list[int]:
-    """Mark runs left 'running' by a dead process failed. Only called while holding the run
-    lock, so no live run can be among them."""
+def mark_abandoned(conn: psycopg.Connection, segmentation: str = DEFAULT) -> list[int]:
+    """Mark the segmentation's runs left 'running' by a dead process failed. Only called while
+    holding its run lock, so no live run can be among them (another segmentation's may be live)."""
     return [
         r[0]
         for r in conn.execute(
             """UPDATE segmentation.runs SET status = 'failed', finished_at = now(), error = %s
-               WHERE status = 'running' RETURNING run_id""",
-            (ABANDONED,),
+               WHERE status = 'running' AND segmentation = %s RETURNING run_id""",
+            (ABANDONED, segmentation),
         )
     ]
 
 
 def insert_run(
-    conn: psycopg.Connection, *, flow_run_id: str | None, source_table: str, features: Sequence[str], params: dict
+    conn: psycopg.Connection,
+    *,
+    flow_run_id: str | None,
+    source_table: str,
+    features: Sequence[str],
+    params: dict,
+    segmentation: str = DEFAULT,
 ) -> int:
     return int(
         scalar(
             conn,
-            """INSERT INTO segmentation.runs (flow_run_id, source_table, features, params)
-               VALUES (%s, %s, %s, %s) RETURNING run_id""",
-            (flow_run_id, source_table, list(features), json.dumps(params)),
+            """INSERT INTO segmentation.runs (flow_run_id, source_table, features, params, segmentation)
+               VALUES (%s, %s, %s, %s, %s) RETURNING run_id""",
+            (flow_run_id, source_table, list(features), json.dumps(params), segmentation),
         )
     )
+
+
+def segmentation_of(conn: psycopg.Connection, run_id: int) -> str | None:
+    """The segmentation a run belongs to; None when there is no such run."""
+    row = conn.execute("SELECT segmentation FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def record_source(conn: psycopg.Connection, run_id: int, source_table: str, features: Sequence[str]) -> None:
@@ -193,21 +221,25 @@ def mark_complete(
     scoring.save(conn, run_id, found.model)
 
 
-def current_switch(conn: psycopg.Connection) -> dict | None:
-    """The newest row of segmentation.current_run_log: the current run, and how it became current."""
+def current_switch(conn: psycopg.Connection, segmentation: str = DEFAULT) -> dict | None:
+    """The segmentation's newest row of segmentation.current_run_log: its current run, and how it
+    became current."""
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(
             "SELECT switch_id, switched_at, run_id, from_run_id, action, reason "
-            "FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1"
+            "FROM segmentation.current_run_log WHERE segmentation = %s ORDER BY switch_id DESC LIMIT 1",
+            (segmentation,),
         ).fetchone()
 
 
 def record_switch(conn: psycopg.Connection, run_id: int, *, action: str, reason: str | None = None) -> None:
-    """Make run_id the current run: one row in segmentation.current_run_log."""
+    """Make run_id the current run of its segmentation: one row in segmentation.current_run_log."""
     conn.execute(
-        """INSERT INTO segmentation.current_run_log (run_id, from_run_id, action, reason)
-           VALUES (%s, (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1), %s, %s)""",
-        (run_id, action, reason),
+        """INSERT INTO segmentation.current_run_log (run_id, from_run_id, action, reason, segmentation)
+           SELECT r.run_id, (SELECT l.run_id FROM segmentation.current_run_log AS l WHERE l.segmentation = r.segmentation
+                             ORDER BY l.switch_id DESC LIMIT 1), %s, %s, r.segmentation
+           FROM segmentation.runs AS r WHERE r.run_id = %s""",
+        (action, reason, run_id),
     )
 
 
@@ -230,7 +262,7 @@ def outcome_of(
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         row = cur.execute(
             sql.SQL(
-                "SELECT run_id, status, source_table, forced, quality_issues, error, {} "
+                "SELECT run_id, status, source_table, forced, quality_issues, error, segmentation, {} "
                 "FROM segmentation.runs WHERE {} ORDER BY run_id DESC LIMIT 1"
             ).format(sql.SQL(", ").join(map(sql.Identifier, FIGURES)), where),
             (run_id if run_id is not None else str(flow_run_id),),
@@ -245,9 +277,10 @@ def outcome_of(
         quality_issues=tuple(row["quality_issues"] or ()),
         forced=bool(row["forced"]),
         reasons=(row["error"],) if row["error"] else (),
+        segmentation=row["segmentation"],
     )
 
 
-def current_run_id(conn: psycopg.Connection) -> int | None:
-    row = conn.execute("SELECT run_id FROM segmentation_bi.current_run").fetchone()
-    return None if row is None else int(row[0])
+def current_run_id(conn: psycopg.Connection, segmentation: str = DEFAULT) -> int | None:
+    switch = current_switch(conn, segmentation)
+    return None if switch is None else int(switch["run_id"])

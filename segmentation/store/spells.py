@@ -1,8 +1,10 @@
 """The history of assignments as segment spells (sql/007_segment_spells.sql): a type 2 slowly
 changing dimension, so that history grows with change, not with runs.
 
-A run enters the history when it becomes published, and gets the next history version. What
-it adds is its changes against the newest history run: one row in segmentation.segment_spells
+Each segmentation has its own history (sql/014): its runs' history versions count 1, 2, 3, ...
+and its spells are its own. A run enters its segmentation's history when it becomes published,
+and gets the next history version there. What it adds is its changes against the newest history
+run of its segmentation: one row in segmentation.segment_spells
 per customer who moved, left or arrived, naming the segment the customer was in until then
 (NULL for one who arrives). The spells still running are the newest history run's own rows in
 customer_segments; any other history run's rows are dropped by retention and can be rebuilt
@@ -36,11 +38,12 @@ class HistoryRun:
     version: int
 
 
-def newest(conn: psycopg.Connection) -> HistoryRun | None:
-    """The newest run in the history: its rows are the spells still running."""
+def newest(conn: psycopg.Connection, segmentation: str) -> HistoryRun | None:
+    """The newest run in the segmentation's history: its rows are the spells still running."""
     row = conn.execute(
-        "SELECT run_id, history_version FROM segmentation.runs "
-        "WHERE history_version = (SELECT max(history_version) FROM segmentation.runs)"
+        "SELECT run_id, history_version FROM segmentation.runs WHERE segmentation = %(s)s "
+        "AND history_version = (SELECT max(history_version) FROM segmentation.runs WHERE segmentation = %(s)s)",
+        {"s": segmentation},
     ).fetchone()
     return None if row is None else HistoryRun(int(row[0]), int(row[1]))
 
@@ -48,6 +51,13 @@ def newest(conn: psycopg.Connection) -> HistoryRun | None:
 def version_of(conn: psycopg.Connection, run_id: int) -> int | None:
     row = conn.execute("SELECT history_version FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()
     return None if row is None or row[0] is None else int(row[0])
+
+
+def _segmentation_of(conn: psycopg.Connection, run_id: int) -> str:
+    row = conn.execute("SELECT segmentation FROM segmentation.runs WHERE run_id = %s", (run_id,)).fetchone()
+    if row is None:
+        raise ValueError(f"there is no run {run_id}")
+    return str(row[0])
 
 
 def compare(conn: psycopg.Connection, run_id: int, against: int) -> list[tuple[int | None, int | None, int]]:
@@ -100,8 +110,9 @@ def keep_changes(conn: psycopg.Connection, ids: np.ndarray, before: np.ndarray, 
 def enter(conn: psycopg.Connection, run_id: int, *, compared_with: int | None) -> int:
     """Add run_id to the history as its newest run, and return its version. compared_with:
     the run the session's last `compare` was against, whose changes are reused when it is the
-    newest history run; otherwise the run is compared here."""
-    latest = newest(conn)
+    newest history run of its segmentation; otherwise the run is compared here."""
+    segmentation = _segmentation_of(conn, run_id)
+    latest = newest(conn, segmentation)
     if latest is None:
         version = 1
     else:
@@ -110,23 +121,26 @@ def enter(conn: psycopg.Connection, run_id: int, *, compared_with: int | None) -
             compare(conn, run_id, latest.run_id)
         conn.execute(
             sql.SQL(
-                """INSERT INTO segmentation.segment_spells (customer_id, ended_version, segment_id)
-                   SELECT customer_id, %s, segment_before FROM {}"""
+                """INSERT INTO segmentation.segment_spells (customer_id, ended_version, segment_id, segmentation)
+                   SELECT customer_id, %s, segment_before, %s FROM {}"""
             ).format(_CHANGES),
-            (version,),
+            (version, segmentation),
         )
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_CHANGES))
     conn.execute("UPDATE segmentation.runs SET history_version = %s WHERE run_id = %s", (version, run_id))
     return version
 
 
-def forget(conn: psycopg.Connection) -> int:
-    """Delete the spells that ended at or before the oldest history run still kept: no kept
-    run can be in them. Returns the number of rows deleted."""
+def forget(conn: psycopg.Connection, segmentation: str) -> int:
+    """Delete the segmentation's spells that ended at or before its oldest history run still
+    kept: no kept run can be in them. Returns the number of rows deleted."""
     return conn.execute(
         """DELETE FROM segmentation.segment_spells
-           WHERE ended_version <= (SELECT min(history_version) FROM segmentation.runs
-                                   WHERE history_version IS NOT NULL AND assignments_pruned_at IS NULL)"""
+           WHERE segmentation = %(s)s
+             AND ended_version <= (SELECT min(history_version) FROM segmentation.runs
+                                   WHERE segmentation = %(s)s AND history_version IS NOT NULL
+                                     AND assignments_pruned_at IS NULL)""",
+        {"s": segmentation},
     ).rowcount
 
 
@@ -137,7 +151,8 @@ def rebuild(conn: psycopg.Connection, run_id: int) -> int:
     caller attaches the table (partitions.attach) in a transaction of its own. Returns the
     number of rows."""
     version = version_of(conn, run_id)
-    latest = newest(conn)
+    segmentation = _segmentation_of(conn, run_id)
+    latest = newest(conn, segmentation)
     if version is None or latest is None:
         raise ValueError(f"run {run_id} is not in the history")
     table = partitions.create_table(conn, run_id)
@@ -146,15 +161,17 @@ def rebuild(conn: psycopg.Connection, run_id: int) -> int:
             """INSERT INTO {table} (run_id, customer_id, segment_id, distance)
                SELECT %(run_id)s, customer_id, segment_id, NULL::double precision FROM (
                    SELECT DISTINCT ON (customer_id) customer_id, segment_id
-                   FROM segmentation.segment_spells WHERE ended_version > %(version)s
+                   FROM segmentation.segment_spells
+                   WHERE segmentation = %(segmentation)s AND ended_version > %(version)s
                    ORDER BY customer_id, ended_version) AS ended_later
                WHERE segment_id IS NOT NULL
                UNION ALL
                SELECT %(run_id)s, l.customer_id, l.segment_id, NULL::double precision FROM {latest} AS l
                WHERE NOT EXISTS (SELECT FROM segmentation.segment_spells AS sp
-                                 WHERE sp.customer_id = l.customer_id AND sp.ended_version > %(version)s)"""
+                                 WHERE sp.customer_id = l.customer_id AND sp.segmentation = %(segmentation)s
+                                   AND sp.ended_version > %(version)s)"""
         ).format(table=table, latest=partitions.partition_name(latest.run_id)),
-        {"run_id": run_id, "version": version},
+        {"run_id": run_id, "version": version, "segmentation": segmentation},
     ).rowcount
     partitions.add_key(conn, run_id)
     return rows

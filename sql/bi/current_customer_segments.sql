@@ -4,6 +4,11 @@
 --
 -- The current run's rows, read with the current run in one statement (see current_run.sql). The
 -- run id as a scalar subquery, not a join: PostgreSQL then reads only the run's partition.
+--
+-- Each segmentation has its own copy of this view: the default's is the one named here; a
+-- segmentation NAME's is rendered from this file with its own names and, for the literal
+-- 'default', which here only ever names the segmentation, its own name
+-- (segmentation/segmentations.py, segmentation/bi_definitions.py).
 CREATE OR REPLACE VIEW segmentation_bi.current_customer_segments AS
 SELECT cs.run_id, (SELECT published_at FROM segmentation_bi.current_run) AS published_at,
        cs.customer_id, cs.segment_id, s.segment_name, cs.distance

@@ -6,13 +6,19 @@
 -- made current again (rollback) and a run can be kept without being made current (staged). Every
 -- current_ view reads it and its rows in one statement: one snapshot, so a query never sees half
 -- a run or two runs mixed, however a publish or a rollback interleaves.
+--
+-- Each segmentation has its own copy of this view: the default's is the one named here; a
+-- segmentation NAME's is rendered from this file with its own names and, for the literal
+-- 'default', which here only ever names the segmentation, its own name
+-- (segmentation/segmentations.py, segmentation/bi_definitions.py).
 CREATE OR REPLACE VIEW segmentation_bi.current_run AS
 SELECT run_id, published_at, flow_run_id, source_table, features, k,
        n_customers, n_quarantined, inertia, silhouette, params,
        previous_run_id, customers_compared, customers_changed, churn, adjusted_rand_index,
        customers_added, customers_removed, forced, quality_issues
 FROM segmentation.runs
-WHERE run_id = (SELECT run_id FROM segmentation.current_run_log ORDER BY switch_id DESC LIMIT 1);
+WHERE run_id = (SELECT run_id FROM segmentation.current_run_log WHERE segmentation = 'default'
+                ORDER BY switch_id DESC LIMIT 1);
 
 COMMENT ON VIEW segmentation_bi.current_run IS
     'The current segmentation run, one row: the latest published run, unless an earlier one was made current again (rollback).';

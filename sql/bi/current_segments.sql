@@ -3,6 +3,11 @@
 -- upgrade` applies the change (segmentation/bi_definitions.py).
 --
 -- The current run's rows, read with the current run in one statement (see current_run.sql).
+--
+-- Each segmentation has its own copy of this view: the default's is the one named here; a
+-- segmentation NAME's is rendered from this file with its own names and, for the literal
+-- 'default', which here only ever names the segmentation, its own name
+-- (segmentation/segmentations.py, segmentation/bi_definitions.py).
 CREATE OR REPLACE VIEW segmentation_bi.current_segments AS
 SELECT s.run_id, (SELECT published_at FROM segmentation_bi.current_run) AS published_at,
        s.segment_id, s.segment_name, s.n_customers, s.share,

@@ -1,4 +1,4 @@
--- segmentation_bi.predict, both of them. This file defines them, as each file in sql/bi/ defines
+-- segmentation_bi.predict, all three of them. This file defines them, as each file in sql/bi/ defines
 -- the BI object it is named after: change them here, never in a numbered migration;
 -- `segmentation db upgrade` applies the change (segmentation/bi_definitions.py).
 --
@@ -21,6 +21,10 @@ DECLARE
     branches text;
     kept bigint[];
 BEGIN
+    -- Runs of different segmentations may keep or drop models at the same time: one rewrite at a
+    -- time (two at once fail with "tuple concurrently updated"), each reading the models kept by
+    -- then. The key is any fixed number other than the migration and run locks (0x5E60003).
+    PERFORM pg_advisory_xact_lock(98959363);
     SELECT string_agg(format('SELECT * FROM segmentation.%I(customer) WHERE predict.run_id = %s UNION ALL ',
                              'predict_run_' || run_id, run_id), '' ORDER BY run_id),
            coalesce(array_agg(run_id ORDER BY run_id), '{}')
@@ -49,7 +53,28 @@ BEGIN ATOMIC
     WHERE NOT EXISTS (SELECT FROM segmentation_bi.current_run);
 END;
 
+-- predict(customer, segmentation), a segmentation's current run (sql/014), read from
+-- segmentations in the query's own snapshot, as that segmentation's views read it. No current run
+-- yet: one row, no segment; a name no segmentation has: an error naming it.
+CREATE OR REPLACE FUNCTION segmentation_bi.predict(customer jsonb, segmentation text)
+RETURNS SETOF segmentation.prediction
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT p.* FROM segmentation_bi.segmentations AS c
+    CROSS JOIN LATERAL segmentation_bi.predict(customer, c.run_id) AS p
+    WHERE c.segmentation = predict.segmentation AND c.run_id IS NOT NULL
+    UNION ALL
+    SELECT NULL::bigint, NULL::integer, NULL::text, NULL::double precision
+    FROM segmentation_bi.segmentations AS c
+    WHERE c.segmentation = predict.segmentation AND c.run_id IS NULL
+    UNION ALL
+    SELECT * FROM segmentation.no_segmentation(predict.segmentation)
+    WHERE NOT EXISTS (SELECT FROM segmentation_bi.segmentations AS c WHERE c.segmentation = predict.segmentation);
+END;
+
 COMMENT ON FUNCTION segmentation_bi.predict(jsonb) IS
     'The current run''s segment for a customer given as jsonb, e.g. predict(to_jsonb(c)) or predict(''{"age": 31, "annual_income": 72, "spending_score": 80}'').';
 COMMENT ON FUNCTION segmentation_bi.predict(jsonb, bigint) IS
     'The segment a kept run gives a customer given as jsonb.';
+COMMENT ON FUNCTION segmentation_bi.predict(jsonb, text) IS
+    'The segment a segmentation''s current run gives a customer given as jsonb, e.g. predict(to_jsonb(c), ''rfm'').';

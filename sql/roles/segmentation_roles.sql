@@ -62,7 +62,15 @@ END
 $owner$;
 
 GRANT USAGE ON SCHEMA public TO segmentation_writer;
-GRANT SELECT ON public.customers TO segmentation_writer;
+-- The demo source table, when there is one (`demo`, `generate` and `load-csv` create it); a
+-- configured source table is granted by its owner (docs/configuration.md#the-source-table).
+DO $source$
+BEGIN
+    IF to_regclass('public.customers') IS NOT NULL THEN
+        GRANT SELECT ON public.customers TO segmentation_writer;
+    END IF;
+END
+$source$;
 
 -- Views run with their owner's (the writer's) privileges, so the reader needs nothing else:
 -- everything in segmentation_bi, and not even USAGE on segmentation.
@@ -92,6 +100,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA segmentation, segmentation_bi FROM PUBLIC;
 ALTER DEFAULT PRIVILEGES FOR ROLE segmentation_writer REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA segmentation_bi TO segmentation_reader;
 GRANT EXECUTE ON FUNCTION segmentation.no_model(bigint) TO segmentation_reader;
+GRANT EXECUTE ON FUNCTION segmentation.no_segmentation(text) TO segmentation_reader;
 DO $per_run$
 DECLARE
     fn regprocedure;

@@ -17,6 +17,7 @@ BI_VIEWS = {
     "current_segment_centroids",
     "customer_segment_history",
     "customer_segment_spells",
+    "segmentations",
 }
 
 
