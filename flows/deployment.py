@@ -1,6 +1,11 @@
 """The deployments: `segmentation serve` serves the nightly flow as customer-segmentation/nightly
 and, beside it, the approve-run flow as approve-run/nightly (no schedule: the nightly flow starts
-it when a run waits for a person's approval); `segmentation deploy` registers both with a work pool."""
+it when a run waits for a person's approval); `segmentation deploy` registers both with a work pool.
+
+With a segmentations file (--config, SEGMENTATION_CONFIG; segmentation.config), each segmentation
+NAME in it is one deployment customer-segmentation/NAME instead, on its own schedule, with its own
+parameters and concurrency limit of 1, and approve-run/NAME beside it: the whole file is checked
+before anything is registered."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import zoneinfo
 from dataclasses import dataclass
 
 from segmentation import __version__
+from segmentation.config import Deployed, valid_cron
 from segmentation.errors import SegmentationError
 
 DEPLOYMENT_NAME = "nightly"
@@ -33,7 +39,7 @@ class ScheduleSettings:
     def from_env(cls) -> ScheduleSettings:
         cron = " ".join((os.environ.get(SCHEDULE_ENV) or DEFAULT_SCHEDULE).split())
         timezone = (os.environ.get(TIMEZONE_ENV) or DEFAULT_TIMEZONE).strip()
-        if not _valid_cron(cron):
+        if not valid_cron(cron):
             raise SegmentationError(
                 f"{SCHEDULE_ENV}={cron!r} is not a cron expression; use five fields, e.g. '0 2 * * *' for 02:00 daily"
             )
@@ -46,34 +52,38 @@ class ScheduleSettings:
         return cls(cron, timezone)
 
 
-def _valid_cron(cron: str) -> bool:
-    """Checked with Prefect's own schedule model, so what passes here the server accepts."""
-    from prefect.client.schemas.schedules import CronSchedule
-
-    try:
-        CronSchedule(cron=cron)
-    except ValueError:  # pydantic's ValidationError is a ValueError
-        return False
-    return len(cron.split()) == 5 or cron.startswith("@")
-
-
-def nightly_deployment(schedule: ScheduleSettings | None = None):
+def nightly_deployment(schedule: ScheduleSettings | None = None, deployed: Deployed | None = None):
     """The deployment, not yet registered: the flow's own defaults as parameters, so a
-    scheduled run and a UI run without changes are the same run."""
+    scheduled run and a UI run without changes are the same run. deployed: a segmentation of the
+    segmentations file instead, as customer-segmentation/<its name>, with its schedule and its
+    parameters (the flow's defaults for the others)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     from segmentation.flows.segmentation import customer_segmentation
 
-    schedule = schedule or ScheduleSettings.from_env()
+    if deployed is not None:
+        name, cron, timezone = deployed.name, deployed.schedule.cron, deployed.schedule.timezone
+        parameters = deployed.flow_parameters()
+        description = configured_description(deployed.name)
+    else:
+        schedule = schedule or ScheduleSettings.from_env()
+        name, cron, timezone, parameters, description = (
+            DEPLOYMENT_NAME,
+            schedule.cron,
+            schedule.timezone,
+            None,
+            DESCRIPTION,
+        )
     return customer_segmentation.to_deployment(
-        name=DEPLOYMENT_NAME,
-        schedule=Cron(schedule.cron, timezone=schedule.timezone),
+        name=name,
+        parameters=parameters,
+        schedule=Cron(cron, timezone=timezone),
         # CANCEL_NEW: a run that finds one active ends Cancelled at once instead of queueing
         # behind a run that may be stuck; the run lock in the database backs this up.
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-        description=DESCRIPTION,
+        description=description,
         tags=TAGS,
         version=__version__,
         # A module path, not a file path: the served runs import the installed package,
@@ -89,16 +99,28 @@ APPROVAL_DESCRIPTION = (
 )
 
 
-def approval_deployment():
+def configured_description(name: str) -> str:
+    from segmentation.segmentations import view_name
+
+    return (
+        f"Nightly customer segmentation {name}, from the segmentations file: retrains KMeans on its source "
+        f"table and publishes the segments for BI in segmentation_bi.{view_name(name, 'current_run')} and "
+        "the views beside it. Run with other parameters from the Run button; the run report is in each flow "
+        "run's Artifacts tab."
+    )
+
+
+def approval_deployment(name: str = DEPLOYMENT_NAME):
     """No schedule and, on purpose, no concurrency limit: a run waits paused in its process, and
     Prefect revokes a paused run's concurrency slot and then crashes the run (see
-    segmentation.tasks.approval). Runs for different runs may wait at once."""
+    segmentation.tasks.approval). Runs for different runs may wait at once. name: the nightly
+    deployment's, whose runs start this one (approve-run/<name>)."""
     from prefect.deployments.runner import EntrypointType
 
     from segmentation.flows.approval import approve_run
 
     return approve_run.to_deployment(
-        name=DEPLOYMENT_NAME,
+        name=name,
         description=APPROVAL_DESCRIPTION,
         tags=TAGS,
         version=__version__,
@@ -106,19 +128,32 @@ def approval_deployment():
     )
 
 
-def serve(schedule: ScheduleSettings | None = None) -> None:
+def deployments(schedule: ScheduleSettings | None = None, configured: list[Deployed] | None = None) -> list:
+    """What serve and deploy register: the nightly deployment and approve-run beside it, or,
+    with a segmentations file, one of each per segmentation in it."""
+    if configured:
+        return [d for each in configured for d in (nightly_deployment(deployed=each), approval_deployment(each.name))]
+    return [nightly_deployment(schedule), approval_deployment()]
+
+
+def serve(schedule: ScheduleSettings | None = None, configured: list[Deployed] | None = None) -> None:
     from prefect import serve as prefect_serve
 
     # pause_on_shutdown=False: stopping or redeploying the server must not silently stop the
     # nightly job; the schedule stays active while no process serves it and the runs wait.
-    prefect_serve(nightly_deployment(schedule), approval_deployment(), pause_on_shutdown=False)
+    prefect_serve(*deployments(schedule, configured), pause_on_shutdown=False)
 
 
-def deploy(pool: str, image: str | None = None, schedule: ScheduleSettings | None = None) -> str:
-    """Register the same deployment (name, schedule, time zone, concurrency limit, parameters,
+def deploy(
+    pool: str,
+    image: str | None = None,
+    schedule: ScheduleSettings | None = None,
+    configured: list[Deployed] | None = None,
+) -> list[str]:
+    """Register the same deployments (name, schedule, time zone, concurrency limit, parameters,
     description, tags) with a work pool, for teams whose workers run flows (a process worker
     with this package installed, or a Docker worker with `image`) instead of `segmentation
-    serve`. Returns the deployment id."""
+    serve`. Returns the ids of the nightly deployments (one per segmentation of the file)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -129,5 +164,9 @@ def deploy(pool: str, image: str | None = None, schedule: ScheduleSettings | Non
             raise SegmentationError(
                 f"there is no work pool {pool!r}; create it first, e.g. prefect work-pool create {pool} --type process"
             ) from None
-    approval_deployment().apply(work_pool_name=pool, image=image)
-    return str(nightly_deployment(schedule).apply(work_pool_name=pool, image=image))
+    ids = []
+    for deployment in deployments(schedule, configured):
+        deployment_id = str(deployment.apply(work_pool_name=pool, image=image))
+        if deployment.flow_name == "customer-segmentation":
+            ids.append(deployment_id)
+    return ids

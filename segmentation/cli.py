@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from segmentation import __version__, operations
+from segmentation.config import ConfigError
 from segmentation.errors import SegmentationError, describe
 from segmentation.segmentations import DEFAULT
 
@@ -211,12 +212,28 @@ def cmd_show(args: argparse.Namespace) -> int:
     return _show(args.run, plot=args.plot, segmentation=args.segmentation)
 
 
+def _configured(given: str | None) -> list | None:
+    """The segmentations file's deployments (--config, else SEGMENTATION_CONFIG), checked whole;
+    None without a file."""
+    from segmentation import config
+
+    path = config.config_path(given)
+    return None if path is None else config.load(path)
+
+
+def _describe_configured(configured: list) -> str:
+    return "; ".join(f"customer-segmentation/{d.name} ({d.schedule.cron}, {d.schedule.timezone})" for d in configured)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from segmentation.flows.deployment import ScheduleSettings, serve
 
-    schedule = ScheduleSettings.from_env()  # a bad schedule is one line here, before Prefect starts
+    configured = _configured(args.config)  # every mistake in the file, one line each, before Prefect starts
+    schedule = None if configured else ScheduleSettings.from_env()  # a bad schedule is one line here too
     _print_applied(operations.migrate())  # an unreachable database too: better now than at 02:00
-    serve(schedule)
+    if configured:
+        print(f"serving {len(configured)} segmentations: {_describe_configured(configured)}", flush=True)
+    serve(schedule, configured)
     return 0
 
 
@@ -246,7 +263,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from segmentation.flows.segmentation import FLOW_NAME
     from segmentation.tasks.approval import APPROVE_FLOW_NAME
 
-    deployment_id = deploy(args.pool, args.image)
+    configured = _configured(args.config)
+    if configured:
+        ids = deploy(args.pool, args.image, configured=configured)
+        print(
+            f"deployed {_describe_configured(configured)}, each with {APPROVE_FLOW_NAME}/<name> beside it, to work "
+            f"pool {args.pool!r} ({', '.join(ids)}): start a worker with `prefect worker start --pool {args.pool}` "
+            "where this package and SEGMENTATION_DATABASE_URL are"
+        )
+        return 0
+    [deployment_id] = deploy(args.pool, args.image)
     print(
         f"deployed {FLOW_NAME}/{DEPLOYMENT_NAME} ({deployment_id}), and {APPROVE_FLOW_NAME}/{DEPLOYMENT_NAME} "
         f"beside it, to work pool {args.pool!r}: start a worker "
@@ -323,6 +349,15 @@ def cmd_embedded_stop(args: argparse.Namespace) -> int:
     else:
         print(f"stopped the embedded PostgreSQL (pid {stopped.pid}); its data stays in {stopped.pgdata}")
     return 0
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a segmentations file (YAML): one deployment customer-segmentation/NAME per segmentation, each with "
+        "its schedule and parameters (default: SEGMENTATION_CONFIG; without either, the one nightly deployment)",
+    )
 
 
 def _segmentation_option(parser: argparse.ArgumentParser) -> None:
@@ -412,6 +447,7 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--pool", required=True, help="the work pool (process, or Docker with --image)")
     p.add_argument("--image", help="the image a Docker work pool runs the flow in (this project's image)")
+    _config_option(p)
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("alerts", help="notifications for runs that were rejected or failed")
@@ -452,8 +488,10 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help="serve the flow as deployment customer-segmentation/nightly on its schedule "
-        "(SEGMENTATION_SCHEDULE, SEGMENTATION_TIMEZONE) until stopped",
+        "(SEGMENTATION_SCHEDULE, SEGMENTATION_TIMEZONE) until stopped; with --config, one deployment "
+        "customer-segmentation/NAME per segmentation of the file",
     )
+    _config_option(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -482,6 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(flow_options=argv[:1] == ["run"]).parse_args(argv)
     try:
         return args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:  # each mistake in the file is a line of its own
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
     except SegmentationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

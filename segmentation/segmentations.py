@@ -36,7 +36,7 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or _NAME.fullmatch(name) is None:
         raise SegmentationError(
             f"segmentation name {name!r} is not valid: use a lowercase letter, then lowercase letters, digits "
-            "or underscores, at most 40 characters (e.g. rfm or demographics_2026)"
+            f"or underscores, at most {MAX_NAME_LENGTH} characters (e.g. rfm or demographics_2026)"
         )
     if len(name) > MAX_NAME_LENGTH:
         raise SegmentationError(
