@@ -37,7 +37,7 @@ from importlib.abc import Traversable
 import psycopg
 from psycopg import sql
 
-from segmentation.db import give_to_writer, scalar
+from segmentation.db import scalar
 from segmentation.errors import SegmentationError
 from segmentation.segmentations import DEFAULT, VIEWS, view_name
 from segmentation.sql_files import SqlFile
@@ -49,7 +49,6 @@ _FILE = re.compile(r"^([a-z][a-z0-9_]*)\.sql$")
 _REFERENCE = re.compile(rf"\b{SCHEMA}\s*\.\s*([a-z_][a-z0-9_]*)")
 _LINE_COMMENT = re.compile(r"--[^\n]*")
 _VIEW_REFERENCE = re.compile(rf"\b{SCHEMA}\.({'|'.join(VIEWS)})(?![a-z0-9_])")
-READER_ROLE = "segmentation_reader"
 
 
 @dataclass(frozen=True)
@@ -203,10 +202,11 @@ def apply(conn: psycopg.Connection, todo: Sequence[Definition], definitions: Seq
 
 
 def add_segmentation(conn: psycopg.Connection, segmentation: str, definitions: Sequence[Definition]) -> list[str]:
-    """Create a new segmentation's own views from the files, owned by the writer and readable by
-    the reader as the others are; refused, in one line, when a view of that name exists already
-    (another segmentation's, or not ours). Returns the views' names. Runs in the caller's
-    transaction (segmentation.migrations.add_segmentation)."""
+    """Create a new segmentation's own views from the files, each with the owner and the grants of
+    the default's counterpart (so segmentation_reader reads them as it reads the default's);
+    refused, in one line, when a view of that name exists already (another segmentation's, or not
+    ours). Returns the views' names. Runs in the caller's transaction
+    (segmentation.migrations.add_segmentation)."""
     targets = [t for t in _targets(definitions, [segmentation]) if t.definition.per_segmentation]
     taken = [
         t.name
@@ -218,14 +218,34 @@ def add_segmentation(conn: psycopg.Connection, segmentation: str, definitions: S
             f"segmentation {segmentation}'s view {SCHEMA}.{taken[0]} exists already, as another segmentation's or "
             "as someone else's; choose another segmentation name"
         )
-    reader = scalar(conn, "SELECT to_regrole(%s) IS NOT NULL", (READER_ROLE,))
+    default = {a.name: a for a in access(conn) if a.kind == "VIEW"}
     for target in targets:
         conn.execute(target.text)
-        view = sql.Identifier(SCHEMA, target.name)
-        give_to_writer(conn, "VIEW", view)
-        if reader:
-            conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(view, sql.Identifier(READER_ROLE)))
+        model = default.get(target.definition.name)
+        if model is not None:
+            _copy_access(conn, model, sql.Identifier(SCHEMA, target.name))
     return [t.name for t in targets]
+
+
+def _copy_access(conn: psycopg.Connection, model: Access, view: sql.Identifier) -> None:
+    """Give a view just created the owner and the grants of another, when this login may."""
+    if not scalar(conn, "SELECT current_user = %s::name", (model.owner,)):
+        if not scalar(
+            conn,
+            "SELECT rolsuper OR pg_has_role(current_user, %s, 'MEMBER') FROM pg_roles WHERE rolname = current_user",
+            (model.owner,),
+        ):
+            return
+        conn.execute(sql.SQL("ALTER VIEW {} OWNER TO {}").format(view, sql.Identifier(model.owner)))
+    for grantee, privilege, grantable in model.grants or []:
+        conn.execute(
+            sql.SQL("GRANT {} ON TABLE {} TO {}{}").format(
+                sql.SQL(privilege),
+                view,
+                sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee),
+                sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+            )
+        )
 
 
 def _recreate(conn: psycopg.Connection, definition: Rendered, definitions: Sequence[Rendered]) -> list[Rendered]:

@@ -32,11 +32,11 @@ PAYLOAD_KEYS = (
     "error",
     "flow_run_id",
 )
-SUBJECT = "Segmentation {{ event.payload.segmentation }}: run {{ event.payload.run_id }} {{ event.payload.status }}"
+SUBJECT = "Segmentation run {{ event.payload.run_id }} {{ event.payload.status }}"
 BODY = (
-    "Segmentation run {{ event.payload.run_id }} of segmentation {{ event.payload.segmentation }} on "
+    "Segmentation run {{ event.payload.run_id }} (segmentation {{ event.payload.segmentation }}) on "
     "{{ event.payload.source_table }} was {{ event.payload.status }}: {{ event.payload.error }}\n"
-    "The run that was current in that segmentation stays current. Prefect flow run: {{ event.payload.flow_run_id }}"
+    "The run that was current stays current. Prefect flow run: {{ event.payload.flow_run_id }}"
 )
 
 

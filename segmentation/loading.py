@@ -51,7 +51,10 @@ _DEMO_TABLE = """CREATE TABLE IF NOT EXISTS {} (
 )"""
 
 
-def create_demo_table(conn: psycopg.Connection, table: str = "public.customers") -> bool:
+DEMO_TABLE = "public.customers"
+
+
+def create_demo_table(conn: psycopg.Connection, table: str = DEMO_TABLE) -> bool:
     """Create the Mall-shaped source table when it is missing, readable by segmentation_writer.
     Returns whether it was created. Runs in the caller's transaction."""
     name = parse_table_name(table)
@@ -64,7 +67,9 @@ def create_demo_table(conn: psycopg.Connection, table: str = "public.customers")
 
 
 def _target(conn: psycopg.Connection, table: str) -> Source:
-    create_demo_table(conn, table)
+    # The demo table only: another table named with --table must exist (a typo creates nothing).
+    if parse_table_name(table) == parse_table_name(DEMO_TABLE):
+        create_demo_table(conn, table)
     target = resolve_source(conn, table, "customer_id", ["gender", "age", "annual_income", "spending_score"])
     if not target.id_unique:
         raise SegmentationError(

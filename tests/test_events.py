@@ -101,9 +101,12 @@ def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, da
     assert set(by_name) == {"segmentation.run.published", "segmentation.run.rejected", "segmentation.run.failed"}
     published, rejected, failed = (by_name[f"segmentation.run.{s}"] for s in ("published", "rejected", "failed"))
     assert published["resource"]["prefect.resource.id"] == f"segmentation.run.{runs[0][0]}"
-    assert {k: published["payload"][k] for k in ("run_id", "status", "k", "n_customers", "n_quarantined")} == {
+    assert {
+        k: published["payload"][k] for k in ("run_id", "status", "segmentation", "k", "n_customers", "n_quarantined")
+    } == {
         "run_id": runs[0][0],
         "status": "published",
+        "segmentation": "default",
         "k": 4,
         "n_customers": 2000,
         "n_quarantined": 0,
@@ -123,6 +126,7 @@ def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, da
     assert subjects == [f"Segmentation run {runs[1][0]} rejected", f"Segmentation run {runs[2][0]} failed"]
     body = next(r["body"] for r in receiver.received if "failed" in r["subject"])
     assert "source table public.nosuch does not exist" in body and "The run that was current stays current" in body
+    assert "(segmentation default)" in body
     assert "postgresql://" not in json.dumps(found) + json.dumps(receiver.received)
 
 
@@ -135,7 +139,10 @@ def test_an_event_names_the_run_and_carries_figures_only():
     assert staged["resource"] == {
         "prefect.resource.id": "segmentation.run.12",
         "prefect.resource.name": "segmentation run 12",
+        "segmentation.name": "default",
     }
+    named = run_event("published", {"run_id": 13, "segmentation": "rfm"}, flow_run_id=None)
+    assert named["resource"]["segmentation.name"] == "rfm" and named["payload"]["segmentation"] == "rfm"
     assert staged["related"] == [{"prefect.resource.id": "prefect.flow-run.f-1", "prefect.resource.role": "flow-run"}]
     assert staged["payload"]["status"] == "staged" and "extra" not in staged["payload"]
     unrecorded = run_event("failed", {"run_id": None, "error": "cannot connect"}, flow_run_id="f-2")

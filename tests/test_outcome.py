@@ -31,11 +31,13 @@ def test_the_result_and_the_event_carry_the_same_figures():
         figures={"k": 5, "n_customers": 200, "n_quarantined": 1, "inertia": 3.5, "silhouette": 0.41, "churn": 0.02},
         quality_issues=("a segment holds 0.5% of customers",),
         forced=True,
+        segmentation="rfm",
     )
     assert outcome.kept
     assert outcome.result() == {
         "run_id": 8,
         "status": "published",
+        "segmentation": "rfm",
         "k": 5,
         "n_customers": 200,
         "n_quarantined": 1,
@@ -48,6 +50,7 @@ def test_the_result_and_the_event_carry_the_same_figures():
     payload = run_event("published", outcome.payload(), flow_run_id="abc")["payload"]
     assert set(payload) == set(PAYLOAD_KEYS)
     assert payload["source_table"] == "crm.customers" and payload["error"] is None and payload["churn"] == 0.02
+    assert payload["segmentation"] == "rfm"
 
 
 def test_a_run_that_failed_before_it_was_recorded_is_not_kept():
