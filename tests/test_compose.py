@@ -245,3 +245,17 @@ def test_dockerfile_installs_the_wheel_not_the_checkout():
     assert "COPY segmentation" not in runtime and "WORKDIR /home/segmentation" in runtime
     # It installs the versions CI tests: the lock, constraints.txt, copied in beside the wheel.
     assert "COPY constraints.txt /wheels/constraints.txt" in runtime
+
+
+def test_the_segmentations_file_reaches_serve_and_the_example_is_valid():
+    from segmentation.config import CONFIG_ENV, load
+
+    env = SERVICES["segmentation"]["environment"]
+    assert env[CONFIG_ENV] == "${SEGMENTATION_CONFIG:-}"  # empty: the one nightly deployment
+    assert "./config:/config:ro" in SERVICES["segmentation"]["volumes"]
+    example = load(ROOT / "config" / "segmentations.example.yaml")
+    assert [(d.name, d.schedule.cron, d.schedule.timezone) for d in example] == [
+        ("default", "0 2 * * *", "UTC"),
+        ("rfm", "0 3 * * *", "Europe/Berlin"),
+    ]
+    assert f"{CONFIG_ENV}=/config/segmentations.yaml" in (ROOT / ".env.example").read_text()
