@@ -186,3 +186,36 @@ segmentations:
         f"error: {where}: unknown key 'extra' at the top; the only one is segmentations",
         f"error: {where}: segmentations must be a list of at least one segmentation",
     ]
+
+
+@pytest.mark.unit
+def test_the_prefect_yaml_in_the_docs_is_the_example_segmentations_file():
+    import yaml
+
+    from segmentation.config import load
+
+    root = Path(__file__).resolve().parents[1]
+    example = load(root / "config" / "segmentations.example.yaml")
+    document = yaml.safe_load((root / "docs" / "prefect.yaml").read_text())
+    # As `prefect deploy` reads it (Prefect's own model of the file, of the version in constraints.txt).
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    PrefectYamlModel.model_validate(document)
+    nightly = [d for d in document["deployments"] if d["entrypoint"].endswith(":customer_segmentation")]
+    assert [
+        (d["name"], d["parameters"], d["schedules"][0]["cron"], d["schedules"][0]["timezone"], d["concurrency_limit"])
+        for d in nightly
+    ] == [
+        (
+            e.name,
+            e.flow_parameters(),
+            e.schedule.cron,
+            e.schedule.timezone,
+            {"limit": 1, "collision_strategy": "CANCEL_NEW"},
+        )
+        for e in example
+    ]
+    approvals = {d["name"] for d in document["deployments"] if d["entrypoint"] == "flows/approval.py:approve_run"}
+    assert approvals == {e.name for e in example}
+    for d in document["deployments"]:
+        assert (root / d["entrypoint"].split(":")[0]).is_file()
