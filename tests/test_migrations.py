@@ -335,3 +335,36 @@ def test_bi_objects_a_migration_drops_come_back_from_their_files_with_their_gran
         applied = migrations.upgrade(writer, directory)
     assert [m.filename for m in applied] == ["900_drops.sql", *BI_FILES]
     assert bi_catalog(conn) == before
+
+
+def test_db_upgrade_creates_no_source_table_and_the_demo_commands_do(conn, monkeypatch, capsys, tmp_path):
+    from segmentation.cli import main
+
+    conn.execute("DROP SCHEMA segmentation, segmentation_bi CASCADE")
+    conn.execute("DROP TABLE public.customers")
+    assert main(["db", "upgrade"]) == 0
+    assert conn.execute("SELECT to_regclass('public.customers')").fetchone()[0] is None
+    # generate (and demo, load-csv) make the demo table, readable by the writer; another table is not made.
+    assert main(["generate", "--rows", "10", "--table", "public.nothere"]) == 1
+    assert conn.execute("SELECT to_regclass('public.nothere')").fetchone()[0] is None
+    assert main(["generate", "--rows", "10"]) == 0
+    assert conn.execute("SELECT count(*) FROM public.customers").fetchone()[0] == 10
+    assert conn.execute(
+        "SELECT has_table_privilege('segmentation_writer', 'public.customers', 'SELECT')"
+    ).fetchone()[0]
+    conn.execute("DROP TABLE public.customers")
+    csv = tmp_path / "c.csv"
+    csv.write_text("CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100)\n1,Female,30,50,60\n")
+    assert main(["load-csv", str(csv)]) == 0
+    assert conn.execute("SELECT count(*) FROM public.customers").fetchone()[0] == 1
+
+
+def test_a_database_that_applied_the_earlier_001_is_current(conn):
+    """001 created public.customers until it was rewritten: its earlier checksum counts as applied."""
+    [earlier] = migrations.SUPERSEDED[1]
+    conn.execute("UPDATE segmentation.schema_migrations SET checksum = %s WHERE version = 1", (earlier,))
+    assert migrations.pending(conn) == []
+    assert migrations.upgrade(conn) == []
+    conn.execute("UPDATE segmentation.schema_migrations SET checksum = 'edited' WHERE version = 1")
+    with pytest.raises(SegmentationError, match="001_source_customers.sql changed after it was applied"):
+        migrations.upgrade(conn)
