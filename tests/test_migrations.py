@@ -349,9 +349,7 @@ def test_db_upgrade_creates_no_source_table_and_the_demo_commands_do(conn, monke
     assert conn.execute("SELECT to_regclass('public.nothere')").fetchone()[0] is None
     assert main(["generate", "--rows", "10"]) == 0
     assert conn.execute("SELECT count(*) FROM public.customers").fetchone()[0] == 10
-    assert conn.execute(
-        "SELECT has_table_privilege('segmentation_writer', 'public.customers', 'SELECT')"
-    ).fetchone()[0]
+    assert conn.execute("SELECT has_table_privilege('segmentation_writer', 'public.customers', 'SELECT')").fetchone()[0]
     conn.execute("DROP TABLE public.customers")
     csv = tmp_path / "c.csv"
     csv.write_text("CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100)\n1,Female,30,50,60\n")
