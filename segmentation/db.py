@@ -3,7 +3,8 @@
 Who commits: every connection opened here is in autocommit mode, and a transaction is always
 an explicit `with conn.transaction():` block, opened by the function that owns that unit of
 work: a method of segmentation.store.run.Run for a flow run (Run.prune hands its connection to
-segmentation.store.retention, which owns its transactions); for the command line and the
+segmentation.store.retention, which owns its transactions; Run.start has
+migrations.add_segmentation create a new segmentation in a transaction of its own); for the command line and the
 report and approval tasks, each with a connection segmentation.operations opens for it: loading.load_csv, loading.has_customers, loading.generate_customers, crm_shape.generate,
 migrations.upgrade, migrations.apply_roles, rollback.make_current (a promotion, a rollback, an
 approval: operations.decide), purge.purge, and the reads of operations.read_run, list_runs and
