@@ -18,7 +18,9 @@ from segmentation.errors import SegmentationError
 from segmentation.loading import generate_customers
 from segmentation.segmentations import MAX_NAME_LENGTH, NAME_PATTERN, VIEWS, check_name, view_name
 from support.bi_reader import BI_VIEWS
+from support.docs import documented_sql
 from support.processes import start_flow_process, wait_for
+from support.schema import bi_catalog, sql_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"n_clusters": 4, "n_init": 1}
@@ -213,6 +215,9 @@ def test_two_segmentations_run_at_once_and_are_published_side_by_side(
     with pytest.raises(psycopg.errors.NoDataFound, match="there is no segmentation 'nosuch'"):
         conn.execute("SELECT * FROM segmentation_bi.predict('{}'::jsonb, 'nosuch')")
 
+    # The query of docs/bi.md: each customer's segment in both.
+    assert len(conn.execute(documented_sql("bi.md", "The views")).fetchall()) == 1500
+
     # The command line, per segmentation.
     capsys.readouterr()
     assert main(["runs", "--segmentation", "rfm"]) == 0
@@ -298,3 +303,30 @@ def test_a_rollback_of_one_segmentation_leaves_the_other_current_and_purge_reach
     assert (
         conn.execute("SELECT count(*) FROM segmentation_bi.rfm_customer_segment_history").fetchone()[0] == 1499 + 1199
     )
+
+
+def test_an_upgrade_applies_a_changed_bi_file_to_every_segmentation(conn, logins, tmp_path):
+    """A change CREATE OR REPLACE refuses (a column removed) drops and creates the default's view
+    and every segmentation's copy, with their owner and the reader's grants."""
+    assert migrations.add_segmentation(conn, "rfm") is True
+    assert migrations.add_segmentation(conn, "rfm") is False  # once
+    before = bi_catalog(conn)
+    directory = sql_copy(tmp_path)
+    path = directory / "bi" / "current_run.sql"
+    lines = path.read_text().replace("inertia, silhouette", "silhouette", 1).splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if "current_run.inertia IS" not in line))
+    assert "bi/current_run.sql" in [d.filename for d in migrations.upgrade(conn, directory)]
+    after = bi_catalog(conn)
+    for view in ("current_run", "rfm_run"):
+        assert "inertia" not in [c[0] for c in after["views"][view]["columns"]]
+        assert after["views"][view]["grants"] == before["views"][view]["grants"]
+        assert after["views"][view]["owner"] == before["views"][view]["owner"]
+    assert after["views"]["rfm_customer_segments"] == before["views"]["rfm_customer_segments"]
+    with psycopg.connect(logins["reader"], autocommit=True) as reader:
+        assert reader.execute("SELECT count(*) FROM segmentation_bi.rfm_run").fetchone() == (0,)
+    assert migrations.pending(conn, directory) == []
+    # A name whose views would take another's is refused in one line, before anything is created.
+    conn.execute("CREATE VIEW segmentation_bi.taken_run AS SELECT 1 AS x")
+    with pytest.raises(SegmentationError, match="segmentation taken's view segmentation_bi.taken_run exists already"):
+        migrations.add_segmentation(conn, "taken")
+    assert conn.execute("SELECT count(*) FROM segmentation.segmentations WHERE name = 'taken'").fetchone() == (0,)
