@@ -183,11 +183,23 @@ def _flow_options(parser: argparse.ArgumentParser) -> None:
         options: dict = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if kind == "boolean":
             options["action"] = argparse.BooleanOptionalAction
+        elif name == "features":
+            options.update(type=_features, metavar="A,B:log1p,... or JSON")
         elif kind == "array":
             options.update(type=_comma_separated, metavar="A,B,...")
         else:
             options["type"] = {"integer": int, "number": float, "string": str}[kind]
         parser.add_argument(*flags, **options)
+
+
+def _features(text: str) -> list[str | dict]:
+    """--features: compact strings separated by commas, or a JSON list (segmentation.core.feature_spec)."""
+    from segmentation.core import feature_spec
+
+    try:
+        return feature_spec.from_text(text)
+    except SegmentationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _comma_separated(text: str) -> list[str]:
