@@ -401,7 +401,7 @@ def test_a_range_written_twice_leaves_its_customers_once(conn):
                     time.sleep(pause)
                     return np.zeros((len(X), 1))
 
-            centroids = Centroids(np.zeros((1, 1)), Slow(np.zeros(1), np.ones(1)), np.array([label]))
+            centroids = Centroids(np.zeros((1, 1)), Slow(np.zeros(1), np.ones(1)), np.array([label]), source.plan)
             range_pass.score_range(run_.run_id, ranges.snapshot, source, part, 500, centroids)
 
         with run_.assignments_by_range((smallest, largest + 1), None) as ranges:
