@@ -197,7 +197,9 @@ def _features(text: str) -> list[str | dict]:
     from segmentation.core import feature_spec
 
     try:
-        return feature_spec.from_text(text)
+        items = feature_spec.from_text(text)
+        feature_spec.parse_all(items)  # a bad spec is refused here, before a run is started
+        return items
     except SegmentationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

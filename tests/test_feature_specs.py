@@ -123,3 +123,54 @@ def test_predict_takes_the_source_row_as_it_is_and_agrees_with_the_run(crm):
                '{"recency_days": 3, "frequency": 2, "monetary": 50, "plan": "platinum", "signup_date": "2025-01-01"}')"""
     ).fetchone()
     assert unseen[0] is not None
+
+
+def test_a_rerun_keeps_every_segment_id_and_moves_nobody(crm):
+    conn = crm
+    first = run(source_table="public.rfm", features=RFM, n_clusters=4, min_segment_share=0.0, max_quarantined_share=1.0)
+    second = run(
+        source_table="public.rfm", features=RFM, n_clusters=4, min_segment_share=0.0, max_quarantined_share=1.0
+    )
+    assert first.is_completed() and second.is_completed(), second.message
+    runs = conn.execute("SELECT run_id, churn, customers_changed FROM segmentation.runs ORDER BY run_id").fetchall()
+    assert runs[1][1:] == (0.0, 0)
+    segments = conn.execute(
+        "SELECT run_id, segment_id, segment_name, n_customers FROM segmentation.segments ORDER BY run_id, segment_id"
+    ).fetchall()
+    by_run = [[s[1:] for s in segments if s[0] == r[0]] for r in runs]
+    assert by_run[0] == by_run[1]  # the missing-value segment included
+
+
+def test_the_cli_takes_compact_specs_and_a_bad_one_is_one_line(crm, capsys):
+    from segmentation.cli import main
+
+    features = "recency_days:log1p:missing=segment,frequency:log1p,monetary:log1p,plan:category"
+    assert (
+        main(
+            [
+                "run",
+                "--source-table",
+                "public.rfm",
+                "--k",
+                "3",
+                "--features",
+                features,
+                "--min-segment-share",
+                "0",
+                "--max-quarantined-share",
+                "1",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "No recency days" in out
+    stored = crm.execute("SELECT params -> 'features' FROM segmentation.runs ORDER BY run_id DESC LIMIT 1").fetchone()[
+        0
+    ]
+    assert stored == features.split(",")
+    with pytest.raises(SystemExit) as refused:  # refused while reading the flags: no run is started
+        main(["run", "--source-table", "public.rfm", "--features", "monetary:log2"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "feature 'monetary:log2': unknown option 'log2'" in err

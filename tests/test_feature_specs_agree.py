@@ -63,7 +63,9 @@ def specs(draw) -> list[FeatureSpec]:
             )
         )
     if draw(st.booleans()):
-        chosen.append(FeatureSpec(column="visits", transform=draw(st.sampled_from(["none", "log1p"])), missing=draw(missing)))
+        chosen.append(
+            FeatureSpec(column="visits", transform=draw(st.sampled_from(["none", "log1p"])), missing=draw(missing))
+        )
     if draw(st.booleans()):
         chosen.append(
             FeatureSpec(
@@ -77,7 +79,10 @@ def specs(draw) -> list[FeatureSpec]:
     if draw(st.booleans()):
         chosen.append(
             FeatureSpec(
-                column="signup", kind="days_since", transform=draw(st.sampled_from(["none", "log1p"])), missing=draw(missing)
+                column="signup",
+                kind="days_since",
+                transform=draw(st.sampled_from(["none", "log1p"])),
+                missing=draw(missing),
             )
         )
     if draw(st.booleans()) or not chosen:

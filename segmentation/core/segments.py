@@ -110,7 +110,7 @@ def _name_from_plan(plan: FeaturePlan, z: np.ndarray, inputs: np.ndarray) -> str
         spec = feature.spec
         columns = [j for j, i in enumerate(plan.inputs) if i.feature == index]
         if spec.kind == "category":
-            shares = {plan.inputs[j].level: float(inputs[j]) for j in columns if not plan.inputs[j].other}
+            shares = {"other" if plan.inputs[j].other else plan.inputs[j].level: float(inputs[j]) for j in columns}
             if shares:
                 level, share = max(shares.items(), key=lambda item: item[1])
                 if share >= 0.5:

@@ -153,7 +153,10 @@ def _with_levels(conn: psycopg.Connection, source: Source) -> FeaturePlan:
             (feature.spec.max_levels + 1,),
         ).fetchall()
         levels = tuple(r[0] for r in rows[: feature.spec.max_levels])
-        resolved.append(replace(feature, levels=levels, other=len(rows) > feature.spec.max_levels))
+        # No level at all (no valid row has a value): one input for every level, so that the
+        # run goes on to say it has no customers to cluster.
+        other = len(rows) > feature.spec.max_levels or not levels
+        resolved.append(replace(feature, levels=levels, other=other))
     return FeaturePlan(tuple(resolved), source.plan.as_of)
 
 
