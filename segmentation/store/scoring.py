@@ -211,12 +211,11 @@ def _plan_body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
         value = expression
         if model.cap is not None and np.isfinite(model.cap[n]):
             value = sql.SQL("least({}, {})").format(expression, _float(model.cap[n]))
-        # Only for a customer within the rules: a value outside them may not even compute (log1p of -5).
-        standardised.append(
-            sql.SQL("CASE WHEN r.ok THEN ({} - {}) / {} END AS {}").format(
-                value, _float(model.mean[n]), _float(model.scale[n]), j(f"z{n}")
-            )
-        )
+        z = sql.SQL("({} - {}) / {}").format(value, _float(model.mean[n]), _float(model.scale[n]))
+        if plan.features[plan.inputs[n].feature].spec.transform == "log1p":
+            # Only for a customer within the rules: log1p of a negative value does not compute.
+            z = sql.SQL("CASE WHEN r.ok THEN {} END").format(z)
+        standardised.append(sql.SQL("{} AS {}").format(z, j(f"z{n}")))
     squared = [
         sql.SQL("{} AS {}").format(
             sql.SQL(" + ").join(
@@ -230,39 +229,38 @@ def _plan_body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
     nearest = sql.SQL("least({})").format(
         sql.SQL(", ").join(sql.SQL("d.{}").format(j(f"d{label}")) for label in range(k))
     )
+    # The nearest label, once: the first whose distance is the least (the lowest on a tie, as argmin).
+    label = sql.SQL("CASE {} {} END").format(
+        nearest,
+        sql.SQL(" ").join(sql.SQL("WHEN d.{} THEN {}").format(j(f"d{n}"), sql.Literal(n + 1)) for n in range(k)),
+    )
 
-    def pick(values: Sequence[object]) -> sql.Composable:
-        by_rule = " ".join(["WHEN {} THEN {}"] * (len(values) - k))
-        rule_cases = sql.SQL(by_rule).format(
-            *[
-                part
-                for position in range(1, len(values) - k + 1)
-                for part in (sql.Literal(position), sql.Literal(values[k + position - 1]))
-            ]
-        )
-        clustered = sql.SQL("CASE {} {} END").format(
-            nearest,
-            sql.SQL(" ").join(
-                sql.SQL("WHEN d.{} THEN {}").format(j(f"d{label}"), sql.Literal(values[label])) for label in range(k)
-            ),
+    def pick(values: Sequence[object], type_: str) -> sql.Composable:
+        """The value of the customer's segment: by missing-value segment, else by label."""
+        clustered = sql.SQL("(ARRAY[{}]::{}[])[n.label]").format(
+            sql.SQL(", ").join(sql.Literal(v) for v in values[:k]), sql.SQL(type_)
         )
         if len(values) == k:
-            return sql.SQL("CASE WHEN NOT r.ok THEN NULL ELSE {} END").format(clustered)
-        return sql.SQL("CASE WHEN NOT r.ok THEN NULL ELSE CASE r.rule {} ELSE {} END END").format(rule_cases, clustered)
+            return sql.SQL("CASE WHEN r.ok THEN {} END").format(clustered)
+        ruled = sql.SQL("(ARRAY[{}]::{}[])[r.rule]").format(
+            sql.SQL(", ").join(sql.Literal(v) for v in values[k:]), sql.SQL(type_)
+        )
+        return sql.SQL("CASE WHEN NOT r.ok THEN NULL WHEN r.rule > 0 THEN {} ELSE {} END").format(ruled, clustered)
 
-    distance = sql.SQL("CASE WHEN NOT r.ok THEN NULL WHEN r.rule > 0 THEN 0::float8 ELSE sqrt({}) END").format(nearest)
+    distance = sql.SQL("CASE WHEN NOT r.ok THEN NULL WHEN r.rule > 0 THEN 0::float8 ELSE sqrt(n.nearest) END")
     body = sql.SQL(
-        "SELECT * FROM (SELECT {run_id}::bigint, ({segment_id})::integer, ({name})::text, {distance} "
+        "SELECT * FROM (SELECT {run_id}::bigint, {segment_id}, {name}, {distance} "
         "FROM (SELECT customer OFFSET 0) AS a "
         "CROSS JOIN LATERAL (SELECT {extract} OFFSET 0) AS j "
         "CROSS JOIN LATERAL (SELECT {typed} OFFSET 0) AS v "
         "CROSS JOIN LATERAL (SELECT {ok} AS ok, {rule} AS rule OFFSET 0) AS r "
         "CROSS JOIN LATERAL (SELECT {standardised} OFFSET 0) AS z "
-        "CROSS JOIN LATERAL (SELECT {squared} OFFSET 0) AS d) AS p OFFSET 0"
+        "CROSS JOIN LATERAL (SELECT {squared} OFFSET 0) AS d "
+        "CROSS JOIN LATERAL (SELECT {nearest} AS nearest, {label} AS label OFFSET 0) AS n) AS p OFFSET 0"
     ).format(
         run_id=sql.Literal(int(run_id)),
-        segment_id=pick([int(s) for s in model.segment_ids]),
-        name=pick(list(model.names)),
+        segment_id=pick([int(s) for s in model.segment_ids], "integer"),
+        name=pick(list(model.names), "text"),
         distance=distance,
         extract=sql.SQL(", ").join(extract),
         typed=sql.SQL(", ").join(typed),
@@ -270,6 +268,8 @@ def _plan_body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
         rule=feature_sql.rule(plan, raws),
         standardised=sql.SQL(", ").join(standardised),
         squared=sql.SQL(", ").join(squared),
+        nearest=nearest,
+        label=label,
     )
     return body.as_string(conn)
 
