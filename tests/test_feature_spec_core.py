@@ -135,3 +135,27 @@ def test_names_use_the_features_own_words_and_levels():
     # Bare column names keep their names as before.
     mall = FeaturePlan.of_columns(["annual_income", "spending_score"])
     assert segment_names(mall, np.array([[1.0, -1.0]]), np.array([[90.0, 20.0]])) == ["High income · Low spending"]
+
+
+def test_the_ui_form_offers_a_spec_object_beside_a_column_name():
+    from segmentation.flows.segmentation import customer_segmentation
+
+    schema = customer_segmentation.parameters.model_dump()
+    items = schema["properties"]["features"]["items"]["anyOf"]
+    assert items == [{"type": "string"}, {"$ref": "#/definitions/FeatureSpec"}]
+    fields = schema["definitions"]["FeatureSpec"]["properties"]
+    assert list(fields) == [
+        "column",
+        "kind",
+        "transform",
+        "clip",
+        "missing",
+        "missing_segment",
+        "weight",
+        "label",
+        "low",
+        "high",
+        "max_levels",
+    ]
+    assert fields["kind"]["enum"] == ["number", "category", "days_since"]
+    assert schema["definitions"]["FeatureSpec"]["required"] == ["column"]
