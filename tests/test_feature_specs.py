@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 from psycopg.types.json import Jsonb
@@ -165,6 +166,8 @@ def test_the_cli_takes_compact_specs_and_a_bad_one_is_one_line(crm, capsys):
     )
     out = capsys.readouterr().out
     assert "No recency days" in out
+    # The segment table shows a category as its most common level and that level's share.
+    assert re.search(r"(free|basic|pro|enterprise) \d+%", out), out
     stored = crm.execute("SELECT params -> 'features' FROM segmentation.runs ORDER BY run_id DESC LIMIT 1").fetchone()[
         0
     ]
