@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -291,6 +292,21 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return _print_switch(operations.promote(args.run_id, args.reason, force=args.force))
 
 
+def cmd_dbt_sources(args: argparse.Namespace) -> int:
+    text = operations.dbt_sources()
+    if args.output:
+        path = Path(args.output)
+        try:
+            path.write_text(text)
+        except OSError as exc:
+            raise SegmentationError(f"cannot write {path}: {exc.strerror}; choose a writable file path") from None
+        views = len(re.findall(r"^  - name: ", text, re.M))
+        print(f"wrote {path}: the dbt source segmentation, {views} views of segmentation_bi")
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from segmentation.core.run_text import runs_table
 
@@ -427,6 +443,13 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser(
+        "dbt-sources",
+        help="print a dbt sources.yml for segmentation_bi: every view and column, described by its COMMENT",
+    )
+    p.add_argument("--output", metavar="FILE", help="write it to FILE instead (e.g. models/segmentation/sources.yml)")
+    p.set_defaults(func=cmd_dbt_sources)
 
     p = sub.add_parser("show", help="print the current segments (or another run's, with --run)")
     p.add_argument(
