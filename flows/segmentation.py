@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.client.schemas.objects import State
 
 from segmentation import logs, process
+from segmentation.core.feature_spec import FeatureSpec, feature_columns, stored_features
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
 from segmentation.errors import describe
@@ -31,7 +32,7 @@ def customer_segmentation(
     n_clusters: int | None = None,
     k_min: int = 2,
     k_max: int = 10,
-    features: list[str] = list(DEFAULT_FEATURES),  # noqa: B006 - never mutated; Prefect shows it in the UI form
+    features: list[str | FeatureSpec] = list(DEFAULT_FEATURES),  # noqa: B006 - never mutated; Prefect shows it in the UI form
     source_table: str = "public.customers",
     id_column: str = "customer_id",
     random_state: int = 42,
@@ -52,7 +53,7 @@ def customer_segmentation(
         n_clusters: Number of segments. Leave empty to choose k automatically by silhouette over k_min..k_max.
         k_min: Smallest k tried when choosing k automatically.
         k_max: Largest k tried when choosing k automatically.
-        features: Feature columns of the source table. Numeric columns, plus gender (Female/Male, or F/M).
+        features: The features, each a column name (a numeric column, or gender as Female/Male or F/M) or a feature spec: an object with a column and its kind (number, category, days_since), transform (log1p), clip, missing (quarantine, segment or a number), weight, label and low/high words; or a string in the compact form column:option:name=value, e.g. monetary:log1p:clip=0.99.
         source_table: Source table, optionally schema-qualified (schema.table).
         id_column: Integer column that identifies a customer.
         random_state: Seed for sampling and KMeans; the same seed on the same data gives the same segments.
@@ -68,20 +69,22 @@ def customer_segmentation(
         segmentation: Which segmentation this run belongs to: each has its own current run, history, run lock and BI views. default publishes to segmentation_bi.current_*; another name (a lowercase letter, then lowercase letters, digits or underscores) to segmentation_bi.NAME_run, NAME_customer_segments, NAME_segments, NAME_segment_centroids, NAME_customer_segment_history and NAME_customer_segment_spells, created when it first runs.
     """
     # The parameters as called, recorded with the run: first, before any other local exists.
-    params = {**locals(), "features": list(features)}
+    params = {**locals(), "features": stored_features(features)}
     logs.install()
     process.prepare_for_run()
     gate = QualityGate(min_silhouette, min_segment_share, max_customer_drop, max_quarantined_share)
     run = None
     try:
         settings = prepare_database()
-        run = start_run(settings, source_table, list(features), {**params, **settings.in_force()}, segmentation)
+        run = start_run(
+            settings, source_table, feature_columns(features), {**params, **settings.in_force()}, segmentation
+        )
         source = check_source(run, source_table, id_column, list(features))
         with Cluster(settings) as cluster:  # Dask, when set: started by the first pass that needs it
             training = extract(run, source, random_state, cluster)
             n_quarantined = quarantine_invalid(run, source, training)
             previous = load_previous(run, source)
-            choice = choose_k(training, settings, n_clusters, k_min, k_max, random_state, n_init)
+            choice = choose_k(training, source, settings, n_clusters, k_min, k_max, random_state, n_init)
             model = train(settings, choice, random_state, n_init, warm_start(previous, source, choice.k))
             identity = match_segments(run, source, model, previous, match_threshold)
             scored = score(run, source, training, identity.centroids, previous, cluster)

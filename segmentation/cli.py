@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -191,11 +192,25 @@ def _flow_options(parser: argparse.ArgumentParser) -> None:
         options: dict = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if kind == "boolean":
             options["action"] = argparse.BooleanOptionalAction
+        elif name == "features":
+            options.update(type=_features, metavar="A,B:log1p,... or JSON")
         elif kind == "array":
             options.update(type=_comma_separated, metavar="A,B,...")
         else:
             options["type"] = {"integer": int, "number": float, "string": str}[kind]
         parser.add_argument(*flags, **options)
+
+
+def _features(text: str) -> list[str | dict]:
+    """--features: compact strings separated by commas, or a JSON list (segmentation.core.feature_spec)."""
+    from segmentation.core import feature_spec
+
+    try:
+        items = feature_spec.from_text(text)
+        feature_spec.parse_all(items)  # a bad spec is refused here, before a run is started
+        return items
+    except SegmentationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _comma_separated(text: str) -> list[str]:
@@ -309,6 +324,21 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     return _print_switch(operations.promote(args.run_id, args.reason, force=args.force, segmentation=args.segmentation))
+
+
+def cmd_dbt_sources(args: argparse.Namespace) -> int:
+    text = operations.dbt_sources()
+    if args.output:
+        path = Path(args.output)
+        try:
+            path.write_text(text)
+        except OSError as exc:
+            raise SegmentationError(f"cannot write {path}: {exc.strerror}; choose a writable file path") from None
+        views = len(re.findall(r"^  - name: ", text, re.M))
+        print(f"wrote {path}: the dbt source segmentation, {views} views of segmentation_bi")
+    else:
+        print(text, end="")
+    return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -473,6 +503,13 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     _segmentation_option(p)
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser(
+        "dbt-sources",
+        help="print a dbt sources.yml for segmentation_bi: every view and column, described by its COMMENT",
+    )
+    p.add_argument("--output", metavar="FILE", help="write it to FILE instead (e.g. models/segmentation/sources.yml)")
+    p.set_defaults(func=cmd_dbt_sources)
 
     p = sub.add_parser("show", help="print the current segments (or another run's, with --run)")
     p.add_argument(

@@ -249,6 +249,14 @@ def read_run(run_id: int, *, plot: bool = False) -> RunReport | None:
         return readback.load(conn, run_id, sample_size=readback.PLOT_SAMPLE_SIZE if plot else 0)
 
 
+def dbt_sources() -> str:
+    """sources.yml for dbt: the views of segmentation_bi and their COMMENTs (segmentation.dbt_sources)."""
+    from segmentation import dbt_sources as dbt
+
+    with _current_schema() as conn, conn.transaction():
+        return dbt.render(dbt.read_views(conn), database=conn.info.dbname)
+
+
 def list_runs(limit: int = 20, segmentation: str = DEFAULT) -> list[dict]:
     """The segmentation's newest runs, newest first, as segmentation.store.readback.recent_runs
     has them."""

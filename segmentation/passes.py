@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segmentation.core.comparison import Changes
+from segmentation.core.feature_plan import FeaturePlan
 from segmentation.core.model import Scaler, assign
 from segmentation.core.sampling import HashSample
 from segmentation.core.segment_stats import SegmentStats
@@ -29,12 +30,29 @@ Progress = Callable[[int], None]  # told how many rows are done after each chunk
 
 @dataclass(frozen=True)
 class Centroids:
-    """What the scoring pass needs of the model: scaled centroids, the scaler, and the
-    published segment id of each KMeans label."""
+    """What the scoring pass needs of the model: scaled centroids, the scaler, the published
+    segment id of each KMeans label followed by those of the missing-value segments, and the
+    feature plan (the segment figures are in the features' own units)."""
 
     centers: np.ndarray
     scaler: Scaler
-    segment_ids: np.ndarray
+    segment_ids: np.ndarray  # (k + missing-value segments,)
+    plan: FeaturePlan
+
+    def stats(self) -> SegmentStats:
+        """Empty segment figures for a part of this pass."""
+        return SegmentStats(len(self.segment_ids), self.plan.input_names, self.segment_ids)
+
+    def assign(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's segment (a KMeans label, or k + i for the i-th missing-value segment) and
+        its distance (0 in a missing-value segment: the rule is met exactly)."""
+        labels, distances = assign(self.centers, self.scaler.transform(chunk.X))
+        if chunk.rule is not None:
+            ruled = chunk.rule > 0
+            if ruled.any():
+                labels = np.where(ruled, len(self.centers) - 1 + chunk.rule.astype(np.int32), labels)
+                distances = np.where(ruled, 0.0, distances)
+        return labels, distances
 
 
 @dataclass
@@ -48,7 +66,10 @@ class ScoredPart:
 
 def sample_part(chunks: Iterable[Chunk], sample: HashSample, progress: Progress | None = None) -> HashSample:
     for chunk in chunks:
-        sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
+        if chunk.rule is None:
+            sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender)
+        else:
+            sample.offer(chunk.ids, X=chunk.X, gender=chunk.gender, rule=chunk.rule)
         if progress is not None:
             progress(sample.seen)
     return sample
@@ -62,8 +83,8 @@ def score_part(
     progress: Progress | None = None,
 ) -> ScoredPart:
     for chunk in chunks:
-        labels, distances = assign(centroids.centers, centroids.scaler.transform(chunk.X))
-        stats.update(labels, chunk.X, chunk.gender)
+        labels, distances = centroids.assign(chunk)
+        stats.update(labels, centroids.plan.to_units(chunk.X), chunk.gender)
         writer.write(chunk.ids, centroids.segment_ids[labels].astype(np.int32), distances)
         if progress is not None:
             progress(writer.rows)

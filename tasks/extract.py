@@ -28,12 +28,27 @@ class TrainingSet:
     ids: np.ndarray
     X: np.ndarray  # original units
     gender: np.ndarray
+    rule: np.ndarray | None  # missing-value segment per row (0: clustered); None: the run has none
     n_valid: int  # valid customers in the snapshot; more than len(ids) when sampled
     n_rows: int  # all rows in the snapshot, valid or not
 
     @property
     def complete(self) -> bool:
         return len(self.ids) == self.n_valid
+
+    @property
+    def clustered(self) -> np.ndarray:
+        """The rows KMeans is trained on: not in a missing-value segment."""
+        return self.X if self.rule is None else self.X[self.rule == 0]
+
+    @property
+    def n_clustered(self) -> int:
+        """Valid customers to cluster: exact when the training set is complete, else estimated
+        from the sample."""
+        if self.rule is None or not len(self.ids):
+            return self.n_valid
+        in_sample = int((self.rule == 0).sum())
+        return in_sample if self.complete else round(self.n_valid * in_sample / len(self.ids))
 
 
 @dataclass
@@ -45,10 +60,11 @@ class SampledRange:
     ids: np.ndarray
     X: np.ndarray
     gender: np.ndarray
+    rule: np.ndarray | None
 
 
 @task(name="check-source", cache_policy=NO_CACHE)
-def check_source(run: Run, source_table: str, id_column: str, features: list[str]) -> Source:
+def check_source(run: Run, source_table: str, id_column: str, features: list) -> Source:
     source = run.resolve_source(source_table, id_column, features)
     get_run_logger().info("source %s: id %s, features %s", source.table, source.id_column, ", ".join(source.features))
     return source
@@ -109,7 +125,7 @@ def _extract_on_dask(run: Run, source: Source, random_state: int, cluster: Clust
             for ids in ranges
         ]
         for part in cluster.map(extract_range, parameters):
-            split.add(part.seen, part.ids, X=part.X, gender=part.gender)
+            split.add(part.seen, part.ids, **_offered(part.X, part.gender, part.rule))
             if line := progress.update(split.seen, time.monotonic()):
                 logger.info(line)
         if split.finished():
@@ -126,14 +142,20 @@ def extract_range(
     those whose key is below `below`."""
     sample = sample_part(range_pass.read_range(snapshot, source, ids, chunk_rows), HashSample(size, seed, below=below))
     sampled, columns = sample.result()
-    X, gender = _columns(source, columns)
-    return SampledRange(sample.seen, sampled, X, gender)
+    X, gender, rule = _columns(source, columns)
+    return SampledRange(sample.seen, sampled, X, gender, rule)
 
 
-def _columns(source: Source, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """X and gender of a sample, empty ones when it has no rows."""
-    X = columns.get("X", np.empty((0, len(source.features))))
-    return X, columns.get("gender", np.empty(0, dtype=np.int16))
+def _offered(X: np.ndarray, gender: np.ndarray, rule: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The columns a sample keeps of each row."""
+    return {"X": X, "gender": gender} if rule is None else {"X": X, "gender": gender, "rule": rule}
+
+
+def _columns(source: Source, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """X, gender and missing-value segments of a sample, empty ones when it has no rows."""
+    X = columns.get("X", np.empty((0, len(source.inputs))))
+    rule = columns.get("rule", np.empty(0, dtype=np.int16)) if source.plan.rule_features else None
+    return X, columns.get("gender", np.empty(0, dtype=np.int16)), rule
 
 
 def _training_set(

@@ -11,6 +11,7 @@ from prefect.logging import get_run_logger
 
 from segmentation.core import model as core
 from segmentation.settings import Settings
+from segmentation.source.catalog import Source
 from segmentation.tasks.extract import TrainingSet
 
 
@@ -40,6 +41,7 @@ class KChoice:
 @task(name="choose-k", cache_policy=NO_CACHE)
 def choose_k(
     training: TrainingSet,
+    source: Source,
     settings: Settings,
     n_clusters: int | None,
     k_min: int,
@@ -47,9 +49,11 @@ def choose_k(
     random_state: int,
     n_init: int,
 ) -> KChoice:
-    low, high = core.check_k(training.n_valid, n_clusters, k_min, k_max)
-    scaler = core.Scaler.fit(training.X)
-    Z = scaler.transform(training.X)
+    low, high = core.check_k(training.n_clustered, n_clusters, k_min, k_max)
+    X = training.clustered
+    plan = source.plan
+    scaler = core.Scaler.fit(X, plan.caps(X), plan.weights())
+    Z = scaler.transform(X)
     core.check_not_degenerate(Z, low)
     if n_clusters is not None:
         return KChoice(n_clusters, [], scaler, Z, None)

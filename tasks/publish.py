@@ -33,6 +33,7 @@ def _segments_frame(
         [None if p is None else int(n) - p for n, p in zip(frame["n_customers"], earlier)], dtype="Int64"
     )
     frame["centroid_shift"] = [None if np.isnan(s) else float(s) for s in identity.shifts]
+    frame["missing_feature"] = [None] * (len(frame) - len(identity.rules)) + list(identity.rules)
     return frame.astype(object).where(frame.notna(), None)
 
 
@@ -60,17 +61,19 @@ def keep_run(
         inertia=model.inertia,
         silhouette=model.silhouette,
         segments=_segments_frame(stats, source, identity, previous),
-        centroids=stats.centroids(model.centers_original),
+        centroids=stats.centroids(model.centers_original, source.plan),
         candidates=model.candidates,
         drift=asdict(drift) if drift is not None else None,
         quality_issues=quality_issues,
         model=scoring.Model(
-            features=tuple(source.features),
+            features=source.inputs,
             mean=model.scaler.mean,
             scale=model.scaler.scale,
             centers=model.centers,
             segment_ids=identity.ids,
             names=identity.names,
+            plan=source.plan,
+            cap=model.scaler.cap,
         ),
     )
     if unread := run_text.gender_line(str(source.table), found.segments):

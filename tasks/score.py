@@ -14,7 +14,6 @@ from prefect.logging import get_run_logger
 
 from segmentation.core.comparison import Changes
 from segmentation.core.progress import Progress
-from segmentation.core.segment_stats import SegmentStats
 from segmentation.passes import Centroids, ScoredPart, score_part
 from segmentation.source.catalog import Source
 from segmentation.source.queries import IdRange
@@ -47,7 +46,7 @@ def score(
     if scored.stats.n_customers != training.n_valid:
         raise RuntimeError(f"scored {scored.stats.n_customers} customers but the snapshot has {training.n_valid}")
     get_run_logger().info(
-        "score: %s customers assigned to %d segments", f"{scored.stats.n_customers:,}", len(centroids.centers)
+        "score: %s customers assigned to %d segments", f"{scored.stats.n_customers:,}", len(centroids.segment_ids)
     )
     return scored
 
@@ -57,7 +56,8 @@ def _chunks(run: Run, source: Source, training: TrainingSet) -> Iterator[Chunk]:
     if training.complete:  # everything is in memory already: no second read
         for start in range(0, len(training.ids), size):
             stop = start + size
-            yield Chunk(training.ids[start:stop], training.X[start:stop], training.gender[start:stop])
+            rule = None if training.rule is None else training.rule[start:stop]
+            yield Chunk(training.ids[start:stop], training.X[start:stop], training.gender[start:stop], rule)
     else:
         yield from run.read_valid(source)
 
@@ -79,7 +79,7 @@ def score_here(
 ) -> ScoredPart:
     """One part, every customer: chunk by chunk, so memory is bounded by the chunk and the
     training set, not by the table; the assignments go into the run's table in one transaction."""
-    stats = SegmentStats(len(centroids.centers), source.features, centroids.segment_ids)
+    stats = centroids.stats()
     with run.assignments(compare_with) as writer:
         scored = score_part(_chunks(run, source, training), writer, centroids, stats, _progress(training.n_valid))
         run.end_snapshot()  # the last read of the source is done
@@ -98,7 +98,7 @@ def _score_on_dask(
     per worker) at a time, since each holds two database sessions. The first failure fails the
     pass, and the run's table is never attached."""
     logger = get_run_logger()
-    stats = SegmentStats(len(centroids.centers), source.features, centroids.segment_ids)
+    stats = centroids.stats()
     ranges = cluster.ranges(run.id_bounds(source))
     if not ranges:
         raise RuntimeError("the scoring pass has no ids to split, but the training set is a sample")

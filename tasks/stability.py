@@ -21,17 +21,18 @@ from segmentation.tasks.model import TrainedModel
 
 @dataclass
 class SegmentIdentity:
-    ids: np.ndarray  # published segment id per KMeans label
-    names: list[str]  # per KMeans label
+    ids: np.ndarray  # published segment id per KMeans label, then per missing-value segment
+    names: list[str]  # likewise
     shifts: np.ndarray  # centroid shift per label, standardised units (NaN when new)
     centroids: Centroids  # what the scoring pass assigns customers with
+    rules: tuple[str, ...] = ()  # the missing-value segments' features, after the k clustered ones
 
 
 @task(name="load-previous-run", cache_policy=NO_CACHE)
 def load_previous(run: Run, source: Source) -> history.PreviousRun | None:
     previous = run.previous()
     if previous is not None:
-        comparable = previous.comparable(str(source.table), source.features)
+        comparable = previous.comparable(str(source.table), source.plan.key())
         get_run_logger().info(
             "previous published run %d (%d customers)%s",
             previous.run_id,
@@ -45,7 +46,7 @@ def warm_start(previous: history.PreviousRun | None, source: Source, k: int) -> 
     """The previous centroids (original units) when they can seed this run's KMeans."""
     if (
         previous is not None
-        and previous.comparable(str(source.table), source.features)
+        and previous.comparable(str(source.table), source.plan.key())
         and len(previous.segment_ids) == k
     ):
         return previous.centroids
@@ -56,26 +57,47 @@ def warm_start(previous: history.PreviousRun | None, source: Source, k: int) -> 
 def match_segments(
     run: Run, source: Source, model: TrainedModel, previous: history.PreviousRun | None, match_threshold: float
 ) -> SegmentIdentity:
-    comparable = previous if previous is not None and previous.comparable(str(source.table), source.features) else None
+    comparable = (
+        previous if previous is not None and previous.comparable(str(source.table), source.plan.key()) else None
+    )
+    next_id = run.next_segment_id()
     matching = core.match_segments(
         model.centers,
         model.scaler.transform(comparable.centroids) if comparable else None,
         comparable.segment_ids if comparable else None,
         max_shift=match_threshold,
-        next_id=run.next_segment_id(),
+        next_id=next_id,
     )
-    names = core.segment_names(source.features, model.centers, model.centers_original)
+    names = core.segment_names(source.plan, model.scaler.unweighted(model.centers), model.centers_original)
+    # The missing-value segments keep their ids by feature, from the previous run on the same table.
+    rules = previous.rules if previous is not None and previous.same_table(str(source.table)) else {}
+    next_id = max([next_id, *(int(i) + 1 for i in matching.segment_ids)])
+    rule_ids = []
+    for feature in source.plan.rule_features:
+        if feature.column in rules:
+            rule_ids.append(rules[feature.column])
+        else:
+            rule_ids.append(next_id)
+            next_id += 1
+    ids = np.concatenate([matching.segment_ids, np.array(rule_ids, dtype=np.int64)])
+    names += [feature.spec.segment_name for feature in source.plan.rule_features]
+    shifts = np.concatenate([matching.shifts, np.full(len(rule_ids), np.nan)])
     logger = get_run_logger()
-    for label in np.argsort(matching.segment_ids):
-        shift = matching.shifts[label]
+    for label in np.argsort(ids):
+        shift = shifts[label]
+        kept = label >= len(model.centers) and int(ids[label]) in rules.values()
         logger.info(
             "segment %d: %s (%s)",
-            matching.segment_ids[label],
+            ids[label],
             names[label],
-            "new" if np.isnan(shift) else f"kept, centroid moved {shift:.2f} sd",
+            "kept, missing-value segment"
+            if kept
+            else "new"
+            if np.isnan(shift)
+            else f"kept, centroid moved {shift:.2f} sd",
         )
-    centroids = Centroids(model.centers, model.scaler, matching.segment_ids)
-    return SegmentIdentity(matching.segment_ids, names, matching.shifts, centroids)
+    centroids = Centroids(model.centers, model.scaler, ids, source.plan)
+    return SegmentIdentity(ids, names, shifts, centroids, tuple(f.column for f in source.plan.rule_features))
 
 
 @task(name="measure-drift", cache_policy=NO_CACHE)
@@ -111,7 +133,7 @@ def quality_gate(
     n_quarantined: int,
     gate: core.QualityGate,
 ) -> list[str]:
-    segments = stats.segments(has_gender=False)
+    segments = stats.segments(has_gender=False).iloc[: model.k]  # the missing-value segments are rules, not clusters
     issues = core.quality_issues(
         gate,
         silhouette=model.silhouette,

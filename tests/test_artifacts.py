@@ -104,6 +104,19 @@ def test_picture_with_one_feature_and_a_fixed_k_still_renders():
     assert png_size(png) == (1200, 480)
 
 
+@pytest.mark.unit
+def test_picture_with_only_categories_still_renders():
+    png = plots.render(
+        np.empty((0, 0)),
+        np.array([], dtype=int),
+        [],
+        pd.DataFrame({"plan": ["pro 80%", "free 90%"]}, index=[1, 2]),
+        plots.KCurve(np.array([2]), np.array([1.0]), np.array([0.4]), 2),
+        "categories only",
+    )
+    assert png_size(png) == (1200, 480)
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_show_plot_writes_the_picture_of_the_current_run(conn, tmp_path, capsys):
     insert_customers(

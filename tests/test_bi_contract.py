@@ -14,9 +14,15 @@ from support.schema import bi_catalog, sql_copy
 SNAPSHOT = Path(__file__).resolve().parent / "data" / "bi_contract.txt"
 WRITE_ENV = "SEGMENTATION_WRITE_BI_CONTRACT"
 REGENERATE = f"{WRITE_ENV}=1 .venv/bin/python -m pytest -n 0 tests/test_bi_contract.py -k snapshot"
-# Today's sql/bi/ reads what sql/014_segmentations.sql added: a release before it is replayed
-# without them (12 and 13 had files of their own, as 012 made them; before 12 there were none).
-BI_FILES_SINCE = 14
+BI_FILES_SINCE = 12  # sql/012_bi_definitions.sql: the releases before it had no sql/bi/
+# The BI files as released with the migrations up to a version, where today's need a later one:
+# release 12's, until 014 made them read each segmentation's own rows (its views read columns 014
+# added, and the view 014 dropped no longer); release 14's, until 015 added the columns today's read.
+BI_RELEASES = {
+    12: Path(__file__).parent / "data" / "bi_releases" / "012",
+    14: Path(__file__).parent / "data" / "bi_releases" / "014",
+}
+TODAYS_BI_SINCE = 15
 VERSIONS = [m.version for m in migrations.discover()]
 
 
@@ -110,7 +116,9 @@ def replay(conn, tmp_path, versions) -> None:
     for version in versions:
         release = tmp_path / f"release_{version:03d}"
         release.mkdir()
-        migrations.upgrade(conn, sql_copy(release, below=version + 1, bi=version >= BI_FILES_SINCE))
+        released = [v for v in BI_RELEASES if v <= version] if version < TODAYS_BI_SINCE else []
+        bi_from = BI_RELEASES[max(released)] if released else None
+        migrations.upgrade(conn, sql_copy(release, below=version + 1, bi=version >= BI_FILES_SINCE, bi_from=bi_from))
     migrations.upgrade(conn)
     assert migrations.pending(conn) == []
 

@@ -114,15 +114,16 @@ def dask_cluster(standing_cluster, database_url):
     return standing_cluster
 
 
-def run(**env) -> object:
-    """A run with these settings in the environment, back as they were afterwards."""
+def run(params: dict | None = None, **env) -> object:
+    """A run with these settings in the environment, back as they were afterwards (and these
+    flow parameters instead of PARAMS)."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: v for k, v in env.items() if v is not None})
     for k, v in env.items():
         if v is None:
             os.environ.pop(k, None)
     try:
-        return customer_segmentation(**PARAMS, return_state=True)
+        return customer_segmentation(**(params or PARAMS), return_state=True)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -144,8 +145,8 @@ def figures_of(conn, run_id):
         (run_id,),
     ).fetchall()
     centroids = conn.execute(
-        "SELECT segment_id, feature, centroid, mean, stddev, min, max FROM segmentation.segment_centroids "
-        "WHERE run_id = %s ORDER BY 1, 2",
+        "SELECT segment_id, feature || coalesce('=' || level, ''), centroid, mean, stddev, min, max "
+        "FROM segmentation.segment_centroids WHERE run_id = %s ORDER BY 1, 2",
         (run_id,),
     ).fetchall()
     return segments, centroids
@@ -234,6 +235,49 @@ def test_dask_gives_the_same_run_as_one_process(conn, dask_cluster, monkeypatch)
     assert whole_here.is_completed() and whole_there.is_completed(), whole_there.message
     assert_same_run(conn, whole_here.result()["run_id"], whole_there.result()["run_id"])
     assert range_tasks(whole_there) == {"extract-range": ["Completed"] * 8}
+
+
+def test_dask_gives_the_same_run_as_one_process_with_feature_specs(conn, dask_cluster):
+    """log1p, a clip, a category, days_since and a missing-value segment: the plan travels to
+    the range tasks, and the ranges read and score as the process does."""
+    from segmentation import crm_shape
+
+    crm_shape.generate(conn, 30_000, 5, "crm")
+    conn.execute(
+        """CREATE TABLE public.rfm AS SELECT row_number() OVER (ORDER BY id)::bigint AS customer_id, r.*
+           FROM crm.customer_rfm r"""
+    )
+    conn.execute("ALTER TABLE public.rfm ADD PRIMARY KEY (customer_id)")
+    params = {
+        **PARAMS,
+        "source_table": "public.rfm",
+        "features": [
+            "recency_days:log1p:missing=segment",
+            "frequency:log1p",
+            "monetary:log1p:clip=0.99",
+            "plan:category",
+            "signup_date:days_since",
+        ],
+        "min_segment_share": 0.0,
+        "max_quarantined_share": 1.0,
+    }
+    # Published first, so both staged runs take their segment ids from it.
+    assert run({**params, "publish": True}, **SAMPLED).is_completed()
+    here = run(params, **SAMPLED)
+    there = run(params, **SAMPLED, SEGMENTATION_DASK_ADDRESS=dask_cluster.address)
+    assert here.is_completed() and there.is_completed(), there.message
+    here_id, there_id = here.result()["run_id"], there.result()["run_id"]
+    a, b = rows_of(conn, here_id), rows_of(conn, there_id)
+    assert len(a) == len(b) == 30_000
+    assert [r[:2] for r in a] == [r[:2] for r in b]
+    (segments_a, centroids_a), (segments_b, centroids_b) = figures_of(conn, here_id), figures_of(conn, there_id)
+    assert len(segments_a) == 5 and [s[:2] for s in segments_a] == [s[:2] for s in segments_b]
+    assert any(c[1] == "plan=pro" for c in centroids_a)
+    for x, y in zip(segments_a + centroids_a, segments_b + centroids_b, strict=True):
+        # Days are counted to each run's own start, a few seconds apart.
+        close = {"abs": 0.01} if x[1] == "signup_date" else {"rel": 1e-9, "abs": 1e-9}
+        assert x[:2] == y[:2] and x[2:] == pytest.approx(y[2:], **close)
+    assert range_tasks(there) == {"extract-range": ["Completed"] * 8, "score-range": ["Completed"] * 8}
 
 
 def range_tasks(state) -> dict[str, list[str]]:
@@ -401,7 +445,7 @@ def test_a_range_written_twice_leaves_its_customers_once(conn):
                     time.sleep(pause)
                     return np.zeros((len(X), 1))
 
-            centroids = Centroids(np.zeros((1, 1)), Slow(np.zeros(1), np.ones(1)), np.array([label]))
+            centroids = Centroids(np.zeros((1, 1)), Slow(np.zeros(1), np.ones(1)), np.array([label]), source.plan)
             range_pass.score_range(run_.run_id, ranges.snapshot, source, part, 500, centroids)
 
         with run_.assignments_by_range((smallest, largest + 1), None) as ranges:

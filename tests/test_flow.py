@@ -341,7 +341,10 @@ def test_text_feature_column_is_refused(conn):
     conn.execute("CREATE TABLE public.people (customer_id bigint PRIMARY KEY, age text, score int)")
     conn.execute("INSERT INTO public.people SELECT g, g::text, g FROM generate_series(1, 20) g")
     state = run(source_table="public.people", features=["age", "score"], n_clusters=2)
-    assert "feature column age of public.people is text; features must be numeric" in error_of(state)
+    assert error_of(state) == (
+        "feature column age of public.people is text; a number feature must be numeric: "
+        "use age:category for one-hot levels"
+    )
 
 
 def test_too_few_customers_and_identical_customers_are_refused(conn):

@@ -5,6 +5,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 from sklearn.metrics.cluster import contingency_matrix
 
+from segmentation.core.feature_plan import FeaturePlan
 from segmentation.core.segments import (
     QualityGate,
     adjusted_rand_index,
@@ -66,7 +67,9 @@ def test_names_read_the_centroid_relative_to_the_population():
         segment_name(["gender", "visits"], np.array([1.0, 2.0]), np.array([0.8, 40.0]))
         == "Mostly women · Very high visits"
     )
-    names = segment_names(["spending_score"], np.array([[1.0], [0.9]]), np.array([[80.0], [78.0]]))
+    names = segment_names(
+        FeaturePlan.of_columns(["spending_score"]), np.array([[1.0], [0.9]]), np.array([[80.0], [78.0]])
+    )
     assert names == ["High spending (1)", "High spending (2)"]
 
 

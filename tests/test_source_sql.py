@@ -148,9 +148,9 @@ def test_valid_copy_query_orders_fields_like_the_decoder(conn):
     columns = Decoder(feature_fields(source)).feed(b"".join(copy_out(conn, valid_copy_query(source), 1)))
     assert {k: v.tolist() for k, v in columns.items()} == {
         "customer_id": [7],
-        "gender": [1.0],
-        "age": [30.0],
-        "annual_income": [50.5],
-        "spending_score": [60.0],
+        "x0": [1.0],  # gender, the model's first input
+        "x1": [30.0],  # age
+        "x2": [50.5],  # annual_income
+        "x3": [60.0],  # spending_score
         "gender_code": [1],
     }

@@ -16,23 +16,40 @@ from segmentation.errors import SegmentationError
 
 @dataclass(frozen=True)
 class Scaler:
+    """z = (min(x, cap) - mean) / scale, input by input. `scale` is the training standard
+    deviation divided by the input's weight, so a weight counts after standardising and the
+    arithmetic stays one subtraction and one division (which scoring in SQL repeats exactly).
+    `cap`: per input, the value it is capped at (inf: none); None when nothing is capped."""
+
     mean: np.ndarray
     scale: np.ndarray
+    cap: np.ndarray | None = None
+    weight: np.ndarray | None = None  # None: every input weighs 1
 
     @classmethod
-    def fit(cls, X: np.ndarray) -> Scaler:
+    def fit(cls, X: np.ndarray, cap: np.ndarray | None = None, weight: np.ndarray | None = None) -> Scaler:
+        if cap is not None:
+            X = np.minimum(X, cap)
         mean = X.mean(axis=0)
         scale = X.std(axis=0)
         scale[scale == 0] = 1.0  # a constant feature stays constant instead of dividing by 0
-        return cls(mean, scale)
+        if weight is not None and (weight != 1).any():
+            scale = scale / weight
+        else:
+            weight = None
+        return cls(mean, scale, cap, weight)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        Z = X - self.mean
+        Z = X - self.mean if self.cap is None else np.minimum(X, self.cap) - self.mean
         Z /= self.scale  # in place: one new array of the data's size, not two
         return Z
 
     def inverse(self, Z: np.ndarray) -> np.ndarray:
         return Z * self.scale + self.mean
+
+    def unweighted(self, Z: np.ndarray) -> np.ndarray:
+        """Scaled values in plain standard deviations from the mean, as if every weight were 1."""
+        return Z if self.weight is None else Z / self.weight
 
 
 @dataclass(frozen=True)

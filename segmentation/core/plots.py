@@ -69,7 +69,7 @@ def render(
     """PNG of the scatter (X: sampled customers in original units, labels: their segment
     ids; centroids: one row per segment id, one column per feature; segment_labels: the
     legend text per segment id) and the k curve."""
-    X = np.asarray(X, dtype=float).reshape(-1, len(features))
+    X = np.asarray(X, dtype=float).reshape(-1, len(features)) if features else np.empty((len(labels), 0))
     labels = np.asarray(labels)
     fig, (ax_scatter, ax_k) = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI, gridspec_kw={"width_ratios": [1.4, 1]})
     try:
@@ -86,6 +86,10 @@ def render(
 
 
 def _scatter(ax, X, labels, features, centroids, segment_labels) -> None:
+    if not features:  # only categories: nothing to place customers by
+        ax.text(0.5, 0.5, "no numeric feature to plot", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
     chosen = most_separating(X, labels, features)
     segment_ids = sorted({int(s) for s in centroids.index} | {int(s) for s in np.unique(labels)})
     colours = _segment_colours(segment_ids)

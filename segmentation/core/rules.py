@@ -52,6 +52,7 @@ class Check(enum.Enum):
     TINY = "tiny"
     OUTSIDE = "outside"
     NOT_A_GENDER = "not a gender"
+    NEGATIVE = "negative"  # a feature with transform log1p
     REPEATED = "repeated"
 
 
@@ -114,6 +115,8 @@ class NumericRule:
             return f"{self.column} {value} is absurdly small (closer to 0 than {TINY:g})"
         if check is Check.OUTSIDE and self.bounded:
             return f"{self.column} {value} is outside {self.describe_range()}"
+        if check is Check.NEGATIVE:
+            return f"{self.column} {value} is negative; log1p takes 0 or more"
         if check is Check.OUTSIDE:
             raise ValueError(f"{self.column} has no declared range, so no value is outside it")
         raise ValueError(f"{check} is not a check of a numeric column")

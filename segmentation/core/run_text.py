@@ -108,7 +108,7 @@ def segment_table(segments: pd.DataFrame, centroids: pd.DataFrame, features: Seq
             cells.append(_percent(row["share_female"]))
         for feature in features:
             value = centroids.loc[segment, feature] if segment in centroids.index and feature in centroids else None
-            cells.append(_number(value, 2 if feature == GENDER else 1))
+            cells.append(value if isinstance(value, str) else _number(value, 2 if feature == GENDER else 1))
         if show_shift:
             cells.append("" if _missing(row["centroid_shift"]) else f"{row['centroid_shift']:.2f}")
         cells += [_plain(row[c]) for c in figures]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from segmentation.core.feature_plan import FeaturePlan
 from segmentation.core.features import GENDER_FEMALE, GENDER_MALE, GENDER_UNKNOWN
 
 
@@ -102,21 +103,39 @@ class SegmentStats:
             frame[column] = None if unread else self.gender[:, code] / per
         return frame
 
-    def centroids(self, centers: np.ndarray) -> pd.DataFrame:
-        """Long format: one row per segment and feature. centers in original units."""
+    def centroids(self, centers: np.ndarray, plan: FeaturePlan | None = None) -> pd.DataFrame:
+        """Long format: one row per segment, feature and (for a category) level, in the
+        features' own units. centers: the k KMeans centroids in the model's input units; the
+        segments after them are missing-value segments, whose rows are their customers' means
+        (none for a feature with missing=segment, which some of them lack). Without a plan the
+        inputs are the features."""
+        units = centers if plan is None else plan.to_units(centers)
         rows = []
         for s in range(self.k):
-            for j, feature in enumerate(self.features):
+            clustered = s < len(centers)
+            if not clustered and self.count[s] == 0:
+                continue
+            for j, name in enumerate(self.features):
+                feature, level = name, None
+                if plan is not None:
+                    inp = plan.inputs[j]
+                    feature, level = plan.features[inp.feature].column, inp.level
+                    if not clustered and plan.features[inp.feature].segments_missing:
+                        continue
                 empty = self.count[s] == 0
+                centroid = float(units[s, j]) if clustered else float(self.mean[s, j])
                 rows.append(
                     {
                         "segment_id": int(self.segment_ids[s]),
                         "feature": feature,
-                        "centroid": float(centers[s, j]),
-                        "mean": float(centers[s, j]) if empty else float(self.mean[s, j]),
+                        "level": level,
+                        "centroid": centroid,
+                        "mean": centroid if empty else float(self.mean[s, j]),
                         "stddev": 0.0 if self.count[s] < 2 else float(np.sqrt(self.m2[s, j] / (self.count[s] - 1))),
-                        "min": float(centers[s, j]) if empty else float(self.min[s, j]),
-                        "max": float(centers[s, j]) if empty else float(self.max[s, j]),
+                        "min": centroid if empty else float(self.min[s, j]),
+                        "max": centroid if empty else float(self.max[s, j]),
                     }
                 )
-        return pd.DataFrame(rows)
+        return pd.DataFrame(
+            rows, columns=["segment_id", "feature", "level", "centroid", "mean", "stddev", "min", "max"]
+        )

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from segmentation.core.feature_plan import FeaturePlan
+
 
 @dataclass(frozen=True)
 class Matching:
@@ -85,15 +87,54 @@ def segment_name(features: Sequence[str], z: np.ndarray, original: np.ndarray) -
     return " · ".join(parts)
 
 
-def segment_names(features: Sequence[str], centers_scaled: np.ndarray, centers_original: np.ndarray) -> list[str]:
-    """One name per centroid, made unique within the run with a numeric suffix."""
-    names = [segment_name(features, z, x) for z, x in zip(centers_scaled, centers_original)]
+def segment_names(plan: FeaturePlan, centers_z: np.ndarray, centers_inputs: np.ndarray) -> list[str]:
+    """One name per centroid, made unique within the run with a numeric suffix. centers_z: in
+    standard deviations from the population mean (weights undone); centers_inputs: in the
+    model's input units. Bare column names are named as they always were."""
+    if plan.simple:
+        names = [segment_name(list(plan.columns), z, x) for z, x in zip(centers_z, centers_inputs)]
+    else:
+        names = [_name_from_plan(plan, z, x) for z, x in zip(centers_z, centers_inputs)]
     seen: dict[str, int] = {}
     unique = []
     for name in names:
         seen[name] = seen.get(name, 0) + 1
         unique.append(name if names.count(name) == 1 else f"{name} ({seen[name]})")
     return unique
+
+
+def _name_from_plan(plan: FeaturePlan, z: np.ndarray, inputs: np.ndarray) -> str:
+    parts: list[str] = []
+    ages: list[str] = []
+    for index, feature in enumerate(plan.features):
+        spec = feature.spec
+        columns = [j for j, i in enumerate(plan.inputs) if i.feature == index]
+        if spec.kind == "category":
+            shares = {"other" if plan.inputs[j].other else plan.inputs[j].level: float(inputs[j]) for j in columns}
+            if shares:
+                level, share = max(shares.items(), key=lambda item: item[1])
+                if share >= 0.5:
+                    parts.append(f"Mostly {level} {spec.words}")
+            continue
+        j = columns[0]
+        if spec.plain and spec.column == "age":
+            ages.append(_age_band(float(inputs[j])))
+        elif feature.gender_rule:
+            x = float(inputs[j])
+            parts.append("Mostly women" if x >= 0.6 else "Mostly men" if x <= 0.4 else "Mixed gender")
+        else:
+            parts.append(_level_words(float(z[j]), spec.words, spec.low, spec.high))
+    return " · ".join(parts + ages) or "Typical customers"
+
+
+def _level_words(z: float, words: str, low: str | None, high: str | None) -> str:
+    """The level in words: the feature's own words for its ends where it has them ("Recent",
+    "Very lapsed"), else "Low income"."""
+    level = _level(z)
+    end = low if level in ("Very low", "Low") else high if level in ("High", "Very high") else None
+    if end is None:
+        return f"{level} {words}"
+    return f"Very {end[:1].lower()}{end[1:]}" if level.startswith("Very") else end
 
 
 def adjusted_rand_index(contingency: np.ndarray) -> float:

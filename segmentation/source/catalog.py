@@ -6,10 +6,15 @@ found in the catalog."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
+from segmentation.core import feature_spec
+from segmentation.core.feature_plan import TEXT_TYPES, FeaturePlan, PlannedFeature
+from segmentation.core.feature_spec import FeatureSpec
 from segmentation.core.rules import GENDER
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
@@ -17,6 +22,7 @@ from segmentation.identifiers import TableName, parse_column_name, parse_table_n
 
 _RELKINDS = ("r", "p", "v", "m", "f")  # tables, partitioned tables, views, matviews, foreign tables
 INTEGER_TYPES = {"int2", "int4", "int8"}
+DATE_TYPES = {"date", "timestamp", "timestamptz"}
 
 
 @dataclass(frozen=True)
@@ -24,7 +30,7 @@ class Column:
     name: str
     type_name: str  # as format_type() prints it
     typname: str
-    category: str  # pg_type.typcategory: N numeric, S string, ...
+    category: str  # pg_type.typcategory: N numeric, S string, B boolean, E enum, D date/time, ...
 
 
 @dataclass(frozen=True)
@@ -35,17 +41,40 @@ class Source:
     columns: dict[str, Column]
     id_unique: bool  # a primary key or unique index on the id column alone
     has_gender: bool  # a text gender column to report gender shares from
+    # The features as the model reads them (segmentation.core.feature_plan); left out: the
+    # features are bare column names.
+    plan: FeaturePlan = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.plan is None:
+            plain = tuple(
+                PlannedFeature(FeatureSpec.model_validate({"column": f}), self.columns[f].typname)
+                for f in self.features
+            )
+            object.__setattr__(self, "plan", FeaturePlan(plain))
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.plan.input_names
 
 
-def resolve_source(conn: psycopg.Connection, source_table: str, id_column: str, features: Sequence[str]) -> Source:
+def resolve_source(
+    conn: psycopg.Connection,
+    source_table: str,
+    id_column: str,
+    features: Sequence[str | dict | FeatureSpec],
+    as_of: datetime | None = None,
+) -> Source:
+    """The source, its id and its features as the catalog has them. A category's levels are
+    read from the source here (its valid rows, most frequent first); `as_of` is the instant
+    days_since counts from."""
     table = parse_table_name(source_table)
     id_column = parse_column_name(id_column)
-    features = tuple(parse_column_name(f) for f in features)
-    if not features:
-        raise SegmentationError("no features given; pass at least one column name, e.g. annual_income,spending_score")
-    if len(set(features)) != len(features):
-        raise SegmentationError(f"features lists a column twice: {', '.join(features)}")
-    if id_column in features:
+    specs = tuple(
+        s.model_copy(update={"column": parse_column_name(s.column)}) for s in feature_spec.parse_all(features)
+    )
+    columns_named = tuple(s.column for s in specs)
+    if id_column in columns_named:
         raise SegmentationError(f"the id column {id_column} cannot also be a feature")
 
     oid, table = _find_table(conn, table)
@@ -59,23 +88,15 @@ def resolve_source(conn: psycopg.Connection, source_table: str, id_column: str, 
         )
     }
     listing = ", ".join(f"{c.name} ({c.type_name})" for c in columns.values())
-    for name in (id_column, *features):
+    for name in (id_column, *columns_named):
         if name not in columns:
             raise SegmentationError(f"column {name} does not exist in {table}; its columns are: {listing}")
     if columns[id_column].typname not in INTEGER_TYPES:
         raise SegmentationError(
             f"id column {id_column} of {table} is {columns[id_column].type_name}; it must be an integer column"
         )
-    for name in features:
-        column = columns[name]
-        if name == GENDER:
-            if column.category != "S":
-                raise SegmentationError(f"column gender of {table} is {column.type_name}; it must be text")
-        elif column.category != "N":
-            raise SegmentationError(
-                f"feature column {name} of {table} is {column.type_name}; features must be numeric "
-                "(gender is the one text feature, Female/Male or F/M)"
-            )
+    for spec in specs:
+        _check_kind(spec, columns[spec.column], table)
     id_unique = scalar(
         conn,
         """SELECT EXISTS (
@@ -85,7 +106,58 @@ def resolve_source(conn: psycopg.Connection, source_table: str, id_column: str, 
         (oid, id_column),
     )
     has_gender = GENDER in columns and columns[GENDER].category == "S"
-    return Source(table, id_column, features, columns, id_unique, has_gender)
+    plan = FeaturePlan(tuple(PlannedFeature(s, columns[s.column].typname) for s in specs), as_of)
+    source = Source(table, id_column, columns_named, columns, id_unique, has_gender, plan)
+    if any(s.kind == "category" for s in specs):
+        source = replace(source, plan=_with_levels(conn, source))
+    return source
+
+
+def _check_kind(spec: FeatureSpec, column: Column, table: TableName) -> None:
+    """The column's type fits the feature's kind; else one line naming the kind that would."""
+    name, shown = spec.column, f"feature column {spec.column} of {table} is {column.type_name}"
+    if spec.kind == "number":
+        if column.category == "N":
+            return
+        if spec.plain and name == GENDER and column.typname in TEXT_TYPES:
+            return  # the gender rule: Female/Male or F/M
+        if column.typname in DATE_TYPES:
+            hint = f"use {name}:days_since for the days since it"
+        elif column.category in ("S", "B", "E"):
+            hint = f"use {name}:category for one-hot levels"
+        else:
+            hint = "choose a numeric column"
+        raise SegmentationError(f"{shown}; a number feature must be numeric: {hint}")
+    if spec.kind == "days_since" and column.typname not in DATE_TYPES:
+        raise SegmentationError(f"{shown}; days_since needs a date or timestamp column")
+    if spec.kind == "category" and not (column.category in ("S", "B", "E") or column.typname in INTEGER_TYPES):
+        raise SegmentationError(f"{shown}; a category must be text, boolean, an enum or integer codes")
+
+
+def _with_levels(conn: psycopg.Connection, source: Source) -> FeaturePlan:
+    """Each category's levels: the max_levels most frequent among the valid rows (ties in
+    byte order, so a rerun finds the same), and whether there are more."""
+    from segmentation.source import queries, validity  # they compile SQL for a Source
+
+    resolved = []
+    for feature in source.plan.features:
+        if feature.spec.kind != "category":
+            resolved.append(feature)
+            continue
+        col = sql.Identifier(feature.column)
+        rows = conn.execute(
+            sql.SQL(
+                'SELECT c.{col}::text COLLATE "C" AS level, count(*) FROM ({rows}) AS c '
+                "WHERE c.{col} IS NOT NULL AND NOT ({invalid}) GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %s"
+            ).format(col=col, rows=queries.source_rows(source), invalid=validity.invalid(source)),
+            (feature.spec.max_levels + 1,),
+        ).fetchall()
+        levels = tuple(r[0] for r in rows[: feature.spec.max_levels])
+        # No level at all (no valid row has a value): one input for every level, so that the
+        # run goes on to say it has no customers to cluster.
+        other = len(rows) > feature.spec.max_levels or not levels
+        resolved.append(replace(feature, levels=levels, other=other))
+    return FeaturePlan(tuple(resolved), source.plan.as_of)
 
 
 def _find_table(conn: psycopg.Connection, table: TableName) -> tuple[int, TableName]:

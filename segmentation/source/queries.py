@@ -8,7 +8,7 @@ from psycopg import sql
 
 from segmentation.core.rules import GENDER, GENDER_UNKNOWN
 from segmentation.db import scalar
-from segmentation.source import validity
+from segmentation.source import feature_sql, validity
 from segmentation.source.catalog import Source
 
 Blocks = tuple[int, int | None]  # table blocks [first, end); end None: to the end
@@ -62,32 +62,48 @@ def count_rows(conn: psycopg.Connection, source: Source) -> int:
     return int(scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(source.table.identifier())))
 
 
+def input_field(j: int) -> str:
+    """The name of the model's j-th input among the fields of valid_copy_query."""
+    return f"x{j}"
+
+
+RULE_FIELD = "rule"
+
+
 def feature_fields(source: Source) -> list[tuple[str, str]]:
-    """The fields of valid_copy_query, in order, as (name, PostgreSQL type)."""
-    return [("customer_id", "int8"), *[(f, "float8") for f in source.features], ("gender_code", "int2")]
+    """The fields of valid_copy_query, in order, as (name, PostgreSQL type): the id, the
+    model's inputs, the gender code, and the missing-value segment when the run has any."""
+    fields = [("customer_id", "int8"), *[(input_field(j), "float8") for j in range(len(source.inputs))]]
+    fields.append(("gender_code", "int2"))
+    if source.plan.rule_features:
+        fields.append((RULE_FIELD, "int2"))
+    return fields
 
 
 def valid_copy_query(source: Source, blocks: Blocks | None = None, ids: IdRange | None = None) -> sql.Composed:
     """Binary COPY of the valid rows (in the given blocks of the table, or range of ids): id,
-    features as float8, gender code; never NULL."""
+    the model's inputs as float8 (segmentation.source.feature_sql), gender code, and the
+    missing-value segment (0: none) when the run has any; never NULL."""
     code = (
         validity.gender_code(sql.SQL("c.{}").format(sql.Identifier(GENDER)), sql.Literal(GENDER_UNKNOWN))
         if source.has_gender
         else sql.Literal(GENDER_UNKNOWN)
     )
-    values = []
-    for name in source.features:
-        if name == GENDER:  # a valid row's gender is Female or Male, so the code is 1 or 0
-            values.append(sql.SQL("({})::float8").format(code))
-        else:
-            values.append(sql.SQL("c.{}::float8").format(sql.Identifier(name)))
+    raws = feature_sql.source_raws(source.plan)
+    values = feature_sql.inputs(source.plan, raws)
+    extra = (
+        sql.SQL(", ({})::smallint").format(feature_sql.rule(source.plan, raws))
+        if source.plan.rule_features
+        else sql.SQL("")
+    )
     return sql.SQL(
-        "COPY (SELECT c.{id}::bigint, {values}, ({gender})::smallint FROM ({rows}) AS c WHERE NOT ({invalid})) "
+        "COPY (SELECT c.{id}::bigint, {values}, ({gender})::smallint{extra} FROM ({rows}) AS c WHERE NOT ({invalid})) "
         "TO STDOUT (FORMAT BINARY)"
     ).format(
         id=sql.Identifier(source.id_column),
         values=sql.SQL(", ").join(values),
         gender=code,
+        extra=extra,
         rows=source_rows(source, blocks, ids),
         invalid=validity.invalid(source),
     )

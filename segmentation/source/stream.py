@@ -12,7 +12,7 @@ from psycopg import sql
 from segmentation.core.binary_copy import Decoder
 from segmentation.source.catalog import Source
 from segmentation.source.copy_out import copy_out
-from segmentation.source.queries import feature_fields, valid_copy_query
+from segmentation.source.queries import RULE_FIELD, feature_fields, input_field, valid_copy_query
 
 
 @dataclass
@@ -20,6 +20,7 @@ class Chunk:
     ids: np.ndarray  # int64
     X: np.ndarray  # float64, (n, features), original units
     gender: np.ndarray  # int16 codes
+    rule: np.ndarray | None = None  # int16: the missing-value segment (0: clustered); None: the run has none
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -35,6 +36,6 @@ def stream_valid(
     for piece in copy_out(conn, query if query is not None else valid_copy_query(source), target):
         columns = decoder.feed(piece)
         if len(columns["customer_id"]):
-            X = np.column_stack([columns[f] for f in source.features])
-            yield Chunk(columns["customer_id"], X, columns["gender_code"])
+            X = np.column_stack([columns[input_field(j)] for j in range(len(source.inputs))])
+            yield Chunk(columns["customer_id"], X, columns["gender_code"], columns.get(RULE_FIELD))
     decoder.finish()

@@ -8,8 +8,11 @@ compared."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from psycopg import sql
 
+from segmentation.core.feature_plan import PlannedFeature
 from segmentation.core.rules import (
     ABSURD,
     GENDER_CODES,
@@ -135,15 +138,90 @@ def _checks(source: Source) -> list[tuple[sql.Composable, sql.Composable]]:
                 ),
             )
         )
-    for name in source.features:
-        rule = rule_for(name)
-        if isinstance(rule, GenderRule):
-            col = sql.Identifier(name)
-            shown = sql.SQL("coalesce(quote_literal({}), {})").format(col, _text(_MISSING))
-            checks.append((_gender_invalid(col), _reason_with_value(rule, Check.NOT_A_GENDER, shown)))
-        else:
-            checks.extend(_numeric_checks(rule, source.columns[name]))
+    for feature in source.plan.features:
+        checks.extend(_feature_checks(feature, source))
     return [(sql.SQL("({})").format(condition), reason) for condition, reason in checks]
+
+
+def _missing_check(feature: PlannedFeature) -> list[tuple[sql.Composable, sql.Composable]]:
+    """A missing value is a reason only where the feature's missing rule is quarantine."""
+    if feature.spec.missing != "quarantine":
+        return []
+    col = sql.Identifier(feature.column)
+    return [
+        (
+            sql.SQL("{} IS NULL").format(col),
+            _text(NumericRule(feature.column).message(Check.MISSING, "", missing=_MISSING)),
+        )
+    ]
+
+
+def _infinite(col: sql.Composable) -> sql.Composable:
+    return sql.SQL("{} IN ('infinity', '-infinity')").format(col)
+
+
+def _days_negative(feature: PlannedFeature, col: sql.Composable, as_of: datetime | None) -> sql.Composable:
+    from segmentation.source.feature_sql import days_since  # it builds on this module
+
+    if as_of is None:
+        raise ValueError("days_since needs the instant days are counted from")
+    return sql.SQL("{} < 0").format(days_since(col, as_of))
+
+
+def _feature_checks(feature: PlannedFeature, source: Source) -> list[tuple[sql.Composable, sql.Composable]]:
+    col = sql.Identifier(feature.column)
+    if feature.gender_rule:
+        shown = sql.SQL("coalesce(quote_literal({}), {})").format(col, _text(_MISSING))
+        return [(_gender_invalid(col), _reason_with_value(GenderRule(feature.column), Check.NOT_A_GENDER, shown))]
+    kind = feature.spec.kind
+    if kind == "category":
+        return _missing_check(feature)
+    if kind == "days_since":
+        checks = _missing_check(feature)
+        number_rule = NumericRule(feature.column)
+        checks.append((_infinite(col), _reason_with_value(number_rule, Check.NOT_FINITE, col)))
+        if feature.spec.transform == "log1p":
+            after = _format(
+                f"{feature.column} {_SLOT} is after the run's start; log1p takes 0 or more days",
+                sql.SQL("{}::text").format(col),
+            )
+            checks.append((_days_negative(feature, col, source.plan.as_of), after))
+        return checks
+    rule = _number_rule(feature)
+    checks = _missing_check(feature) + _numeric_checks(rule, source.columns[feature.column])[1:]
+    if feature.spec.transform == "log1p":
+        checks.append((sql.SQL("{} < 0").format(col), _reason_with_value(rule, Check.NEGATIVE, col)))
+    return checks
+
+
+def _number_rule(feature: PlannedFeature) -> NumericRule:
+    """The source contract's rule for a column it declares (age, say), else a plain number's."""
+    found = rule_for(feature.column)
+    return found if isinstance(found, NumericRule) else NumericRule(feature.column)
+
+
+def _feature_invalid(feature: PlannedFeature, source: Source) -> sql.Composable:
+    """The feature's checks as one boolean, TRUE exactly when one of `_feature_checks` holds."""
+    col = sql.Identifier(feature.column)
+    if feature.gender_rule:
+        return _gender_invalid(col)
+    kind = feature.spec.kind
+    missing_fails = feature.spec.missing == "quarantine"
+    if kind == "category":
+        return sql.SQL("{} IS NULL").format(col) if missing_fails else sql.SQL("false")
+    if kind == "days_since":
+        bad = _infinite(col)
+        if feature.spec.transform == "log1p":
+            bad = sql.SQL("{} OR {}").format(bad, _days_negative(feature, col, source.plan.as_of))
+    else:
+        rule = _number_rule(feature)
+        if feature.spec.transform == "log1p":  # within() then also refuses a negative value
+            low = 0.0 if rule.low is None else max(rule.low, 0.0)
+            rule = NumericRule(rule.column, low, rule.high, rule.whole)
+        bad = sql.SQL("NOT ({})").format(within(col, rule, source.columns[feature.column].typname))
+    if missing_fails:
+        return sql.SQL("({} IS NULL OR {})").format(col, bad)
+    return sql.SQL("({} IS NOT NULL AND ({}))").format(col, bad)
 
 
 def reason(source: Source) -> sql.Composable:
@@ -185,11 +263,6 @@ def invalid(source: Source) -> sql.Composable:
     parts: list[sql.Composable] = [sql.SQL("{} IS NULL").format(sql.Identifier(source.id_column))]
     if not source.id_unique:
         parts.append(sql.SQL("{} > 1").format(sql.Identifier(ID_COUNT)))
-    for name in source.features:
-        rule = rule_for(name)
-        col = sql.Identifier(name)
-        if isinstance(rule, GenderRule):
-            parts.append(_gender_invalid(col))
-            continue
-        parts.append(sql.SQL("({} IS NULL OR NOT ({}))").format(col, within(col, rule, source.columns[name].typname)))
+    for feature in source.plan.features:
+        parts.append(_feature_invalid(feature, source))
     return sql.SQL(" OR ").join(parts)

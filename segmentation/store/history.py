@@ -3,8 +3,9 @@ These functions run in their caller's transaction (see segmentation.db)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import psycopg
@@ -32,17 +33,20 @@ class PreviousRun:
     source_table: str
     features: tuple[str, ...]
     n_customers: int
-    segment_ids: np.ndarray  # (k,)
-    centroids: np.ndarray  # (k, features), original units, in `features` order
-    sizes: dict[int, int]
+    segment_ids: np.ndarray  # (k,) the clustered segments
+    centroids: np.ndarray  # (k, inputs), in the model's input units, in `segment_ids` order
+    sizes: dict[int, int]  # every segment, missing-value segments too
+    plan_key: str = ""  # segmentation.core.feature_plan.FeaturePlan.key of the run
+    rules: dict[str, int] = field(default_factory=dict)  # missing-value segments: feature -> segment id
 
     def same_table(self, source_table: str) -> bool:
         """Customers (drift, the customer-count gate) compare only between runs on one table."""
         return self.source_table == source_table
 
-    def comparable(self, source_table: str, features: Sequence[str]) -> bool:
-        """Centroids can only be matched between runs on the same table and features."""
-        return self.same_table(source_table) and self.features == tuple(features)
+    def comparable(self, source_table: str, plan_key: str) -> bool:
+        """Centroids can only be matched between runs on the same table and features (options
+        and category levels included)."""
+        return self.same_table(source_table) and self.plan_key == plan_key
 
 
 def previous_run(conn: psycopg.Connection, segmentation: str) -> PreviousRun | None:
@@ -56,22 +60,40 @@ def previous_run(conn: psycopg.Connection, segmentation: str) -> PreviousRun | N
     if row is None:
         return None
     run_id, source_table, features, n_customers = row
-    sizes: dict[int, int] = dict(
-        conn.execute(
-            "SELECT segment_id, n_customers FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id",
-            (run_id,),
+    sizes: dict[int, int] = {}
+    rules: dict[str, int] = {}
+    for segment_id, size, rule in conn.execute(
+        "SELECT segment_id, n_customers, missing_feature FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id",
+        (run_id,),
+    ):
+        sizes[segment_id] = size
+        if rule is not None:
+            rules[rule] = segment_id
+    model = conn.execute(
+        "SELECT feature_mean, feature_scale, spec FROM segmentation.run_models WHERE run_id = %s", (run_id,)
+    ).fetchone()
+    if model is not None:
+        centers = conn.execute(
+            "SELECT segment_id, center FROM segmentation.model_centers WHERE run_id = %s ORDER BY label", (run_id,)
         ).fetchall()
-    )
-    ids = np.array(sorted(sizes), dtype=np.int64)
+        ids = np.array([c[0] for c in centers], dtype=np.int64)
+        # The same arithmetic as the run's Scaler.inverse: its centroids in input units, to the bit.
+        centroids = np.array([c[1] for c in centers], dtype=np.float64) * np.array(model[1]) + np.array(model[0])
+        key = json.dumps(model[2], sort_keys=True) if model[2] is not None else json.dumps(list(features))
+        return PreviousRun(run_id, source_table, tuple(features), n_customers, ids, centroids, sizes, key, rules)
+    ids = np.array(sorted(s for s in sizes if s not in rules.values()), dtype=np.int64)
     centroids = np.zeros((len(ids), len(features)))
     position = {f: j for j, f in enumerate(features)}
     index = {s: i for i, s in enumerate(ids)}
     for segment_id, feature, centroid in conn.execute(
-        "SELECT segment_id, feature, centroid FROM segmentation.segment_centroids WHERE run_id = %s", (run_id,)
+        "SELECT segment_id, feature, centroid FROM segmentation.segment_centroids WHERE run_id = %s AND level IS NULL",
+        (run_id,),
     ):
         if feature in position and segment_id in index:
             centroids[index[segment_id], position[feature]] = centroid
-    return PreviousRun(run_id, source_table, tuple(features), n_customers, ids, centroids, sizes)
+    return PreviousRun(
+        run_id, source_table, tuple(features), n_customers, ids, centroids, sizes, json.dumps(list(features)), rules
+    )
 
 
 def next_segment_id(conn: psycopg.Connection) -> int:

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from psycopg import sql
 
 from segmentation import db
-from segmentation.core.segment_stats import SegmentStats
 from segmentation.passes import Centroids, ScoredPart, score_part
 from segmentation.settings import Settings
 from segmentation.source.catalog import Source
@@ -58,7 +57,7 @@ def score_range(
     written in one transaction; with compare_with, compared with that run's rows there.
     part: the range's number in the run's list of ranges, and its ids."""
     url = db.database_url(Settings.from_env())
-    stats = SegmentStats(len(centroids.centers), source.features, centroids.segment_ids)
+    stats = centroids.stats()
     with db.connect(url, application_name=_session_name()) as conn, conn.transaction():
         comparison = None if compare_with is None else history.range_comparison(conn, compare_with, part[1])
         with AssignmentWriter(conn, run_id, part, comparison=comparison) as writer:

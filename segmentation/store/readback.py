@@ -12,9 +12,11 @@ import psycopg
 from psycopg import sql
 
 from segmentation.core import plots, run_text
+from segmentation.core.feature_plan import FeaturePlan
 from segmentation.core.rules import GENDER
 from segmentation.identifiers import parse_column_name, parse_table_name
 from segmentation.segmentations import DEFAULT
+from segmentation.source.feature_sql import days_since
 from segmentation.source.validity import gender_code
 from segmentation.store import approvals
 
@@ -27,8 +29,9 @@ class RunReport:
     segments: pd.DataFrame  # every column of segmentation.segments, one row per segment
     centroids: pd.DataFrame  # index segment_id, one column per feature, original units
     k_selection: pd.DataFrame  # k, inertia, silhouette
-    sample: np.ndarray  # sampled customers x features, original units
+    sample: np.ndarray  # sampled customers x sample_features, original units
     sample_labels: np.ndarray  # their segment ids
+    sample_features: list[str]  # the features with numbers to plot (not categories)
 
     @property
     def features(self) -> list[str]:
@@ -53,7 +56,7 @@ class RunReport:
             chosen=self.run.get("k"),
         )
         return plots.render(
-            self.sample, self.sample_labels, self.features, self.centroids, curve, self._title(), self._legend()
+            self.sample, self.sample_labels, self.sample_features, self.centroids, curve, self._title(), self._legend()
         )
 
     def _legend(self) -> dict[int, str]:
@@ -97,45 +100,88 @@ def load(conn: psycopg.Connection, run_id: int, sample_size: int = PLOT_SAMPLE_S
     # SELECT *: columns added to segments later come along and are shown.
     segments = _frame(conn, "SELECT * FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id", run_id)
     long = _frame(
-        conn, "SELECT segment_id, feature, centroid FROM segmentation.segment_centroids WHERE run_id = %s", run_id
+        conn,
+        "SELECT segment_id, feature, level, centroid FROM segmentation.segment_centroids WHERE run_id = %s",
+        run_id,
     )
-    centroids = (
-        long.pivot(index="segment_id", columns="feature", values="centroid")
-        if len(long)
-        else pd.DataFrame(index=pd.Index([], name="segment_id"))
-    )
+    centroids = _centroid_cells(long)
     k_selection = _frame(
         conn, "SELECT k, inertia, silhouette FROM segmentation.k_selection WHERE run_id = %s ORDER BY k", run_id
     )
     features = [parse_column_name(f) for f in run["features"]]
     run["features"] = features
-    sample, labels = _sample(conn, run, features, sample_size, seed) if len(segments) else _empty(features)
-    return RunReport(run, segments, centroids, k_selection, sample, labels)
+    plotted, values = _plotted(conn, run_id, features)
+    sample, labels = _sample(conn, run, values, sample_size, seed) if len(segments) and values else _empty(len(values))
+    return RunReport(run, segments, centroids, k_selection, sample, labels, plotted)
 
 
-def _empty(features: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    return np.empty((0, len(features))), np.empty(0, dtype=int)
+def _centroid_cells(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per segment and one column per feature: a number's centroid, or a category's
+    most common level with its share ("pro 72%")."""
+    if not len(long):
+        return pd.DataFrame(index=pd.Index([], name="segment_id"))
+    numbers = long[long["level"].isna()]
+    cells = (
+        numbers.pivot(index="segment_id", columns="feature", values="centroid").astype(object)
+        if len(numbers)
+        else pd.DataFrame(index=pd.Index(sorted(set(long["segment_id"])), name="segment_id"))
+    )
+    levels = long[long["level"].notna()]
+    for (segment, feature), group in levels.groupby(["segment_id", "feature"]):
+        top = group.iloc[int(np.argmax(group["centroid"].to_numpy(dtype=float)))]
+        if feature not in cells.columns:
+            cells[feature] = None
+        cells.at[segment, feature] = f"{top['level']} {float(top['centroid']):.0%}"
+    return cells
+
+
+def _plotted(conn: psycopg.Connection, run_id: int, features: list[str]) -> tuple[list[str], list[sql.Composable]]:
+    """The features a picture can place customers by, and each one's value in a source row
+    (alias src) in the feature's own units: numbers as they are, days_since in days, no categories."""
+    row = conn.execute("SELECT spec, as_of FROM segmentation.run_models WHERE run_id = %s", (run_id,)).fetchone()
+    values: list[sql.Composable]
+    if row is None or row[0] is None:
+        values = [
+            sql.SQL("({})::float8").format(gender_code(sql.SQL("src.{}").format(sql.Identifier(f)), sql.NULL))
+            if f == GENDER
+            else sql.SQL("src.{}::float8").format(sql.Identifier(f))
+            for f in features
+        ]
+        return features, values
+    plan = FeaturePlan.from_description(row[0], row[1])
+    plotted: list[str] = []
+    values = []
+    for feature in plan.features:
+        col = sql.SQL("src.{}").format(sql.Identifier(feature.column))
+        if feature.spec.kind == "category":
+            continue
+        if feature.gender_rule:
+            values.append(sql.SQL("({})::float8").format(gender_code(col, sql.NULL)))
+        elif feature.spec.kind == "days_since" and plan.as_of is not None:
+            values.append(days_since(col, plan.as_of))
+        else:
+            values.append(sql.SQL("{}::float8").format(col))
+        plotted.append(feature.column)
+    return plotted, values
+
+
+def _empty(n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.empty((0, n_features)), np.empty(0, dtype=int)
 
 
 def _sample(
-    conn: psycopg.Connection, run: dict, features: list[str], size: int, seed: int
+    conn: psycopg.Connection, run: dict, values: list[sql.Composable], size: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Up to `size` of the run's customers, uniformly at random, with their current values in
     the source table (a customer deleted since the run is left out)."""
     n = int(run["n_customers"] or 0)
     if n == 0 or size <= 0:
-        return _empty(features)
+        return _empty(len(values))
     # Bernoulli sampling reads the run's partition once instead of sorting all of it; a
     # little over `size` is drawn so that the random trim below rarely comes up short.
     percent = min(100.0, 100.0 * size * 1.2 / n)
     table = parse_table_name(run["source_table"])
     id_column = parse_column_name((run.get("params") or {}).get("id_column") or "customer_id")
-    values = [
-        sql.SQL("({})::float8").format(gender_code(sql.SQL("src.{}").format(sql.Identifier(f)), sql.NULL))
-        if f == GENDER
-        else sql.SQL("src.{}::float8").format(sql.Identifier(f))
-        for f in features
-    ]
     query = sql.SQL(
         "SELECT cs.segment_id, {values} FROM segmentation.customer_segments AS cs "
         "TABLESAMPLE BERNOULLI (%s) REPEATABLE (%s) "
@@ -145,12 +191,12 @@ def _sample(
         # A savepoint in the caller's transaction: this read may fail and the rest still stands.
         with conn.transaction():
             rows = conn.execute(query, (percent, seed, run["run_id"], 2 * size)).fetchall()
-    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction):
         # The source changed shape since the run: the picture shows no customers, the rest stands.
-        return _empty(features)
+        return _empty(len(values))
     if len(rows) > size:
         rows = [rows[i] for i in np.sort(np.random.default_rng(seed).choice(len(rows), size, replace=False))]
-    data = np.array(rows, dtype=float).reshape(-1, len(features) + 1)
+    data = np.array(rows, dtype=float).reshape(-1, len(values) + 1)
     data = data[~np.isnan(data).any(axis=1)]  # a value made NULL in the source since the run
     return data[:, 1:], data[:, 0].astype(int)
 

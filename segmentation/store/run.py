@@ -124,10 +124,12 @@ class Run:
 
     # The source, read in the run's snapshot.
 
-    def resolve_source(self, source_table: str, id_column: str, features: Sequence[str]) -> catalog.Source:
+    def resolve_source(self, source_table: str, id_column: str, features: Sequence) -> catalog.Source:
         """Look the source up in the snapshot's catalog, and record its names as the catalog
-        spells them, so runs compare equal however they were typed."""
-        source = catalog.resolve_source(self._source(), source_table, id_column, features)
+        spells them, so runs compare equal however they were typed. days_since counts days
+        before the run's start."""
+        as_of = db.scalar(self._conn, "SELECT started_at FROM segmentation.runs WHERE run_id = %s", (self.run_id,))
+        source = catalog.resolve_source(self._source(), source_table, id_column, features, as_of)
         with self._transaction():
             runs.record_source(self._conn, self.run_id, str(source.table), source.features)
         return source

@@ -26,9 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
-from segmentation.core.rules import GenderRule, rule_for
+from segmentation.core.feature_plan import FeaturePlan
+from segmentation.core.rules import GenderRule, NumericRule, rule_for
 from segmentation.db import give_to_writer, scalar
+from segmentation.source import feature_sql
 from segmentation.source.validity import gender_code, within
 
 _RETURNS = sql.SQL("RETURNS SETOF segmentation.prediction")
@@ -36,12 +39,18 @@ _RETURNS = sql.SQL("RETURNS SETOF segmentation.prediction")
 
 @dataclass(frozen=True)
 class Model:
-    features: tuple[str, ...]
-    mean: np.ndarray  # (features,)
-    scale: np.ndarray  # (features,)
-    centers: np.ndarray  # (k, features), standardised units, by KMeans label
-    segment_ids: np.ndarray  # (k,), by KMeans label
-    names: Sequence[str]  # (k,), by KMeans label
+    features: tuple[str, ...]  # the model's inputs (bare column names: the features)
+    mean: np.ndarray  # (inputs,)
+    scale: np.ndarray  # (inputs,)
+    centers: np.ndarray  # (k, inputs), standardised units, by KMeans label
+    segment_ids: np.ndarray  # (k + missing-value segments,), by KMeans label, then by rule
+    names: Sequence[str]  # likewise
+    plan: FeaturePlan | None = None  # None: bare column names (a run kept before feature specs)
+    cap: np.ndarray | None = None  # (inputs,) clip caps, inf for none; None: nothing capped
+
+    @property
+    def simple(self) -> bool:
+        return self.plan is None or self.plan.simple
 
 
 def run_function(run_id: int) -> sql.Identifier:
@@ -50,9 +59,19 @@ def run_function(run_id: int) -> sql.Identifier:
 
 def save(conn: psycopg.Connection, run_id: int, model: Model) -> None:
     """Keep the run's model and create its scoring function."""
+    described = None if model.simple or model.plan is None else Jsonb(model.plan.describe())
     conn.execute(
-        "INSERT INTO segmentation.run_models (run_id, features, feature_mean, feature_scale) VALUES (%s, %s, %s, %s)",
-        (run_id, list(model.features), model.mean.tolist(), model.scale.tolist()),
+        """INSERT INTO segmentation.run_models (run_id, features, feature_mean, feature_scale, spec, as_of, feature_cap)
+           VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+        (
+            run_id,
+            list(model.features),
+            model.mean.tolist(),
+            model.scale.tolist(),
+            described,
+            None if model.plan is None else model.plan.as_of,
+            None if model.cap is None else model.cap.tolist(),
+        ),
     )
     with conn.cursor() as cur:
         cur.executemany(
@@ -62,9 +81,10 @@ def save(conn: psycopg.Connection, run_id: int, model: Model) -> None:
                 for label, center in enumerate(model.centers)
             ],
         )
+    body = _body(conn, run_id, model) if model.simple else _plan_body(conn, run_id, model)
     conn.execute(
         sql.SQL("CREATE OR REPLACE FUNCTION {} (customer jsonb) {} LANGUAGE sql STABLE PARALLEL SAFE AS {}").format(
-            run_function(run_id), _RETURNS, sql.Literal(_body(conn, run_id, model))
+            run_function(run_id), _RETURNS, sql.Literal(body)
         )
     )
     give_to_writer(conn, "FUNCTION", sql.SQL("{} (jsonb)").format(run_function(run_id)))
@@ -80,7 +100,9 @@ def save(conn: psycopg.Connection, run_id: int, model: Model) -> None:
 
 def load(conn: psycopg.Connection, run_id: int) -> Model | None:
     row = conn.execute(
-        "SELECT features, feature_mean, feature_scale FROM segmentation.run_models WHERE run_id = %s", (run_id,)
+        """SELECT features, feature_mean, feature_scale, spec, as_of, feature_cap
+           FROM segmentation.run_models WHERE run_id = %s""",
+        (run_id,),
     ).fetchone()
     if row is None:
         return None
@@ -91,13 +113,27 @@ def load(conn: psycopg.Connection, run_id: int) -> Model | None:
            WHERE c.run_id = %s ORDER BY c.label""",
         (run_id,),
     ).fetchall()
+    plan = None if row[3] is None else FeaturePlan.from_description(row[3], row[4])
+    ruled: list[tuple[int, str]] = []
+    if plan is not None and plan.rule_features:
+        by_feature = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(
+                """SELECT missing_feature, segment_id, segment_name FROM segmentation.segments
+                   WHERE run_id = %s AND missing_feature IS NOT NULL""",
+                (run_id,),
+            )
+        }
+        ruled = [by_feature[f.column] for f in plan.rule_features]
     return Model(
         tuple(row[0]),
         np.array(row[1], dtype=np.float64),
         np.array(row[2], dtype=np.float64),
         np.array([c[1] for c in centers], dtype=np.float64),
-        np.array([c[0] for c in centers], dtype=np.int64),
-        [c[2] for c in centers],
+        np.array([c[0] for c in centers] + [r[0] for r in ruled], dtype=np.int64),
+        [c[2] for c in centers] + [r[1] for r in ruled],
+        plan,
+        None if row[5] is None else np.array(row[5], dtype=np.float64),
     )
 
 
@@ -114,6 +150,128 @@ def _route_by_run(conn: psycopg.Connection) -> None:
     SQL function segmentation.route_predict() (sql/bi/predict.sql) is the one place that
     writes it."""
     conn.execute("SELECT segmentation.route_predict()")
+
+
+def _plan_body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
+    """The scoring function of a run with feature specs: the customer's values as the source
+    holds them, through the plan's own SQL (segmentation.source.feature_sql, the expressions the
+    run read its source with), then the cap, standardising and distances as the flow computes
+    them. A value that breaks a rule of the run (a number that is not one, a negative value
+    under log1p, a missing value the run quarantines) gives NULL segment; a customer lacking a
+    feature with missing=segment gets that segment, at distance 0."""
+    plan = model.plan
+    assert plan is not None
+    j = sql.Identifier
+    nfeat = range(len(plan.features))
+    extract, typed, checks = [], [], []
+    for i, feature in zip(nfeat, plan.features):
+        key, got = sql.Literal(feature.column), sql.SQL("j.{}").format(j(f"j{i}"))
+        kind = feature.spec.kind
+        if kind == "number" and not feature.gender_rule:
+            extract.append(sql.SQL("a.customer -> {} AS {}").format(key, j(f"j{i}")))
+            # A JSON number, or NULL when missing (absent, null); a value of another JSON type breaks the rules.
+            typed.append(
+                sql.SQL("CASE WHEN jsonb_typeof({g}) = 'number' THEN ({g})::numeric END AS {r}").format(
+                    g=got, r=j(f"r{i}")
+                )
+            )
+            rule = rule_for(feature.column)
+            rule = rule if isinstance(rule, NumericRule) else NumericRule(feature.column)
+            if feature.spec.transform == "log1p":
+                rule = NumericRule(rule.column, 0.0 if rule.low is None else max(rule.low, 0.0), rule.high, rule.whole)
+            r = sql.SQL("v.{}").format(j(f"r{i}"))
+            checks.append(
+                sql.SQL("(j.{g} IS NULL OR jsonb_typeof(j.{g}) = 'null' OR ({r} IS NOT NULL AND {within}))").format(
+                    g=j(f"j{i}"), r=r, within=within(r, rule, "numeric")
+                )
+            )
+        else:
+            extract.append(sql.SQL("a.customer ->> {} AS {}").format(key, j(f"j{i}")))
+            if kind == "days_since":
+                cast = {"date": "date", "timestamp": "timestamp", "timestamptz": "timestamptz"}[feature.typname]
+                typed.append(sql.SQL("({})::{} AS {}").format(got, sql.SQL(cast), j(f"r{i}")))
+                r = sql.SQL("v.{}").format(j(f"r{i}"))
+                bad = sql.SQL("{} IN ('infinity', '-infinity')").format(r)
+                if feature.spec.transform == "log1p" and plan.as_of is not None:
+                    bad = sql.SQL("{} OR {} < 0").format(bad, feature_sql.days_since(r, plan.as_of))
+                checks.append(sql.SQL("({r} IS NULL OR NOT ({bad}))").format(r=r, bad=bad))
+            elif feature.gender_rule:
+                typed.append(sql.SQL("{} AS {}").format(got, j(f"r{i}")))
+                r = sql.SQL("v.{}").format(j(f"r{i}"))
+                checks.append(sql.SQL("({}) IS NOT NULL").format(gender_code(r, sql.NULL)))
+            else:
+                typed.append(sql.SQL("{} AS {}").format(got, j(f"r{i}")))
+        if feature.spec.missing == "quarantine" and not feature.gender_rule:
+            checks.append(sql.SQL("v.{} IS NOT NULL").format(j(f"r{i}")))
+    raws = [feature_sql.Raw(sql.SQL("v.{}").format(j(f"r{i}"))) for i in nfeat]
+    inputs = feature_sql.inputs(plan, raws)
+    k = len(model.centers)
+    standardised = []
+    for n, expression in enumerate(inputs):
+        value = expression
+        if model.cap is not None and np.isfinite(model.cap[n]):
+            value = sql.SQL("least({}, {})").format(expression, _float(model.cap[n]))
+        z = sql.SQL("({} - {}) / {}").format(value, _float(model.mean[n]), _float(model.scale[n]))
+        if plan.features[plan.inputs[n].feature].spec.transform == "log1p":
+            # Only for a customer within the rules: log1p of a negative value does not compute.
+            z = sql.SQL("CASE WHEN r.ok THEN {} END").format(z)
+        standardised.append(sql.SQL("{} AS {}").format(z, j(f"z{n}")))
+    squared = [
+        sql.SQL("{} AS {}").format(
+            sql.SQL(" + ").join(
+                sql.SQL("(z.{z} - {c}) * (z.{z} - {c})").format(z=j(f"z{n}"), c=_float(model.centers[label, n]))
+                for n in range(len(inputs))
+            ),
+            j(f"d{label}"),
+        )
+        for label in range(k)
+    ]
+    nearest = sql.SQL("least({})").format(
+        sql.SQL(", ").join(sql.SQL("d.{}").format(j(f"d{label}")) for label in range(k))
+    )
+    # The nearest label, once: the first whose distance is the least (the lowest on a tie, as argmin).
+    label = sql.SQL("CASE {} {} END").format(
+        nearest,
+        sql.SQL(" ").join(sql.SQL("WHEN d.{} THEN {}").format(j(f"d{n}"), sql.Literal(n + 1)) for n in range(k)),
+    )
+
+    def pick(values: Sequence[object], type_: str) -> sql.Composable:
+        """The value of the customer's segment: by missing-value segment, else by label."""
+        clustered = sql.SQL("(ARRAY[{}]::{}[])[n.label]").format(
+            sql.SQL(", ").join(sql.Literal(v) for v in values[:k]), sql.SQL(type_)
+        )
+        if len(values) == k:
+            return sql.SQL("CASE WHEN r.ok THEN {} END").format(clustered)
+        ruled = sql.SQL("(ARRAY[{}]::{}[])[r.rule]").format(
+            sql.SQL(", ").join(sql.Literal(v) for v in values[k:]), sql.SQL(type_)
+        )
+        return sql.SQL("CASE WHEN NOT r.ok THEN NULL WHEN r.rule > 0 THEN {} ELSE {} END").format(ruled, clustered)
+
+    distance = sql.SQL("CASE WHEN NOT r.ok THEN NULL WHEN r.rule > 0 THEN 0::float8 ELSE sqrt(n.nearest) END")
+    body = sql.SQL(
+        "SELECT * FROM (SELECT {run_id}::bigint, {segment_id}, {name}, {distance} "
+        "FROM (SELECT customer OFFSET 0) AS a "
+        "CROSS JOIN LATERAL (SELECT {extract} OFFSET 0) AS j "
+        "CROSS JOIN LATERAL (SELECT {typed} OFFSET 0) AS v "
+        "CROSS JOIN LATERAL (SELECT {ok} AS ok, {rule} AS rule OFFSET 0) AS r "
+        "CROSS JOIN LATERAL (SELECT {standardised} OFFSET 0) AS z "
+        "CROSS JOIN LATERAL (SELECT {squared} OFFSET 0) AS d "
+        "CROSS JOIN LATERAL (SELECT {nearest} AS nearest, {label} AS label OFFSET 0) AS n) AS p OFFSET 0"
+    ).format(
+        run_id=sql.Literal(int(run_id)),
+        segment_id=pick([int(s) for s in model.segment_ids], "integer"),
+        name=pick(list(model.names), "text"),
+        distance=distance,
+        extract=sql.SQL(", ").join(extract),
+        typed=sql.SQL(", ").join(typed),
+        ok=sql.SQL(" AND ").join(checks) if checks else sql.SQL("true"),
+        rule=feature_sql.rule(plan, raws),
+        standardised=sql.SQL(", ").join(standardised),
+        squared=sql.SQL(", ").join(squared),
+        nearest=nearest,
+        label=label,
+    )
+    return body.as_string(conn)
 
 
 def _float(value: float) -> sql.Composable:

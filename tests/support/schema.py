@@ -8,13 +8,18 @@ from pathlib import Path
 from segmentation import bi_definitions, migrations
 
 
-def sql_copy(directory: Path, *, below: int | None = None, bi: bool = True) -> Path:
+def sql_copy(directory: Path, *, below: int | None = None, bi: bool = True, bi_from: Path | None = None) -> Path:
     """A copy of sql/ to upgrade with (migrations.upgrade(conn, directory)) and edit: the numbered
-    migrations (those below a version only, when given) and, unless bi is False, sql/bi/."""
+    migrations (those below a version only, when given) and, unless bi is False, sql/bi/ (or
+    the BI files of an earlier release, from bi_from)."""
     for migration in migrations.discover():
         if below is None or migration.version < below:
             (directory / migration.path.name).write_bytes(migration.path.read_bytes())
-    if bi:
+    if bi and bi_from is not None:
+        (directory / "bi").mkdir()
+        for path in bi_from.glob("*.sql"):
+            (directory / "bi" / path.name).write_bytes(path.read_bytes())
+    elif bi:
         (directory / "bi").mkdir()
         for definition in bi_definitions.discover(migrations.SQL_DIR / "bi"):
             (directory / "bi" / definition.path.name).write_bytes(definition.path.read_bytes())
