@@ -1,6 +1,7 @@
 """Speed of scoring in SQL: segmentation_bi.predict(to_jsonb(c)) over every customer of the source
 table, in one session without parallel workers, for the current run (constants compiled into
-the function) and for a run named by id (one dynamic call per customer).
+the function), for a run named by id (one dynamic call per customer) and for a segmentation's
+current run named by its name.
 
     python -m benchmarks.predict --rows 1000000
     python -m benchmarks.predict --rows 200000 --shape crm
@@ -31,6 +32,9 @@ QUERIES = {
     "CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(c)) p",
     "predict(to_jsonb(c), run_id)": "SELECT count(p.segment_id) FROM public.customers c "
     "CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(c), %s) p",
+    # A segmentation's current run, by name (the segmentation here is the default).
+    "predict(to_jsonb(c), 'default')": "SELECT count(p.segment_id) FROM public.customers c "
+    "CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(c), 'default'::text) p",
     "to_jsonb(c) and three fields only": "SELECT count((j ->> 'age')::float8 + (j ->> 'annual_income')::float8 "
     "+ (j ->> 'spending_score')::float8) FROM (SELECT to_jsonb(c) AS j FROM public.customers c OFFSET 0) s",
 }

@@ -330,3 +330,39 @@ def test_an_upgrade_applies_a_changed_bi_file_to_every_segmentation(conn, logins
     with pytest.raises(SegmentationError, match="segmentation taken's view segmentation_bi.taken_run exists already"):
         migrations.add_segmentation(conn, "taken")
     assert conn.execute("SELECT count(*) FROM segmentation.segmentations WHERE name = 'taken'").fetchone() == (0,)
+
+
+def test_a_segmentations_staged_and_rejected_runs_are_made_current_in_it_alone(conn, database_url, prefect_harness):
+    from segmentation import operations
+
+    generate_customers(conn, 2000, seed=44)
+    make_shoppers(conn)
+    for params in (FAST, {**FAST, **RFM}, {**FAST, **RFM, "publish": False}, {**FAST, **RFM, "min_silhouette": 0.99}):
+        process = start_flow_process(prefect_harness, database_url, **params)
+        process.wait(timeout=180)
+    default_run, first_rfm, staged, rejected = (
+        r for r in conn.execute("SELECT run_id, segmentation, status FROM segmentation.runs ORDER BY run_id")
+    )
+    assert [r[1:] for r in (default_run, first_rfm, staged, rejected)] == [
+        ("default", "published"),
+        ("rfm", "published"),
+        ("rfm", "staged"),
+        ("rfm", "rejected"),
+    ]
+    switch = operations.promote(staged[0], "reviewed", segmentation="rfm")
+    assert (switch.run_id, switch.from_run_id, switch.segmentation) == (staged[0], first_rfm[0], "rfm")
+    assert conn.execute("SELECT run_id FROM segmentation_bi.rfm_run").fetchone()[0] == staged[0]
+    # A person approves the rejected one (the approve-run flow's decision): it becomes rfm's current run.
+    outcome = operations.decide(rejected[0], "approved", "looks right", None)
+    assert (outcome.status, outcome.segmentation) == ("published", "rfm")
+    assert conn.execute("SELECT run_id, forced FROM segmentation_bi.rfm_run").fetchone() == (rejected[0], True)
+    assert conn.execute(
+        "SELECT run_id, from_run_id, action, segmentation FROM segmentation.current_run_log ORDER BY switch_id"
+    ).fetchall() == [
+        (default_run[0], None, "publish", "default"),
+        (first_rfm[0], None, "publish", "rfm"),
+        (staged[0], first_rfm[0], "promote", "rfm"),
+        (rejected[0], staged[0], "promote", "rfm"),
+    ]
+    assert conn.execute("SELECT run_id FROM segmentation_bi.current_run").fetchone()[0] == default_run[0]
+    assert conn.execute("SELECT count(*) FROM segmentation_bi.rfm_customer_segment_history").fetchone()[0] == 3 * 1500
