@@ -60,16 +60,19 @@ CREATE OR REPLACE FUNCTION segmentation_bi.predict(customer jsonb, segmentation 
 RETURNS SETOF segmentation.prediction
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT p.* FROM segmentation_bi.segmentations AS c
+    -- The run id as a scalar subquery: computed once per query, not once per customer, and then
+    -- predict(customer, run_id) leaves only that run's branch to each customer.
+    SELECT p.* FROM (SELECT (SELECT g.run_id FROM segmentation_bi.segmentations AS g
+                             WHERE g.segmentation = predict.segmentation) AS run_id) AS c
     CROSS JOIN LATERAL segmentation_bi.predict(customer, c.run_id) AS p
-    WHERE c.segmentation = predict.segmentation AND c.run_id IS NOT NULL
+    WHERE c.run_id IS NOT NULL
     UNION ALL
     SELECT NULL::bigint, NULL::integer, NULL::text, NULL::double precision
-    FROM segmentation_bi.segmentations AS c
-    WHERE c.segmentation = predict.segmentation AND c.run_id IS NULL
+    WHERE EXISTS (SELECT FROM segmentation_bi.segmentations AS g
+                  WHERE g.segmentation = predict.segmentation AND g.run_id IS NULL)
     UNION ALL
     SELECT * FROM segmentation.no_segmentation(predict.segmentation)
-    WHERE NOT EXISTS (SELECT FROM segmentation_bi.segmentations AS c WHERE c.segmentation = predict.segmentation);
+    WHERE NOT EXISTS (SELECT FROM segmentation_bi.segmentations AS g WHERE g.segmentation = predict.segmentation);
 END;
 
 COMMENT ON FUNCTION segmentation_bi.predict(jsonb) IS
