@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segmentation.core import run_text
+from segmentation.core import profiles, run_text
 from segmentation.core.segment_stats import SegmentStats
 from segmentation.outcome import Outcome, Status, gate_verdict
 from segmentation.source.catalog import Source
@@ -22,7 +22,11 @@ from segmentation.tasks.stability import SegmentIdentity
 
 
 def _segments_frame(
-    stats: SegmentStats, source: Source, identity: SegmentIdentity, previous: history.PreviousRun | None
+    stats: SegmentStats,
+    source: Source,
+    identity: SegmentIdentity,
+    previous: history.PreviousRun | None,
+    descriptions: dict[int, str],
 ) -> pd.DataFrame:
     frame = stats.segments(source.has_gender)
     frame["segment_name"] = identity.names
@@ -34,6 +38,7 @@ def _segments_frame(
     )
     frame["centroid_shift"] = [None if np.isnan(s) else float(s) for s in identity.shifts]
     frame["missing_feature"] = [None] * (len(frame) - len(identity.rules)) + list(identity.rules)
+    frame["description"] = [descriptions.get(int(s)) for s in frame["segment_id"]]
     return frame.astype(object).where(frame.notna(), None)
 
 
@@ -54,13 +59,17 @@ def keep_run(
     """Keep the run: published (current), staged (kept, not current: publish_run=False), or
     rejected by the quality gate (kept, not current). Returns what became of it."""
     logger = get_run_logger()
+    profile = profiles.profiles(stats, source.plan, model.k)
+    missing = dict(zip(map(int, identity.ids[model.k :]), identity.rules))
+    descriptions = profiles.describe(profile, source.plan, dict(zip(map(int, identity.ids), identity.names)), missing)
     found = Publication(
         k=model.k,
         n_customers=stats.n_customers,
         n_quarantined=n_quarantined,
         inertia=model.inertia,
         silhouette=model.silhouette,
-        segments=_segments_frame(stats, source, identity, previous),
+        segments=_segments_frame(stats, source, identity, previous, descriptions),
+        profiles=profile,
         centroids=stats.centroids(model.centers_original, source.plan),
         candidates=model.candidates,
         drift=asdict(drift) if drift is not None else None,
