@@ -13,8 +13,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from segmentation import crm_shape
-from support.docs import documented_sql
 from segmentation.flows.segmentation import customer_segmentation
+from support.docs import documented_sql
 
 RFM = [
     {
