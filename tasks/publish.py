@@ -18,7 +18,7 @@ from segmentation.store import history, scoring
 from segmentation.store.run import Run
 from segmentation.store.runs import Publication
 from segmentation.tasks.model import TrainedModel
-from segmentation.tasks.stability import SegmentIdentity
+from segmentation.tasks.stability import InputDrift, SegmentIdentity
 
 
 def _segments_frame(
@@ -51,6 +51,7 @@ def keep_run(
     identity: SegmentIdentity,
     previous: history.PreviousRun | None,
     drift: history.Drift | None,
+    inputs: InputDrift | None,
     n_quarantined: int,
     quality_issues: list[str],
     force_publish: bool,
@@ -70,6 +71,7 @@ def keep_run(
         silhouette=model.silhouette,
         segments=_segments_frame(stats, source, identity, previous, descriptions),
         profiles=profile,
+        distributions=_distributions_frame(inputs),
         centroids=stats.centroids(model.centers_original, source.plan),
         candidates=model.candidates,
         drift=asdict(drift) if drift is not None else None,
@@ -113,6 +115,29 @@ def keep_run(
         logger.warning("run %d published despite the quality gate (force_publish)", run.run_id)
     logger.info("run %d published: %d customers in %d segments", run.run_id, stats.n_customers, model.k)
     return _outcome(run, source, found, "published")
+
+
+def _distributions_frame(inputs: InputDrift | None) -> pd.DataFrame | None:
+    """segmentation.feature_distributions' rows: each feature's distribution, and its PSI."""
+    if inputs is None:
+        return None
+    psi = inputs.psi()
+    return pd.DataFrame(
+        [
+            {
+                "feature": d.feature,
+                "units": d.units,
+                "edges": None if d.edges is None else list(d.edges),
+                "levels": None if d.levels is None else list(d.levels),
+                "shares": list(d.shares),
+                "previous_run_id": inputs.previous_run_id if d.feature in psi else None,
+                "psi": psi.get(d.feature),
+            }
+            for d in inputs.distributions
+        ],
+        columns=["feature", "units", "edges", "levels", "shares", "previous_run_id", "psi"],
+        dtype=object,  # ids stay ints and a missing one None, not a float NaN
+    )
 
 
 def _outcome(run: Run, source: Source, found: Publication, status: Status, reasons: tuple[str, ...] = ()) -> Outcome:

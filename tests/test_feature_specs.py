@@ -219,3 +219,33 @@ def test_profiles_and_descriptions_come_with_the_run(crm):
     # The query docs/bi.md gives: each segment's three most distinguishing traits.
     top = conn.execute(documented_sql("bi.md", "What makes a segment different")).fetchall()
     assert len(top) == 15 and [r[0] for r in top] == sorted(r[0] for r in top)
+
+
+def test_input_drift_is_measured_per_feature_and_a_jump_can_stop_the_run(crm):
+    conn = crm
+    params = {
+        "source_table": "public.rfm",
+        "features": RFM,
+        "n_clusters": 4,
+        "min_segment_share": 0.0,
+        "max_quarantined_share": 1.0,
+    }
+    first = run(**params)
+    assert first.is_completed(), first.message
+    drift = conn.execute("SELECT feature, psi, verdict FROM segmentation_bi.current_feature_drift").fetchall()
+    assert {d[0] for d in drift} == {f["column"] for f in RFM} and all(d[1] is None for d in drift)
+    # The same data again: nothing moved.
+    second = run(**params, max_feature_drift=0.25)
+    assert second.is_completed(), second.message
+    drift = dict(conn.execute("SELECT feature, psi FROM segmentation_bi.current_feature_drift").fetchall())
+    assert drift["monetary"] < 0.001 and drift["plan"] < 0.001
+    # Spend jumps tenfold for everyone: a large shift in monetary, and the gate names it.
+    conn.execute("UPDATE public.rfm SET monetary = monetary * 10")
+    third = run(**params, max_feature_drift=0.25)
+    assert third.is_failed() and third.name == "Rejected"
+    assert "the inputs of feature monetary moved: PSI" in third.message
+    psi = conn.execute(
+        "SELECT psi FROM segmentation.feature_distributions WHERE feature = 'monetary' ORDER BY run_id DESC LIMIT 1"
+    ).fetchone()[0]
+    assert psi > 1
+    assert "plan" not in third.message.split("PSI")[0]  # only the feature that moved is named

@@ -261,6 +261,7 @@ def test_a_bi_file_that_cannot_replace_its_view_drops_and_creates_it_and_its_dep
     assert [d.filename for d in applied] == [
         "bi/current_run.sql",
         "bi/current_customer_segments.sql",
+        "bi/current_feature_drift.sql",
         "bi/current_segment_centroids.sql",
         "bi/current_segment_profiles.sql",
         "bi/current_segments.sql",

@@ -103,6 +103,12 @@ def load(conn: psycopg.Connection, run_id: int, sample_size: int = PLOT_SAMPLE_S
             (run_id,),
         ).fetchone()
     run["approval"] = approvals.latest(conn, run_id)
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        run["feature_drift"] = cur.execute(
+            """SELECT feature, previous_run_id, psi FROM segmentation.feature_distributions
+               WHERE run_id = %s ORDER BY psi DESC NULLS LAST, feature""",
+            (run_id,),
+        ).fetchall()
     # SELECT *: columns added to segments later come along and are shown.
     segments = _frame(conn, "SELECT * FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id", run_id)
     long = _frame(

@@ -16,6 +16,7 @@ BI_VIEWS = {
     "current_segments",
     "current_segment_centroids",
     "current_segment_profiles",
+    "current_feature_drift",
     "customer_segment_history",
     "customer_segment_spells",
 }
