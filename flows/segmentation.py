@@ -22,7 +22,14 @@ from segmentation.tasks.model import choose_k, train
 from segmentation.tasks.publish import keep_run
 from segmentation.tasks.run import fail_run, prepare_database, start_run
 from segmentation.tasks.score import score
-from segmentation.tasks.stability import load_previous, match_segments, measure_drift, quality_gate, warm_start
+from segmentation.tasks.stability import (
+    load_previous,
+    match_segments,
+    measure_drift,
+    measure_input_drift,
+    quality_gate,
+    warm_start,
+)
 
 FLOW_NAME = "customer-segmentation"
 
@@ -42,6 +49,7 @@ def customer_segmentation(
     min_segment_share: float = 0.01,
     max_customer_drop: float = 0.5,
     max_quarantined_share: float = 0.1,
+    max_feature_drift: float | None = None,
     force_publish: bool = False,
     publish: bool = True,
     approval_timeout_minutes: float = 0,
@@ -63,16 +71,17 @@ def customer_segmentation(
         min_segment_share: Quality gate: reject the run when any segment holds a smaller share of customers.
         max_customer_drop: Quality gate: reject the run when valid customers fell by more than this share since the previous published run (a broken upstream load).
         max_quarantined_share: Quality gate: reject the run when more than this share of rows was quarantined.
+        max_feature_drift: Quality gate: reject the run when a feature's inputs moved by more than this population stability index against the previous published run (0.25: a large shift). Empty: not checked.
         force_publish: Publish even when the quality gate fails; the run records that it was forced.
         publish: Make the run current when it passes the quality gate. False: the run does everything else and ends staged, kept but not current, to be made current later (segmentation promote RUN_ID).
         approval_timeout_minutes: When the quality gate fails, ask a person to approve or reject the run in the Prefect UI, and wait this long for the answer: an approve-run flow run waits with a form under the gate's reasons and the run's summary. 0: reject at once.
-        segmentation: Which segmentation this run belongs to: each has its own current run, history, run lock and BI views. default publishes to segmentation_bi.current_*; another name (a lowercase letter, then lowercase letters, digits or underscores) to segmentation_bi.NAME_run, NAME_customer_segments, NAME_segments, NAME_segment_centroids, NAME_customer_segment_history and NAME_customer_segment_spells, created when it first runs.
+        segmentation: Which segmentation this run belongs to: each has its own current run, history, run lock and BI views. default publishes to segmentation_bi.current_*; another name (a lowercase letter, then lowercase letters, digits or underscores) to segmentation_bi.NAME_run, NAME_customer_segments, NAME_segments, NAME_segment_centroids, NAME_customer_segment_history, NAME_customer_segment_spells, NAME_segment_profiles and NAME_feature_drift, created when it first runs.
     """
     # The parameters as called, recorded with the run: first, before any other local exists.
     params = {**locals(), "features": stored_features(features)}
     logs.install()
     process.prepare_for_run()
-    gate = QualityGate(min_silhouette, min_segment_share, max_customer_drop, max_quarantined_share)
+    gate = QualityGate(min_silhouette, min_segment_share, max_customer_drop, max_quarantined_share, max_feature_drift)
     run = None
     try:
         settings = prepare_database()
@@ -84,14 +93,26 @@ def customer_segmentation(
             training = extract(run, source, random_state, cluster)
             n_quarantined = quarantine_invalid(run, source, training)
             previous = load_previous(run, source)
+            inputs = measure_input_drift(run, source, training, previous)
             choice = choose_k(training, source, settings, n_clusters, k_min, k_max, random_state, n_init)
             model = train(settings, choice, random_state, n_init, warm_start(previous, source, choice.k))
             identity = match_segments(run, source, model, previous, match_threshold)
             scored = score(run, source, training, identity.centroids, previous, cluster)
         drift = measure_drift(run, source, previous, scored.changes)
-        issues = quality_gate(source, scored.stats, model, previous, n_quarantined, gate)
+        issues = quality_gate(source, scored.stats, model, previous, n_quarantined, gate, inputs)
         outcome = keep_run(
-            run, source, model, scored.stats, identity, previous, drift, n_quarantined, issues, force_publish, publish
+            run,
+            source,
+            model,
+            scored.stats,
+            identity,
+            previous,
+            drift,
+            inputs,
+            n_quarantined,
+            issues,
+            force_publish,
+            publish,
         )
     except Exception as exc:  # noqa: BLE001 - every failure ends the run the same way: recorded, one line
         # The task that raised has logged the details; the reason alone is the outcome's.

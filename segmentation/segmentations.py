@@ -25,6 +25,8 @@ VIEWS = {
     "current_segment_centroids": "segment_centroids",
     "customer_segment_history": "customer_segment_history",
     "customer_segment_spells": "customer_segment_spells",
+    "current_segment_profiles": "segment_profiles",
+    "current_feature_drift": "feature_drift",
 }
 # PostgreSQL cuts identifiers at 63 bytes: the longest view name must fit.
 _IDENTIFIER_BYTES = 63

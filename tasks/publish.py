@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segmentation.core import run_text
+from segmentation.core import profiles, run_text
 from segmentation.core.segment_stats import SegmentStats
 from segmentation.outcome import Outcome, Status, gate_verdict
 from segmentation.source.catalog import Source
@@ -18,11 +18,15 @@ from segmentation.store import history, scoring
 from segmentation.store.run import Run
 from segmentation.store.runs import Publication
 from segmentation.tasks.model import TrainedModel
-from segmentation.tasks.stability import SegmentIdentity
+from segmentation.tasks.stability import InputDrift, SegmentIdentity
 
 
 def _segments_frame(
-    stats: SegmentStats, source: Source, identity: SegmentIdentity, previous: history.PreviousRun | None
+    stats: SegmentStats,
+    source: Source,
+    identity: SegmentIdentity,
+    previous: history.PreviousRun | None,
+    descriptions: dict[int, str],
 ) -> pd.DataFrame:
     frame = stats.segments(source.has_gender)
     frame["segment_name"] = identity.names
@@ -34,6 +38,7 @@ def _segments_frame(
     )
     frame["centroid_shift"] = [None if np.isnan(s) else float(s) for s in identity.shifts]
     frame["missing_feature"] = [None] * (len(frame) - len(identity.rules)) + list(identity.rules)
+    frame["description"] = [descriptions.get(int(s)) for s in frame["segment_id"]]
     return frame.astype(object).where(frame.notna(), None)
 
 
@@ -46,6 +51,7 @@ def keep_run(
     identity: SegmentIdentity,
     previous: history.PreviousRun | None,
     drift: history.Drift | None,
+    inputs: InputDrift | None,
     n_quarantined: int,
     quality_issues: list[str],
     force_publish: bool,
@@ -54,13 +60,18 @@ def keep_run(
     """Keep the run: published (current), staged (kept, not current: publish_run=False), or
     rejected by the quality gate (kept, not current). Returns what became of it."""
     logger = get_run_logger()
+    profile = profiles.profiles(stats, source.plan, model.k)
+    missing = dict(zip(map(int, identity.ids[model.k :]), identity.rules))
+    descriptions = profiles.describe(profile, source.plan, dict(zip(map(int, identity.ids), identity.names)), missing)
     found = Publication(
         k=model.k,
         n_customers=stats.n_customers,
         n_quarantined=n_quarantined,
         inertia=model.inertia,
         silhouette=model.silhouette,
-        segments=_segments_frame(stats, source, identity, previous),
+        segments=_segments_frame(stats, source, identity, previous, descriptions),
+        profiles=profile,
+        distributions=_distributions_frame(inputs),
         centroids=stats.centroids(model.centers_original, source.plan),
         candidates=model.candidates,
         drift=asdict(drift) if drift is not None else None,
@@ -104,6 +115,29 @@ def keep_run(
         logger.warning("run %d published despite the quality gate (force_publish)", run.run_id)
     logger.info("run %d published: %d customers in %d segments", run.run_id, stats.n_customers, model.k)
     return _outcome(run, source, found, "published")
+
+
+def _distributions_frame(inputs: InputDrift | None) -> pd.DataFrame | None:
+    """segmentation.feature_distributions' rows: each feature's distribution, and its PSI."""
+    if inputs is None:
+        return None
+    psi = inputs.psi()
+    return pd.DataFrame(
+        [
+            {
+                "feature": d.feature,
+                "units": d.units,
+                "edges": None if d.edges is None else list(d.edges),
+                "levels": None if d.levels is None else list(d.levels),
+                "shares": list(d.shares),
+                "previous_run_id": inputs.previous_run_id if d.feature in psi else None,
+                "psi": psi.get(d.feature),
+            }
+            for d in inputs.distributions
+        ],
+        columns=["feature", "units", "edges", "levels", "shares", "previous_run_id", "psi"],
+        dtype=object,  # ids stay ints and a missing one None, not a float NaN
+    )
 
 
 def _outcome(run: Run, source: Source, found: Publication, status: Status, reasons: tuple[str, ...] = ()) -> Outcome:

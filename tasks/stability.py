@@ -9,6 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from segmentation.core import input_drift
 from segmentation.core import segments as core
 from segmentation.core.comparison import Changes
 from segmentation.core.segment_stats import SegmentStats
@@ -16,6 +17,7 @@ from segmentation.passes import Centroids
 from segmentation.source.catalog import Source
 from segmentation.store import history
 from segmentation.store.run import Run
+from segmentation.tasks.extract import TrainingSet
 from segmentation.tasks.model import TrainedModel
 
 
@@ -124,6 +126,36 @@ def measure_drift(
     return drift
 
 
+@dataclass
+class InputDrift:
+    """This run's feature distributions, and how each feature moved against the previous run's."""
+
+    distributions: list[input_drift.Distribution]
+    drifts: list[input_drift.FeatureDrift]
+    previous_run_id: int | None
+
+    def psi(self) -> dict[str, float]:
+        return {d.feature: d.psi for d in self.drifts}
+
+
+@task(name="measure-input-drift", cache_policy=NO_CACHE)
+def measure_input_drift(
+    run: Run, source: Source, training: TrainingSet, previous: history.PreviousRun | None
+) -> InputDrift:
+    """Each feature's distribution in the training set, and its PSI against the previous
+    published run's on the same table (segmentation.core.input_drift)."""
+    before = (
+        run.distributions(previous.run_id) if previous is not None and previous.same_table(str(source.table)) else {}
+    )
+    now, drifts = input_drift.drift(source.plan, training.X, training.rule, before)
+    logger = get_run_logger()
+    for d in drifts:
+        logger.info(
+            "input drift vs run %d: %s PSI %.3f (%s)", previous.run_id if previous else 0, d.feature, d.psi, d.verdict
+        )
+    return InputDrift(now, drifts, previous.run_id if drifts and previous is not None else None)
+
+
 @task(name="quality-gate", cache_policy=NO_CACHE)
 def quality_gate(
     source: Source,
@@ -132,6 +164,7 @@ def quality_gate(
     previous: history.PreviousRun | None,
     n_quarantined: int,
     gate: core.QualityGate,
+    inputs: InputDrift | None = None,
 ) -> list[str]:
     segments = stats.segments(has_gender=False).iloc[: model.k]  # the missing-value segments are rules, not clusters
     issues = core.quality_issues(
@@ -143,6 +176,7 @@ def quality_gate(
             previous.n_customers if previous is not None and previous.same_table(str(source.table)) else None
         ),
         n_quarantined=n_quarantined,
+        feature_drift=inputs.psi() if inputs is not None else {},
     )
     for issue in issues:
         get_run_logger().warning("quality gate: %s", issue)

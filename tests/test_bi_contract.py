@@ -16,13 +16,12 @@ WRITE_ENV = "SEGMENTATION_WRITE_BI_CONTRACT"
 REGENERATE = f"{WRITE_ENV}=1 .venv/bin/python -m pytest -n 0 tests/test_bi_contract.py -k snapshot"
 BI_FILES_SINCE = 12  # sql/012_bi_definitions.sql: the releases before it had no sql/bi/
 # The BI files as released with the migrations up to a version, where today's need a later one:
-# release 12's, until 014 made them read each segmentation's own rows (its views read columns 014
-# added, and the view 014 dropped no longer); release 14's, until 015 added the columns today's read.
-BI_RELEASES = {
-    12: Path(__file__).parent / "data" / "bi_releases" / "012",
-    14: Path(__file__).parent / "data" / "bi_releases" / "014",
-}
-TODAYS_BI_SINCE = 15
+# release 12's, until 014 made them read each segmentation's own rows (columns 014 added, and not
+# the view it dropped); release 14's until 015 added the columns the next read; release 15's until
+# 016 and 017 added the tables today's read.
+RELEASED = Path(__file__).parent / "data" / "bi_releases"
+BI_RELEASES = {12: RELEASED / "012", 14: RELEASED / "014", 15: RELEASED / "015"}
+TODAYS_BI_SINCE = 17
 VERSIONS = [m.version for m in migrations.discover()]
 
 

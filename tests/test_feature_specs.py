@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from segmentation import crm_shape
 from segmentation.flows.segmentation import customer_segmentation
+from support.docs import documented_sql
 
 RFM = [
     {
@@ -177,3 +178,74 @@ def test_the_cli_takes_compact_specs_and_a_bad_one_is_one_line(crm, capsys):
     assert refused.value.code == 2
     err = capsys.readouterr().err
     assert "feature 'monetary:log2': unknown option 'log2'" in err
+
+
+def test_profiles_and_descriptions_come_with_the_run(crm):
+    conn = crm
+    state = run(source_table="public.rfm", features=RFM, n_clusters=4, min_segment_share=0.0, max_quarantined_share=1.0)
+    assert state.is_completed(), state.message
+    profile = conn.execute(
+        """SELECT segment_id, value, population, z, rank FROM segmentation_bi.current_segment_profiles
+           WHERE feature = 'monetary'"""
+    ).fetchall()
+    actual = dict(
+        conn.execute(
+            """SELECT s.segment_id, avg(r.monetary)::float8 FROM segmentation_bi.current_customer_segments s
+               JOIN public.rfm r USING (customer_id) GROUP BY 1"""
+        ).fetchall()
+    )
+    mean, spread = conn.execute("SELECT avg(monetary)::float8, stddev_pop(monetary)::float8 FROM public.rfm").fetchone()
+    assert {p[0] for p in profile} == set(actual)  # every segment, the missing-value one too
+    for segment_id, value, population, z, _ in profile:
+        assert math.isclose(value, actual[segment_id], rel_tol=1e-9)
+        assert math.isclose(population, mean, rel_tol=1e-9)
+        assert math.isclose(z, (value - mean) / spread, rel_tol=1e-6)
+    # Recency over the customers who have it; the missing-value segment has none.
+    recency = conn.execute(
+        "SELECT DISTINCT population FROM segmentation_bi.current_segment_profiles WHERE feature = 'recency_days'"
+    ).fetchall()
+    have = conn.execute("SELECT avg(recency_days)::float8 FROM public.rfm").fetchone()[0]
+    assert len(recency) == 1 and math.isclose(recency[0][0], have, rel_tol=1e-9)
+    descriptions = conn.execute(
+        "SELECT segment_name, description FROM segmentation_bi.current_segments ORDER BY segment_id"
+    ).fetchall()
+    assert len({d for _, d in descriptions}) == len(descriptions) == 5
+    assert dict(descriptions)["Never ordered"].startswith("No recency")
+    # In `segmentation show` too.
+    from segmentation import operations
+
+    text = operations.show().text()
+    assert all(d in text for _, d in descriptions)
+    # The query docs/bi.md gives: each segment's three most distinguishing traits.
+    top = conn.execute(documented_sql("bi.md", "What makes a segment different")).fetchall()
+    assert len(top) == 15 and [r[0] for r in top] == sorted(r[0] for r in top)
+
+
+def test_input_drift_is_measured_per_feature_and_a_jump_can_stop_the_run(crm):
+    conn = crm
+    params = {
+        "source_table": "public.rfm",
+        "features": RFM,
+        "n_clusters": 4,
+        "min_segment_share": 0.0,
+        "max_quarantined_share": 1.0,
+    }
+    first = run(**params)
+    assert first.is_completed(), first.message
+    drift = conn.execute("SELECT feature, psi, verdict FROM segmentation_bi.current_feature_drift").fetchall()
+    assert {d[0] for d in drift} == {f["column"] for f in RFM} and all(d[1] is None for d in drift)
+    # The same data again: nothing moved.
+    second = run(**params, max_feature_drift=0.25)
+    assert second.is_completed(), second.message
+    drift = dict(conn.execute("SELECT feature, psi FROM segmentation_bi.current_feature_drift").fetchall())
+    assert drift["monetary"] < 0.001 and drift["plan"] < 0.001
+    # Spend jumps tenfold for everyone: a large shift in monetary, and the gate names it.
+    conn.execute("UPDATE public.rfm SET monetary = monetary * 10")
+    third = run(**params, max_feature_drift=0.25)
+    assert third.is_failed() and third.name == "Rejected"
+    assert "the inputs of feature monetary moved: PSI" in third.message
+    psi = conn.execute(
+        "SELECT psi FROM segmentation.feature_distributions WHERE feature = 'monetary' ORDER BY run_id DESC LIMIT 1"
+    ).fetchone()[0]
+    assert psi > 1
+    assert "plan" not in third.message.split("PSI")[0]  # only the feature that moved is named

@@ -221,7 +221,7 @@ def test_pending_on_an_empty_database_lists_everything_and_creates_nothing(conn)
 def test_a_changed_bi_file_replaces_its_view_in_place(conn, tmp_path):
     directory = sql_copy(tmp_path)
     path = directory / "bi" / "current_segments.sql"
-    text = path.read_text().replace("s.missing_feature\n", "s.missing_feature, 100 * s.share AS share_percent\n", 1)
+    text = path.read_text().replace("s.description\n", "s.description, 100 * s.share AS share_percent\n", 1)
     path.write_text(
         text + "COMMENT ON COLUMN segmentation_bi.current_segments.share_percent IS 'Share, in percent.';\n"
     )
@@ -261,7 +261,9 @@ def test_a_bi_file_that_cannot_replace_its_view_drops_and_creates_it_and_its_dep
     assert [d.filename for d in applied] == [
         "bi/current_run.sql",
         "bi/current_customer_segments.sql",
+        "bi/current_feature_drift.sql",
         "bi/current_segment_centroids.sql",
+        "bi/current_segment_profiles.sql",
         "bi/current_segments.sql",
         "bi/predict.sql",
     ]

@@ -289,7 +289,9 @@ def test_a_rollback_of_one_segmentation_leaves_the_other_current_and_purge_reach
         "current_customer_segments",
         "customer_segment_history",
         "customer_segment_spells",
-        *RFM_VIEWS - {"rfm_run", "rfm_segments", "rfm_segment_centroids"},
+        "rfm_customer_segments",
+        "rfm_customer_segment_history",
+        "rfm_customer_segment_spells",
     ):
         assert (
             conn.execute(

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from segmentation.core.input_drift import FeatureDrift
 from segmentation.core.rules import GENDER, recognised_genders
 
 # Columns of segmentation.segments shown with their own formatting (or on purpose not at
@@ -227,10 +228,27 @@ def summary_markdown(run: dict, segments: pd.DataFrame, centroids: pd.DataFrame)
         f"- **silhouette**: {_number(run.get('silhouette'), 3)}",
         f"- **source**: `{run['source_table']}`, features {', '.join(f'`{f}`' for f in features)}",
     ]
+    if line := input_drift_line(run.get("feature_drift") or []):
+        lines.append(f"- **input drift** {line}")
     if len(segments):
         table = segment_table(segments, centroids, features).markdown()
         lines += ["", "## Segments", "", "Centroids in original units.", "", table]
     return "\n".join(lines) + "\n"
+
+
+def input_drift_line(drifts: Sequence[dict]) -> str:
+    """How each feature moved against the previous run (rows with feature, previous_run_id and
+    psi, as segmentation.feature_distributions has them): "vs run 3: monetary PSI 0.412 (large),
+    plan 0.004 (stable)"; empty when nothing was compared."""
+    compared = [d for d in drifts if d.get("psi") is not None]
+    if not compared:
+        return ""
+    parts = [f"`{d['feature']}` PSI {d['psi']:.3f} ({_verdict(d['psi'])})" for d in compared]
+    return f"vs run {compared[0]['previous_run_id']}: {', '.join(parts)}"
+
+
+def _verdict(value: float) -> str:
+    return FeatureDrift("", value).verdict
 
 
 def k_selection_rows(k_selection: pd.DataFrame, chosen: int | None) -> list[dict]:

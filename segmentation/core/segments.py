@@ -203,6 +203,7 @@ class QualityGate:
     min_segment_share: float
     max_customer_drop: float
     max_quarantined_share: float
+    max_feature_drift: float | None = None  # PSI; None: not checked
 
 
 def quality_issues(
@@ -213,8 +214,10 @@ def quality_issues(
     n_customers: int,
     previous_n_customers: int | None,
     n_quarantined: int,
+    feature_drift: dict[str, float] | None = None,
 ) -> list[str]:
-    """Why this run should not replace the current one; empty when it may."""
+    """Why this run should not replace the current one; empty when it may. feature_drift: each
+    feature's PSI against the previous published run."""
     issues = []
     if silhouette is not None and silhouette < gate.min_silhouette:
         issues.append(f"silhouette {silhouette:.3f} is below the minimum {gate.min_silhouette:g}")
@@ -236,4 +239,11 @@ def quality_issues(
             f"{n_quarantined / total:.1%} of rows were quarantined, more than the allowed "
             f"{gate.max_quarantined_share:.0%} (see segmentation.quarantine)"
         )
+    if gate.max_feature_drift is not None:
+        for feature, value in sorted((feature_drift or {}).items()):
+            if value > gate.max_feature_drift:
+                issues.append(
+                    f"the inputs of feature {feature} moved: PSI {value:.3f} against the previous run, more than "
+                    f"the allowed {gate.max_feature_drift:g} (see current_feature_drift): is the upstream data right?"
+                )
     return issues

@@ -13,6 +13,7 @@ from psycopg import sql
 
 from segmentation.core.binary_copy import Decoder
 from segmentation.core.comparison import ABSENT, Changes, Comparison, counts
+from segmentation.core.input_drift import Distribution
 from segmentation.core.segments import compare_from_changes
 from segmentation.db import scalar
 from segmentation.source.copy_out import copy_out
@@ -211,3 +212,21 @@ def drift_from_changes(conn: psycopg.Connection, previous: PreviousRun, changes:
     spells.keep_changes(conn, ids, before, now)
     found = compare_from_changes(counts(before, now), previous.sizes)
     return Drift(previous.run_id, **asdict(found))
+
+
+def distributions(conn: psycopg.Connection, run_id: int) -> dict[str, Distribution]:
+    """A run's feature distributions (segmentation.core.input_drift), by feature."""
+    return {
+        feature: Distribution(
+            feature,
+            units,
+            tuple(shares),
+            None if edges is None else tuple(edges),
+            None if levels is None else tuple(levels),
+        )
+        for feature, units, shares, edges, levels in conn.execute(
+            """SELECT feature, units, shares, edges, levels FROM segmentation.feature_distributions
+               WHERE run_id = %s""",
+            (run_id,),
+        )
+    }

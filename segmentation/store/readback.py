@@ -4,6 +4,7 @@ with their feature values. Both show what BI sees, since they read what was stor
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,8 @@ from segmentation.source.validity import gender_code
 from segmentation.store import approvals
 
 PLOT_SAMPLE_SIZE = 5_000
+# A description in the picture's legend is cut to this, so the legend leaves room for the customers.
+LEGEND_DESCRIPTION_CHARS = 90
 
 
 @dataclass
@@ -60,13 +63,18 @@ class RunReport:
         )
 
     def _legend(self) -> dict[int, str]:
-        """Per segment: its id, its name when the segments table has one, and its share of
-        all customers (the sample's counts would only say how the sample fell)."""
+        """Per segment: its id, its name when the segments table has one, its share of all
+        customers (the sample's counts would only say how the sample fell), and under it its
+        description when it has one."""
         legend = {}
         for row in self.segments.to_dict("records"):
             name = row.get("segment_name")
             label = f"{row['segment_id']}: {name}" if isinstance(name, str) and name else f"segment {row['segment_id']}"
-            legend[int(row["segment_id"])] = f"{label} ({100 * row['share']:.1f}%)"
+            label = f"{label} ({100 * row['share']:.1f}%)"
+            description = row.get("description")
+            if isinstance(description, str) and description:
+                label += "\n" + textwrap.shorten(description, LEGEND_DESCRIPTION_CHARS, placeholder="...")
+            legend[int(row["segment_id"])] = label
         return legend
 
     def _title(self) -> str:
@@ -97,6 +105,12 @@ def load(conn: psycopg.Connection, run_id: int, sample_size: int = PLOT_SAMPLE_S
             (run_id,),
         ).fetchone()
     run["approval"] = approvals.latest(conn, run_id)
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        run["feature_drift"] = cur.execute(
+            """SELECT feature, previous_run_id, psi FROM segmentation.feature_distributions
+               WHERE run_id = %s ORDER BY psi DESC NULLS LAST, feature""",
+            (run_id,),
+        ).fetchall()
     # SELECT *: columns added to segments later come along and are shown.
     segments = _frame(conn, "SELECT * FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id", run_id)
     long = _frame(

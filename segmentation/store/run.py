@@ -27,6 +27,7 @@ import psycopg
 
 from segmentation import db, migrations
 from segmentation.core.comparison import Changes, join
+from segmentation.core.input_drift import Distribution
 from segmentation.errors import SegmentationError
 from segmentation.segmentations import DEFAULT, check_name
 from segmentation.settings import Settings
@@ -186,6 +187,11 @@ class Run:
     def previous(self) -> history.PreviousRun | None:
         with self._transaction():
             return history.previous_run(self._conn, self.segmentation)
+
+    def distributions(self, run_id: int) -> dict[str, Distribution]:
+        """Another run's feature distributions, to measure this run's input drift against."""
+        with self._transaction():
+            return history.distributions(self._conn, run_id)
 
     def next_segment_id(self) -> int:
         return history.next_segment_id(self._conn)

@@ -156,6 +156,8 @@ class Publication:
     drift: dict | None
     quality_issues: Sequence[str]
     model: scoring.Model
+    profiles: pd.DataFrame | None = None  # segmentation.core.profiles.COLUMNS
+    distributions: pd.DataFrame | None = None  # rows of segmentation.feature_distributions
 
 
 # A complete run is kept, with its assignments and summaries, as one of these. Only a
@@ -180,6 +182,10 @@ def mark_complete(
     drift = found.drift or {}
     _copy_frame(conn, "segments", found.segments.assign(run_id=run_id))
     _copy_frame(conn, "segment_centroids", found.centroids.assign(run_id=run_id))
+    if found.profiles is not None and len(found.profiles):
+        _copy_frame(conn, "segment_profiles", found.profiles.assign(run_id=run_id))
+    if found.distributions is not None and len(found.distributions):
+        _copy_frame(conn, "feature_distributions", found.distributions.assign(run_id=run_id))
     _copy_frame(
         conn,
         "k_selection",

@@ -15,6 +15,8 @@ BI_VIEWS = {
     "current_customer_segments",
     "current_segments",
     "current_segment_centroids",
+    "current_segment_profiles",
+    "current_feature_drift",
     "customer_segment_history",
     "customer_segment_spells",
     "segmentations",
