@@ -148,6 +148,11 @@ segmentations:
     parameters: {n_clusters: five, colour: blue}
 """,
     )
+    from segmentation.flows.segmentation import customer_segmentation
+
+    # Every parameter but segmentation, which is the entry's name: n_clusters, k_min, k_max, features, ...
+    PARAMETERS = ", ".join(p for p in customer_segmentation.parameters.properties if p != "segmentation")
+    assert PARAMETERS.startswith("n_clusters, k_min, k_max, features, source_table, id_column")
     # serve stops before it reaches the database or Prefect: neither is set up here.
     assert main(["serve", "--config", str(bad)]) == 1
     lines = capsys.readouterr().err.splitlines()
@@ -165,10 +170,7 @@ segmentations:
         "Europe/Berlin",
         f"error: {where}: segmentation 3 (rfm): parameter n_clusters: Input should be a valid integer, unable to "
         "parse string as an integer (got 'five')",
-        f"error: {where}: segmentation 3 (rfm): unknown parameter 'colour'; the flow's parameters are n_clusters, "
-        "k_min, k_max, features, source_table, id_column, random_state, n_init, match_threshold, min_silhouette, "
-        "min_segment_share, max_customer_drop, max_quarantined_share, force_publish, publish, "
-        "approval_timeout_minutes",
+        f"error: {where}: segmentation 3 (rfm): unknown parameter 'colour'; the flow's parameters are {PARAMETERS}",
         f"error: {where}: segmentation 3 (rfm): the name rfm is taken by segmentation 1; names must differ",
     ]
     # deploy checks the same way, from SEGMENTATION_CONFIG too; a file that is not YAML, or not there.
