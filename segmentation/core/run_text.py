@@ -32,6 +32,7 @@ _KNOWN = {
     "previous_n_customers",  # shown as the change
     "size_change",
     "centroid_shift",
+    "description",  # a sentence: under the table (description_lines), not in it
 }
 
 
@@ -233,7 +234,20 @@ def summary_markdown(run: dict, segments: pd.DataFrame, centroids: pd.DataFrame)
     if len(segments):
         table = segment_table(segments, centroids, features).markdown()
         lines += ["", "## Segments", "", "Centroids in original units.", "", table]
+        if described := description_lines(segments):
+            lines += ["", "What sets each apart:", "", *(f"- {line}" for line in described)]
     return "\n".join(lines) + "\n"
+
+
+def description_lines(segments: pd.DataFrame) -> list[str]:
+    """One line per segment with a description: "segment 3: Spend about 3.1 times the average (4,906)"."""
+    if "description" not in segments.columns:
+        return []
+    return [
+        f"segment {int(row['segment_id'])}: {row['description']}"
+        for row in segments.sort_values("segment_id").to_dict("records")
+        if isinstance(row.get("description"), str) and row["description"]
+    ]
 
 
 def input_drift_line(drifts: Sequence[dict]) -> str:
