@@ -106,14 +106,14 @@ def keep_run(
             "segmentation promote %d --reason '...'",
             run.run_id,
             stats.n_customers,
-            model.k,
+            len(identity.ids),
             run.run_id,
         )
         return _outcome(run, source, found, "staged")
     run.complete(found, status="published", forced=bool(quality_issues), compared_with=compared_with)
     if quality_issues:
         logger.warning("run %d published despite the quality gate (force_publish)", run.run_id)
-    logger.info("run %d published: %d customers in %d segments", run.run_id, stats.n_customers, model.k)
+    logger.info("run %d published: %d customers in %d segments", run.run_id, stats.n_customers, len(identity.ids))
     return _outcome(run, source, found, "published")
 
 
