@@ -297,13 +297,26 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_install(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from segmentation.events import ALERT_ON, AUTOMATION_NAME, install_alerts
 
-    automation, created = install_alerts(args.block)
-    print(
-        f"{'created' if created else 'updated'} automation {AUTOMATION_NAME!r} ({automation.id}): a notification "
-        f"through block {args.block!r} for every {' or '.join(ALERT_ON)} run"
-    )
+    if args.stale_after < 0:
+        raise SegmentationError(f"--stale-after is {args.stale_after:g}; give hours, 0 or more (0: no such alert)")
+    stale = timedelta(hours=args.stale_after) if args.stale_after > 0 else None
+    if stale is not None and stale < timedelta(seconds=10):
+        raise SegmentationError("--stale-after is under 10 seconds, the least Prefect watches for; give more hours")
+    names = operations.segmentation_names() if stale is not None else []
+    for automation, created in install_alerts(args.block, names, stale):
+        what = (
+            f"for every {' or '.join(ALERT_ON)} run"
+            if automation.name == AUTOMATION_NAME
+            else f"when no run is published for {args.stale_after:g} hours"
+        )
+        print(
+            f"{'created' if created else 'updated'} automation {automation.name!r} ({automation.id}): a notification "
+            f"through block {args.block!r} {what}"
+        )
     return 0
 
 
@@ -480,12 +493,22 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
     _config_option(p)
     p.set_defaults(func=cmd_deploy)
 
-    p = sub.add_parser("alerts", help="notifications for runs that were rejected or failed")
+    p = sub.add_parser(
+        "alerts", help="notifications for runs that were rejected or failed, and publishes that did not happen"
+    )
     asub = p.add_subparsers(dest="alerts_command", required=True)
     p = asub.add_parser(
         "install", help="create (or update) a Prefect automation that notifies through a block on every bad run"
     )
     p.add_argument("--block", required=True, help="the notification block's name (or <type>/<name>)")
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=26.0,
+        metavar="HOURS",
+        help="also notify when a segmentation publishes no run for this many hours, one automation per "
+        "segmentation in the database (default 26; 0: not)",
+    )
     p.set_defaults(func=cmd_alerts_install)
 
     p = sub.add_parser(

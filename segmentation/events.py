@@ -8,7 +8,7 @@ customer's data."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -92,11 +92,67 @@ def alert_automation(block_document_id: Any) -> Any:
     )
 
 
-def install_alerts(block: str) -> tuple[Any, bool]:
-    """Create the alert automation, or bring the existing one (found by name) up to date:
-    idempotent. block: a notification block's name, or `<block-type-slug>/<name>` when two
-    types share the name. Returns (automation, created)."""
+STALE_AUTOMATION_NAME = "segmentation: no publish of {segmentation}"
+STALE_AFTER_HOURS = 26.0  # a nightly run, with two hours to spare
+STALE_SUBJECT = "No segmentation published for {segmentation} in {hours} hours"
+STALE_BODY = (
+    "No run of segmentation {segmentation} was published in the last {hours} hours: the nightly run did not "
+    "happen, failed, or was rejected. The views still show the run published before. Check the deployment "
+    "customer-segmentation/{deployment} and `segmentation runs --segmentation {segmentation}`."
+)
+
+
+def _hours(stale_after: timedelta) -> str:
+    return f"{stale_after.total_seconds() / 3600:g}"
+
+
+def stale_automation(block_document_id: Any, segmentation: str, stale_after: timedelta) -> Any:
+    """The automation for a publish that did not happen: a proactive trigger that fires when no
+    segmentation.run.published event of this segmentation arrives within `stale_after`, on a
+    self-hosted server as on Prefect Cloud (Prefect Cloud's deployment SLAs are not needed)."""
     from prefect.automations import Automation
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    hours = _hours(stale_after)
+    deployment = "nightly" if segmentation == DEFAULT else segmentation
+    return Automation(
+        name=STALE_AUTOMATION_NAME.format(segmentation=segmentation),
+        description=f"Created by `segmentation alerts install`: a notification when segmentation {segmentation} "
+        f"publishes no run for {hours} hours.",
+        trigger=EventTrigger(
+            expect={EVENT_PREFIX + "published"},
+            match={"prefect.resource.id": f"{EVENT_PREFIX}*", "segmentation.name": segmentation},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=stale_after,
+        ),
+        actions=[
+            SendNotification(
+                block_document_id=block_document_id,
+                subject=STALE_SUBJECT.format(segmentation=segmentation, hours=hours),
+                body=STALE_BODY.format(segmentation=segmentation, hours=hours, deployment=deployment),
+            )
+        ],
+    )
+
+
+def install_alerts(
+    block: str, segmentations: Sequence[str] = (DEFAULT,), stale_after: timedelta | None = None
+) -> list[tuple[Any, bool]]:
+    """Create the alert automations, or bring the existing ones (found by name) up to date:
+    idempotent. One for every rejected or failed run; and, with stale_after, one per
+    segmentation for a publish that did not happen. block: a notification block's name, or
+    `<block-type-slug>/<name>` when two types share the name. Returns (automation, created) for
+    each."""
+    block_id = _block_id(block)
+    wanted = [alert_automation(block_id)]
+    if stale_after is not None:
+        wanted += [stale_automation(block_id, name, stale_after) for name in segmentations]
+    return [_create_or_update(automation) for automation in wanted]
+
+
+def _block_id(block: str) -> Any:
     from prefect.client.orchestration import get_client
 
     from segmentation.errors import SegmentationError
@@ -116,13 +172,27 @@ def install_alerts(block: str) -> tuple[Any, bool]:
         if len(found) > 1:
             kinds = ", ".join(f"{d.block_type.slug}/{d.name}" for d in found if d.block_type is not None)
             raise SegmentationError(f"several blocks are named {name!r} ({kinds}); pass one as <type>/<name>")
-        wanted = alert_automation(found[0].id)
-        existing = client.read_automations_by_name(name=AUTOMATION_NAME)
+        return found[0].id
+
+
+def _create_or_update(wanted: Any) -> tuple[Any, bool]:
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(name=wanted.name)
     if not existing:
         return wanted.create(), True
     current = Automation(**existing[0].model_dump())
     for extra in existing[1:]:
         Automation(**extra.model_dump()).delete()
-    updated = current.model_copy(update={"trigger": wanted.trigger, "actions": wanted.actions, "enabled": True})
+    updated = current.model_copy(
+        update={
+            "trigger": wanted.trigger,
+            "actions": wanted.actions,
+            "description": wanted.description,
+            "enabled": True,
+        }
+    )
     updated.update()
     return updated, False

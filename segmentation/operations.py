@@ -257,6 +257,13 @@ def dbt_sources() -> str:
         return dbt.render(dbt.read_views(conn), database=conn.info.dbname)
 
 
+def segmentation_names() -> list[str]:
+    """Every segmentation the database knows, by name (the default first)."""
+    with _current_schema() as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM segmentation.segmentations ORDER BY name")]
+    return sorted(set(names) | {DEFAULT}, key=lambda n: (n != DEFAULT, n))
+
+
 def list_runs(limit: int = 20, segmentation: str = DEFAULT) -> list[dict]:
     """The segmentation's newest runs, newest first, as segmentation.store.readback.recent_runs
     has them."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
@@ -79,9 +80,9 @@ def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, da
         CustomWebhookNotificationBlock(
             name="segmentation-alerts", url=receiver.url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
         ).save("segmentation-alerts")
-        assert main(["alerts", "install", "--block", "segmentation-alerts"]) == 0
+        assert main(["alerts", "install", "--block", "segmentation-alerts", "--stale-after", "0"]) == 0
         assert "created automation" in capsys.readouterr().out
-        assert main(["alerts", "install", "--block", "custom-webhook/segmentation-alerts"]) == 0
+        assert main(["alerts", "install", "--block", "custom-webhook/segmentation-alerts", "--stale-after", "0"]) == 0
         assert "updated automation" in capsys.readouterr().out
         assert main(["alerts", "install", "--block", "nosuch"]) == 1
         assert "there is no Prefect block named 'nosuch'" in capsys.readouterr().err
@@ -149,3 +150,43 @@ def test_an_event_names_the_run_and_carries_figures_only():
     assert unrecorded["resource"]["prefect.resource.id"] == "segmentation.run.flow-run.f-2"
     with pytest.raises(ValueError, match="not an outcome"):
         run_event("bogus", {}, flow_run_id=None)
+
+
+def test_a_segmentation_that_publishes_nothing_for_a_while_notifies(
+    prefect_server, receiver, conn, database_url, tmp_path, capsys
+):
+    """`alerts install --stale-after` on a self-hosted server, with a window of 25 seconds: the
+    segmentation that publishes nothing in it is notified, the one that publishes is not."""
+    generate_customers(conn, 1000, seed=82)
+    assert run_flow(prefect_server, database_url, tmp_path, **FAST, segmentation="busy") == 0
+    window = 25 / 3600
+    with prefect_client_settings(prefect_server):
+        CustomWebhookNotificationBlock(
+            name="segmentation-stale", url=receiver.url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+        ).save("segmentation-stale", overwrite=True)
+        assert main(["alerts", "install", "--block", "segmentation-stale", "--stale-after", str(window)]) == 0
+        out = capsys.readouterr().out
+        assert "automation 'segmentation: no publish of default'" in out
+        assert "automation 'segmentation: no publish of busy'" in out
+        assert main(["alerts", "install", "--block", "segmentation-stale", "--stale-after", "0.001"]) == 1
+        assert "under 10 seconds" in capsys.readouterr().err
+    # busy publishes every few seconds for a minute; default publishes nothing.
+    started = time.monotonic()
+    while time.monotonic() - started < 60:
+        assert run_flow(prefect_server, database_url, tmp_path, **FAST, segmentation="busy") == 0
+    stale = [r for r in receiver.received if r["subject"].startswith("No segmentation published")]
+    assert stale, "no notification for the segmentation that published nothing"
+    assert {r["subject"] for r in stale} == {"No segmentation published for default in 0.00694444 hours"}
+    assert "customer-segmentation/nightly" in stale[0]["body"]
+    with prefect_client_settings(prefect_server):
+        # Not every later run: the alerts go, so that the other tests' servers stay quiet.
+        for name in ("segmentation: no publish of default", "segmentation: no publish of busy"):
+            httpx.delete(
+                f"{prefect_server}/automations/{_automation_id(prefect_server, name)}",
+                auth=tuple(PREFECT_AUTH.split(":", 1)),
+            ).raise_for_status()
+
+
+def _automation_id(api_url: str, name: str) -> str:
+    found = httpx.post(f"{api_url}/automations/filter", json={}, auth=tuple(PREFECT_AUTH.split(":", 1))).json()
+    return next(a["id"] for a in found if a["name"] == name)
