@@ -71,6 +71,56 @@ def run_event(outcome: str, figures: Mapping[str, Any], *, flow_run_id: str | No
     }
 
 
+ASSET_MATERIALIZED = "prefect.asset.materialization.succeeded"
+ASSET_REFERENCED = "prefect.asset.referenced"
+ASSET_FIGURES = ("run_id", "segmentation", "k", "n_customers", "n_quarantined", "churn", "forced")
+
+
+def database_location(url: str) -> str:
+    """host:port/database of a database URL, for asset keys: never the user or the password. A
+    Unix socket directory stands as `local`."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(url)
+    host = str(parts.get("host") or "local")
+    host = "local" if host.startswith("/") else host
+    return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
+
+
+def asset_key(location: str, relation: str) -> str:
+    """The Prefect asset key of a relation of the database at `location` (database_location):
+    postgres://host:port/database/schema.relation."""
+    return f"postgres://{location}/{relation}"
+
+
+def asset_events(
+    figures: Mapping[str, Any], *, location: str, views: Sequence[str], flow_run_id: str | None
+) -> list[dict[str, Any]]:
+    """The keyword arguments of prefect.events.emit_event for a publish, as Prefect's own
+    @materialize emits them: the source table referenced, and each BI view the publish changed
+    materialized, with the source as its upstream asset and the run's figures as metadata."""
+    source = asset_key(location, str(figures.get("source_table")))
+    upstream = [{"prefect.resource.id": source, "prefect.resource.role": "asset"}]
+    if flow_run_id:
+        upstream.append({"prefect.resource.id": f"prefect.flow-run.{flow_run_id}", "prefect.resource.role": "flow-run"})
+    upstream.append({"prefect.resource.id": "segmentation", "prefect.resource.role": "asset-materialized-by"})
+    metadata = {key: figures.get(key) for key in ASSET_FIGURES}
+    found: list[dict[str, Any]] = [
+        {"event": ASSET_REFERENCED, "resource": {"prefect.resource.id": source}, "related": []}
+    ]
+    for view in views:
+        relation = f"segmentation_bi.{view}"
+        found.append(
+            {
+                "event": ASSET_MATERIALIZED,
+                "resource": {"prefect.resource.id": asset_key(location, relation), "prefect.resource.name": relation},
+                "related": upstream,
+                "payload": metadata,
+            }
+        )
+    return found
+
+
 def alert_automation(block_document_id: Any) -> Any:
     """The automation `segmentation alerts install` creates: a notification through the given
     block for every rejected or failed run, as soon as its event arrives."""

@@ -17,8 +17,11 @@ from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
-from segmentation.events import run_event
+from segmentation import db
+from segmentation.events import asset_events, database_location, run_event
 from segmentation.outcome import Outcome
+from segmentation.segmentations import DEFAULT, view_names
+from segmentation.settings import Settings
 from segmentation.store.run import Run
 from segmentation.tasks.report import report
 
@@ -65,6 +68,26 @@ def announce(outcome: Outcome) -> None:
         get_run_logger().warning("could not emit %s: %s", event["event"], exc)
         return
     get_run_logger().info("event %s for %s", event["event"], event["resource"]["prefect.resource.id"])
+    if outcome.status == "published":
+        _announce_assets(outcome, flow_run_id)
+
+
+def _announce_assets(outcome: Outcome, flow_run_id: str | None) -> None:
+    """Lineage: the published run's BI views materialized from its source table, as Prefect
+    asset events (segmentation.events.asset_events), which a self-hosted server keeps and an
+    automation can match."""
+    figures = outcome.payload()
+    segmentation = str(figures.get("segmentation") or DEFAULT)
+    try:
+        location = database_location(db.database_url(Settings.from_env()))
+        for event in asset_events(figures, location=location, views=view_names(segmentation), flow_run_id=flow_run_id):
+            emit_event(**event)
+    except Exception as exc:  # noqa: BLE001 - the run's result stands; say why the lineage is missing
+        get_run_logger().warning("could not emit the asset events of run %s: %s", outcome.run_id, exc)
+        return
+    get_run_logger().info(
+        "asset events: %d views of segmentation %s materialized", len(view_names(segmentation)), segmentation
+    )
 
 
 @task(name="prune-history", cache_policy=NO_CACHE)

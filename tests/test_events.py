@@ -16,6 +16,7 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from segmentation.cli import main
 from segmentation.events import AUTOMATION_NAME
 from segmentation.loading import generate_customers
+from segmentation.segmentations import view_names
 from support.prefect_server import PREFECT_AUTH, base_env, prefect_client_settings
 from support.processes import start_flow_process, wait_for
 
@@ -64,10 +65,10 @@ def run_flow(api_url, database_url, tmp_path, **params) -> int:
     return process.returncode
 
 
-def events(api_url: str) -> list[dict]:
+def events(api_url: str, prefix: str = "segmentation.run.") -> list[dict]:
     response = httpx.post(
         f"{api_url}/events/filter",
-        json={"filter": {"event": {"prefix": ["segmentation.run."]}, "order": "ASC"}, "limit": 50},
+        json={"filter": {"event": {"prefix": [prefix]}, "order": "ASC"}, "limit": 50},
         auth=tuple(PREFECT_AUTH.split(":", 1)),
     )
     response.raise_for_status()
@@ -120,6 +121,25 @@ def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, da
     assert failed["resource"]["prefect.resource.id"] == f"segmentation.run.{runs[2][0]}"
     assert "source table public.nosuch does not exist" in failed["payload"]["error"]
     assert all(e["related"][0]["prefect.resource.role"] == "flow-run" for e in found)
+
+    # Lineage: the published run materialized every BI view from its source table, as Prefect asset events.
+    assets = wait_for(
+        lambda: len(e := events(prefect_server, "prefect.asset.")) >= 9 and e, timeout=30, what="the asset events"
+    )
+    location = f"127.0.0.1:{conn.info.port}/{conn.info.dbname}"
+    source = f"postgres://{location}/public.customers"
+    referenced = [e for e in assets if e["event"] == "prefect.asset.referenced"]
+    assert [e["resource"]["prefect.resource.id"] for e in referenced] == [source]
+    materialized = {e["resource"]["prefect.resource.name"]: e for e in assets if e["event"].endswith("succeeded")}
+    assert set(materialized) == {f"segmentation_bi.{v}" for v in view_names("default")}
+    segments = materialized["segmentation_bi.current_segments"]
+    assert segments["resource"]["prefect.resource.id"] == f"postgres://{location}/segmentation_bi.current_segments"
+    assert {(r["prefect.resource.id"], r["prefect.resource.role"]) for r in segments["related"]} >= {
+        (source, "asset"),
+        ("segmentation", "asset-materialized-by"),
+    }
+    assert segments["payload"]["run_id"] == runs[0][0] and segments["payload"]["n_customers"] == 2000
+    assert not [e for e in assets if e["payload"].get("run_id") in (runs[1][0], runs[2][0])]  # only a publish
 
     # The automation notified the webhook of the rejected and the failed run, not the published one.
     wait_for(lambda: len(receiver.received) >= 2, timeout=60, interval=0.2, what="two notifications")
@@ -190,3 +210,27 @@ def test_a_segmentation_that_publishes_nothing_for_a_while_notifies(
 def _automation_id(api_url: str, name: str) -> str:
     found = httpx.post(f"{api_url}/automations/filter", json={}, auth=tuple(PREFECT_AUTH.split(":", 1))).json()
     return next(a["id"] for a in found if a["name"] == name)
+
+
+@pytest.mark.unit
+def test_asset_keys_are_prefect_asset_keys_without_credentials():
+    from prefect.assets import Asset
+
+    from segmentation.events import asset_events, database_location
+
+    location = database_location("postgresql://writer:s3cret@db.example.com:6432/crm?sslmode=require")
+    assert location == "db.example.com:6432/crm"
+    assert database_location("postgresql:///crm?host=/var/run/postgresql") == "local:5432/crm"
+    found = asset_events(
+        {"run_id": 7, "source_table": "crm.customer_rfm", "n_customers": 5},
+        location=location,
+        views=["rfm_segments"],
+        flow_run_id=None,
+    )
+    for event in found:
+        Asset(key=event["resource"]["prefect.resource.id"])  # Prefect's own check of a key
+    assert [e["resource"]["prefect.resource.id"] for e in found] == [
+        "postgres://db.example.com:6432/crm/crm.customer_rfm",
+        "postgres://db.example.com:6432/crm/segmentation_bi.rfm_segments",
+    ]
+    assert "s3cret" not in str(found)
