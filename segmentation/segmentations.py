@@ -27,6 +27,8 @@ VIEWS = {
     "customer_segment_spells": "customer_segment_spells",
     "current_segment_profiles": "segment_profiles",
     "current_feature_drift": "feature_drift",
+    "segment_history": "segment_history",
+    "run_history": "run_history",
 }
 # PostgreSQL cuts identifiers at 63 bytes: the longest view name must fit.
 _IDENTIFIER_BYTES = 63

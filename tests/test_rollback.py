@@ -15,6 +15,7 @@ from segmentation.rollback import make_current
 from segmentation.store.runs import RUN_LOCK_KEY
 from support.artifacts import artifacts_of
 from support.bi_reader import assert_current_run, assert_each_saw_one_complete_run, bi_reader
+from support.docs import documented_sql
 from support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -183,3 +184,31 @@ def test_run_no_publish_from_the_command_line(conn, capsys):
     assert conn.execute("SELECT count(*) FROM segmentation_bi.current_run").fetchone()[0] == 0
     assert main(["show"]) == 1
     assert "no published run yet" in capsys.readouterr().out
+
+
+def test_segment_and_run_history_count_the_run_current_at_the_end_of_each_day_once(conn, capsys):
+    """Two runs and a rollback on one day: segment_history has a period per switch, and the
+    docs' end-of-day query counts each segment of the run current at the day's end once."""
+    generate_customers(conn, 3000, seed=43)
+    first = published()
+    conn.execute("DELETE FROM customers WHERE customer_id > 2500")
+    second = published()
+    assert main(["rollback", "--reason", "the second load was cut short"]) == 0
+    capsys.readouterr()
+    periods = conn.execute(
+        "SELECT run_id, current_from, current_to, action FROM segmentation_bi.run_history ORDER BY current_from"
+    ).fetchall()
+    assert [(p[0], p[3]) for p in periods] == [(first, "publish"), (second, "publish"), (first, "rollback")]
+    assert periods[0][2] == periods[1][1] and periods[1][2] == periods[2][1] and periods[2][2] is None
+    sizes = conn.execute(
+        "SELECT run_id, segment_id, n_customers FROM segmentation_bi.segment_history ORDER BY current_from, segment_id"
+    ).fetchall()
+    assert len(sizes) == 12 and sum(s[2] for s in sizes if s[0] == second) == 2500
+    # Today, as of its end: the first run's segments, once each (not three periods' worth).
+    today = conn.execute(documented_sql("bi.md", "Sizes and quality over time")).fetchall()
+    last_day = max(r[0] for r in today)
+    at_end = [(r[1], r[3]) for r in today if r[0] == last_day]
+    expected = conn.execute(
+        "SELECT segment_id, n_customers FROM segmentation_bi.current_segments ORDER BY segment_id"
+    ).fetchall()
+    assert at_end == expected and sum(n for _, n in at_end) == 3000

@@ -17,6 +17,8 @@ BI_VIEWS = {
     "current_segment_centroids",
     "current_segment_profiles",
     "current_feature_drift",
+    "segment_history",
+    "run_history",
     "customer_segment_history",
     "customer_segment_spells",
     "segmentations",
