@@ -266,6 +266,7 @@ def test_a_bi_file_that_cannot_replace_its_view_drops_and_creates_it_and_its_dep
         "bi/current_segment_profiles.sql",
         "bi/current_segments.sql",
         "bi/predict.sql",
+        "bi/segment_of.sql",
     ]
     after = bi_catalog(conn)
     assert [c for c in before["views"]["current_run"]["columns"] if c[0] != "inertia"] == after["views"]["current_run"][
@@ -304,13 +305,18 @@ def test_a_function_whose_signature_cannot_be_replaced_is_dropped_and_created(co
         text = text.replace(old, new, 1)  # predict(customer jsonb)'s only
     path.write_text(text)
     before = bi_catalog(conn)["functions"]
-    assert [d.filename for d in migrations.upgrade(conn, directory)] == ["bi/predict.sql"]
+    # segment_of, which calls it, is dropped with it and comes back from its own file.
+    assert [d.filename for d in migrations.upgrade(conn, directory)] == ["bi/predict.sql", "bi/segment_of.sql"]
     after = bi_catalog(conn)["functions"]
     assert after.keys() == {
         "predict(person jsonb)",
         "predict(customer jsonb, run_id bigint)",
         "predict(customer jsonb, segmentation text)",
+        "segment_of(customer jsonb)",
+        "segment_of(customer jsonb, run_id bigint)",
+        "segment_of(customer jsonb, segmentation text)",
     }
+    assert after["segment_of(customer jsonb)"] == before["segment_of(customer jsonb)"]
     assert after["predict(person jsonb)"]["comment"] == before["predict(customer jsonb)"]["comment"]
     assert conn.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [(None, None, None, None)]
 

@@ -56,6 +56,16 @@ def test_predict_agrees_with_the_run_on_every_customer(conn):
         pytest.approx(0, abs=1e-9),
         0,
     )
+    # segment_of, the name SQL-parsing BI tools leave alone, is predict in all three forms.
+    for form in ("segment_of(to_jsonb(c))", f"segment_of(to_jsonb(c), {plain})", "segment_of(to_jsonb(c), 'default')"):
+        expected = with_gender if form == "segment_of(to_jsonb(c))" or "'default'" in form else plain
+        rows = with_gender_rows if expected == with_gender else plain_rows
+        assert disagreements(conn, expected, rows, f"segmentation_bi.{form}") == (
+            valid,
+            0,
+            pytest.approx(0, abs=1e-9),
+            0,
+        ), form
     # A customer the run quarantined (NULL age) is scored as one row with NULL segment.
     assert conn.execute(
         "SELECT p.run_id, p.segment_id, p.segment_name, p.distance FROM customers c "

@@ -140,6 +140,9 @@ def test_the_reader_sees_the_views_and_nothing_else(conn, logins, monkeypatch, p
             reader.execute("SELECT * FROM segmentation_bi.predict(%s::jsonb, %s)", (customer, run_id)).fetchone()
             == scored
         )
+        # The same under the name SQL-parsing BI tools leave alone.
+        for call in ("segment_of(%s::jsonb)", "segment_of(%s::jsonb, 'default')"):
+            assert reader.execute(f"SELECT * FROM segmentation_bi.{call}", (customer,)).fetchone() == scored
         denied = [
             "SELECT * FROM segmentation.run_models",
             "SELECT * FROM segmentation.model_centers",
