@@ -8,14 +8,12 @@
 -- the day, as docs/bi.md shows), without reading a customer row.
 --
 -- Each segmentation has its own copy of this view: the default's is the one named here; a
--- segmentation NAME's is rendered from this file with its own names and, for the literal
--- 'default', which here only ever names the segmentation, its own name
--- (segmentation/segmentations.py, segmentation/bi_definitions.py).
+-- segmentation NAME's is rendered from this file with its own names (NAME_run_history), as
+-- segmentation/segmentations.py and segmentation/bi_definitions.py do for every such file.
+-- The periods are run_history's: one definition of when a run was current.
 CREATE OR REPLACE VIEW segmentation_bi.segment_history AS
 SELECT h.run_id, h.current_from, h.current_to, s.segment_id, s.segment_name, s.n_customers, s.share
-FROM (SELECT l.run_id, l.switched_at AS current_from, lead(l.switched_at) OVER (ORDER BY l.switch_id) AS current_to
-      FROM segmentation.current_run_log AS l
-      WHERE l.segmentation = 'default') AS h
+FROM segmentation_bi.run_history AS h
 JOIN segmentation.segments AS s ON s.run_id = h.run_id;
 
 COMMENT ON VIEW segmentation_bi.segment_history IS
