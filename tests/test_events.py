@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
@@ -65,10 +66,13 @@ def run_flow(api_url, database_url, tmp_path, **params) -> int:
     return process.returncode
 
 
-def events(api_url: str, prefix: str = "segmentation.run.") -> list[dict]:
+def events(api_url: str, prefix: str = "segmentation.run.", since: str | None = None) -> list[dict]:
+    """The server's events with this prefix; since: only those that occurred from then on (the
+    session's server holds every other test's events too)."""
+    occurred = {"occurred": {"since": since}} if since else {}
     response = httpx.post(
         f"{api_url}/events/filter",
-        json={"filter": {"event": {"prefix": [prefix]}, "order": "ASC"}, "limit": 50},
+        json={"filter": {"event": {"prefix": [prefix]}, "order": "ASC", **occurred}, "limit": 50},
         auth=tuple(PREFECT_AUTH.split(":", 1)),
     )
     response.raise_for_status()
@@ -76,6 +80,7 @@ def events(api_url: str, prefix: str = "segmentation.run.") -> list[dict]:
 
 
 def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, database_url, tmp_path, capsys):
+    started = datetime.now(UTC).isoformat()
     generate_customers(conn, 2000, seed=81)
     with prefect_client_settings(prefect_server):
         CustomWebhookNotificationBlock(
@@ -98,7 +103,9 @@ def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, da
     runs = conn.execute("SELECT run_id, status FROM segmentation.runs ORDER BY run_id").fetchall()
     assert [s for _, s in runs] == ["published", "rejected", "failed"]
 
-    found = wait_for(lambda: len(e := events(prefect_server)) >= 3 and e, timeout=30, what="three run events")
+    found = wait_for(
+        lambda: len(e := events(prefect_server, since=started)) >= 3 and e, timeout=30, what="three run events"
+    )
     by_name = {e["event"]: e for e in found}
     assert set(by_name) == {"segmentation.run.published", "segmentation.run.rejected", "segmentation.run.failed"}
     published, rejected, failed = (by_name[f"segmentation.run.{s}"] for s in ("published", "rejected", "failed"))
@@ -124,7 +131,9 @@ def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, da
 
     # Lineage: the published run materialized every BI view from its source table, as Prefect asset events.
     assets = wait_for(
-        lambda: len(e := events(prefect_server, "prefect.asset.")) >= 9 and e, timeout=30, what="the asset events"
+        lambda: len(e := events(prefect_server, "prefect.asset.", started)) >= 9 and e,
+        timeout=30,
+        what="the asset events",
     )
     location = f"127.0.0.1:{conn.info.port}/{conn.info.dbname}"
     source = f"postgres://{location}/public.customers"
