@@ -144,16 +144,13 @@ def measure_input_drift(
 ) -> InputDrift:
     """Each feature's distribution in the training set, and its PSI against the previous
     published run's on the same table (segmentation.core.input_drift)."""
-    before = (
-        run.distributions(previous.run_id) if previous is not None and previous.same_table(str(source.table)) else {}
-    )
+    compared = previous.run_id if previous is not None and previous.same_table(str(source.table)) else None
+    before = run.distributions(compared) if compared is not None else {}
     now, drifts = input_drift.drift(source.plan, training.X, training.rule, before)
     logger = get_run_logger()
-    for d in drifts:
-        logger.info(
-            "input drift vs run %d: %s PSI %.3f (%s)", previous.run_id if previous else 0, d.feature, d.psi, d.verdict
-        )
-    return InputDrift(now, drifts, previous.run_id if drifts and previous is not None else None)
+    for d in drifts:  # none without a run to compare with
+        logger.info("input drift vs run %s: %s PSI %.3f (%s)", compared, d.feature, d.psi, d.verdict)
+    return InputDrift(now, drifts, compared if drifts else None)
 
 
 @task(name="quality-gate", cache_policy=NO_CACHE)

@@ -66,6 +66,10 @@ def specs(draw) -> list[FeatureSpec]:
         chosen.append(
             FeatureSpec(column="visits", transform=draw(st.sampled_from(["none", "log1p"])), missing=draw(missing))
         )
+    elif draw(st.booleans()):  # integer codes as a category: with plan, two categories read in one pass
+        chosen.append(
+            FeatureSpec(column="visits", kind="category", max_levels=draw(st.integers(min_value=1, max_value=3)))
+        )
     if draw(st.booleans()):
         chosen.append(
             FeatureSpec(

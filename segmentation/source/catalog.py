@@ -136,26 +136,43 @@ def _check_kind(spec: FeatureSpec, column: Column, table: TableName) -> None:
 
 def _with_levels(conn: psycopg.Connection, source: Source) -> FeaturePlan:
     """Each category's levels: the max_levels most frequent among the valid rows (ties in
-    byte order, so a rerun finds the same), and whether there are more."""
+    byte order, so a rerun finds the same), and whether there are more. One pass over the
+    source for every category feature."""
     from segmentation.source import queries, validity  # they compile SQL for a Source
 
+    categories = [n for n, f in enumerate(source.plan.features, start=1) if f.spec.kind == "category"]
+    values = sql.SQL(", ").join(
+        sql.SQL('({}, c.{}::text COLLATE "C")').format(
+            sql.Literal(n), sql.Identifier(source.plan.features[n - 1].column)
+        )
+        for n in categories
+    )
+    # The most frequent max_levels + 1 of each: one more than kept says there are others.
+    wanted = [
+        source.plan.features[n - 1].spec.max_levels + 1 if n in categories else 0 for n in range(1, max(categories) + 1)
+    ]
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT v.feature, v.level FROM ("
+            " SELECT l.feature, l.level, row_number() OVER (PARTITION BY l.feature ORDER BY count(*) DESC, l.level) AS r"
+            " FROM ({rows}) AS c CROSS JOIN LATERAL (VALUES {values}) AS l(feature, level)"
+            " WHERE l.level IS NOT NULL AND NOT ({invalid}) GROUP BY l.feature, l.level) AS v"
+            " WHERE v.r <= (%s::int[])[v.feature] ORDER BY v.feature, v.r"
+        ).format(rows=queries.source_rows(source), values=values, invalid=validity.invalid(source)),
+        (wanted,),
+    ).fetchall()
+    found: dict[int, list[str]] = {n: [] for n in categories}
+    for n, level in rows:
+        found[n].append(level)
     resolved = []
-    for feature in source.plan.features:
-        if feature.spec.kind != "category":
+    for n, feature in enumerate(source.plan.features, start=1):
+        if n not in found:
             resolved.append(feature)
             continue
-        col = sql.Identifier(feature.column)
-        rows = conn.execute(
-            sql.SQL(
-                'SELECT c.{col}::text COLLATE "C" AS level, count(*) FROM ({rows}) AS c '
-                "WHERE c.{col} IS NOT NULL AND NOT ({invalid}) GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %s"
-            ).format(col=col, rows=queries.source_rows(source), invalid=validity.invalid(source)),
-            (feature.spec.max_levels + 1,),
-        ).fetchall()
-        levels = tuple(r[0] for r in rows[: feature.spec.max_levels])
+        levels = tuple(found[n][: feature.spec.max_levels])
         # No level at all (no valid row has a value): one input for every level, so that the
         # run goes on to say it has no customers to cluster.
-        other = len(rows) > feature.spec.max_levels or not levels
+        other = len(found[n]) > feature.spec.max_levels or not levels
         resolved.append(replace(feature, levels=levels, other=other))
     return FeaturePlan(tuple(resolved), source.plan.as_of)
 

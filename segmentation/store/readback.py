@@ -13,7 +13,8 @@ import psycopg
 from psycopg import sql
 
 from segmentation.core import plots, run_text
-from segmentation.core.feature_plan import FeaturePlan
+from segmentation.core.feature_plan import FeaturePlan, PlannedFeature
+from segmentation.core.feature_spec import FeatureSpec
 from segmentation.core.rules import GENDER
 from segmentation.identifiers import parse_column_name, parse_table_name
 from segmentation.segmentations import DEFAULT
@@ -154,18 +155,19 @@ def _plotted(conn: psycopg.Connection, run_id: int, features: list[str]) -> tupl
     """The features a picture can place customers by, and each one's value in a source row
     (alias src) in the feature's own units: numbers as they are, days_since in days, no categories."""
     row = conn.execute("SELECT spec, as_of FROM segmentation.run_models WHERE run_id = %s", (run_id,)).fetchone()
-    values: list[sql.Composable]
-    if row is None or row[0] is None:
-        values = [
-            sql.SQL("({})::float8").format(gender_code(sql.SQL("src.{}").format(sql.Identifier(f)), sql.NULL))
-            if f == GENDER
-            else sql.SQL("src.{}::float8").format(sql.Identifier(f))
-            for f in features
-        ]
-        return features, values
-    plan = FeaturePlan.from_description(row[0], row[1])
+    # No plan kept: bare column names, gender read by the gender rule as they always were.
+    plan = (
+        FeaturePlan.from_description(row[0], row[1])
+        if row is not None and row[0] is not None
+        else FeaturePlan(
+            tuple(
+                PlannedFeature(FeatureSpec.model_validate({"column": f}), "text" if f == GENDER else "float8")
+                for f in features
+            )
+        )
+    )
     plotted: list[str] = []
-    values = []
+    values: list[sql.Composable] = []
     for feature in plan.features:
         col = sql.SQL("src.{}").format(sql.Identifier(feature.column))
         if feature.spec.kind == "category":
