@@ -123,7 +123,8 @@ def _scatter(ax, X, labels, features, centroids, segment_labels) -> None:
     ax.set_xlabel(x_feature)
     ax.set_ylabel(y_label)
     ax.set_title(f"{len(X):,} customers in the two features that separate the segments best; X: centroids", fontsize=10)
-    ax.legend(fontsize=8, markerscale=1.5, loc="best", framealpha=0.9)
+    # Names and descriptions make a tall legend: small and see-through, so the customers show.
+    ax.legend(fontsize=6.5, markerscale=1.5, loc="best", framealpha=0.6)
 
 
 def _k_curve(ax, curve: KCurve) -> None:

@@ -138,6 +138,17 @@ def runs_table(runs: Sequence[dict]) -> Table:
     return Table(header, rows, left={1, 2, 6, 7})
 
 
+def segments_phrase(run: dict, segments: pd.DataFrame | None = None) -> str:
+    """ "4 segments", or with missing-value segments "5 segments (4 clusters, 1 for missing values)"."""
+    k = run.get("k")
+    if k is None:
+        return "n/a segments"
+    ruled = (
+        0 if segments is None or "missing_feature" not in segments else int(segments["missing_feature"].notna().sum())
+    )
+    return f"{k + ruled} segments ({k} clusters, {ruled} for missing values)" if ruled else f"{k} segments"
+
+
 def run_line(run: dict, segments: pd.DataFrame | None = None) -> str:
     """What the run did, in a sentence, and since when, with drift against the previous
     run, a forced publish, an error and (given its segments) a gender column it could not
@@ -147,7 +158,7 @@ def run_line(run: dict, segments: pd.DataFrame | None = None) -> str:
     silhouette = _number(run.get("silhouette"), 3)
     lines = [
         f"run {run['run_id']} {run['status']}{at}: {int(run.get('n_customers') or 0)} customers in "
-        f"{run.get('k') if run.get('k') is not None else 'n/a'} segments from {run['source_table']} "
+        f"{segments_phrase(run, segments)} from {run['source_table']} "
         f"(features {', '.join(run['features'])}; {int(run.get('n_quarantined') or 0)} quarantined; "
         f"silhouette {silhouette})"
     ]

@@ -81,7 +81,7 @@ class RunReport:
 
     def _title(self) -> str:
         return (
-            f"run {self.run['run_id']}: {self.run['n_customers'] or 0:,} customers in {self.run['k']} segments "
+            f"run {self.run['run_id']}: {self.run['n_customers'] or 0:,} customers in {run_text.segments_phrase(self.run, self.segments)} "
             f"from {self.run['source_table']}"
         )
 
