@@ -135,7 +135,9 @@ def test_runs_emit_events_and_bad_runs_notify(prefect_server, receiver, conn, da
         timeout=30,
         what="the asset events",
     )
-    location = f"127.0.0.1:{conn.info.port}/{conn.info.dbname}"
+    # The embedded server listens on a Unix socket, which an asset key names `local`.
+    host = "local" if conn.info.host.startswith("/") else conn.info.host
+    location = f"{host}:{conn.info.port}/{conn.info.dbname}"
     source = f"postgres://{location}/public.customers"
     referenced = [e for e in assets if e["event"] == "prefect.asset.referenced"]
     assert [e["resource"]["prefect.resource.id"] for e in referenced] == [source]
