@@ -17,7 +17,7 @@ from segmentation.errors import describe
 from segmentation.segmentations import DEFAULT
 from segmentation.tasks.conclude import conclude
 from segmentation.tasks.dask import Cluster
-from segmentation.tasks.extract import check_source, extract, quarantine_invalid
+from segmentation.tasks.extract import check_source, extract, quarantine_invalid, record_customer_ids
 from segmentation.tasks.model import choose_k, train
 from segmentation.tasks.publish import keep_run
 from segmentation.tasks.run import fail_run, prepare_database, start_run
@@ -91,6 +91,7 @@ def customer_segmentation(
         source = check_source(run, source_table, id_column, list(features))
         with Cluster(settings) as cluster:  # Dask, when set: started by the first pass that needs it
             training = extract(run, source, random_state, cluster)
+            record_customer_ids(run, source)
             n_quarantined = quarantine_invalid(run, source, training)
             previous = load_previous(run, source)
             inputs = measure_input_drift(run, source, training, previous)

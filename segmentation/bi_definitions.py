@@ -39,7 +39,8 @@ from psycopg import sql
 
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
-from segmentation.segmentations import DEFAULT, VIEWS, view_name
+from segmentation.segmentations import CUSTOMER_VIEWS, DEFAULT, VIEWS, view_name
+from segmentation.source import customer_keys
 from segmentation.sql_files import SqlFile
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ SCHEMA = "segmentation_bi"
 _FILE = re.compile(r"^([a-z][a-z0-9_]*)\.sql$")
 _REFERENCE = re.compile(rf"\b{SCHEMA}\s*\.\s*([a-z_][a-z0-9_]*)")
 _LINE_COMMENT = re.compile(r"--[^\n]*")
+# A file's view statement, up to its first line that ends a statement (its COMMENTs follow).
+_VIEW_STATEMENT = re.compile(r"^CREATE OR REPLACE VIEW (\S+) AS\n(.*?);$", re.DOTALL | re.MULTILINE)
 _VIEW_REFERENCE = re.compile(rf"\b{SCHEMA}\.({'|'.join(VIEWS)})(?![a-z0-9_])")
 
 
@@ -89,6 +92,7 @@ class Rendered:
 
     definition: Definition
     segmentation: str
+    id_type: str | None = None  # the segmentation's ids, when keyed by hash (sql/018)
 
     @property
     def name(self) -> str:
@@ -101,6 +105,36 @@ class Rendered:
     @property
     def text(self) -> str:
         return self.definition.render(self.segmentation)
+
+    def sql(self, conn: psycopg.Connection) -> str:
+        """What to execute: the text, or for a view of customers (segmentations.CUSTOMER_VIEWS) of
+        a segmentation whose ids are keyed by hash, the text with the view's customer_id mapped
+        back to the source's id, in its type, through segmentation.customer_ids. Its other columns
+        are read from the database (the view's query with no rows), so one file defines both."""
+        text = self.text
+        if self.id_type is None or self.definition.name not in CUSTOMER_VIEWS:
+            return text
+        found = _VIEW_STATEMENT.search(text)
+        if found is None:
+            raise SegmentationError(f"{self.filename} does not begin its view with CREATE OR REPLACE VIEW ... AS")
+        view, body = found.group(1), found.group(2)
+        columns = [c.name for c in conn.execute(f"SELECT * FROM ({body}) AS keyed LIMIT 0").description or []]
+        selected = sql.SQL(", ").join(
+            sql.SQL("ids.customer_id::{} AS customer_id").format(customer_keys.type_name(self.id_type))
+            if c == "customer_id"
+            else sql.SQL("keyed.{}").format(sql.Identifier(c))
+            for c in columns
+        )
+        wrapped = sql.SQL(
+            "CREATE OR REPLACE VIEW {view} AS\nSELECT {selected}\nFROM ({body}) AS keyed\n"
+            "JOIN segmentation.customer_ids AS ids\n  ON ids.segmentation = {segmentation} AND ids.customer_key = keyed.customer_id;"
+        ).format(
+            view=sql.SQL(view),
+            selected=selected,
+            body=sql.SQL(body),
+            segmentation=sql.Literal(self.segmentation),
+        )
+        return wrapped.as_string(conn) + text[found.end() :]
 
     @property
     def filename(self) -> str:
@@ -119,9 +153,27 @@ def segmentation_names(conn: psycopg.Connection) -> list[str]:
     return [DEFAULT, *others]
 
 
-def _targets(definitions: Sequence[Definition], names: Sequence[str]) -> list[Rendered]:
+def id_types(conn: psycopg.Connection) -> dict[str, str | None]:
+    """The id type each segmentation's views speak (sql/018): None for integer ids, its own keys."""
+    if not scalar(
+        conn,
+        """SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('segmentation.segmentations')
+                          AND attname = 'id_type' AND NOT attisdropped)""",
+    ):
+        return {}
+    return dict(conn.execute("SELECT name, id_type FROM segmentation.segmentations"))
+
+
+def _targets(
+    definitions: Sequence[Definition], names: Sequence[str], types: dict[str, str | None] | None = None
+) -> list[Rendered]:
     """What the definitions make, in their order: a per-segmentation file once per segmentation."""
-    return [Rendered(d, name) for d in definitions for name in (names if d.per_segmentation else [DEFAULT])]
+    types = types or {}
+    return [
+        Rendered(d, name, types.get(name) if d.per_segmentation else None)
+        for d in definitions
+        for name in (names if d.per_segmentation else [DEFAULT])
+    ]
 
 
 def discover(bi_dir: Traversable) -> list[Definition]:
@@ -174,19 +226,24 @@ def outdated(conn: psycopg.Connection, definitions: Sequence[Definition], *, mig
     return [d for d in definitions if recorded.get(d.name) != d.checksum or d.name in missing]
 
 
-def apply(conn: psycopg.Connection, todo: Sequence[Definition], definitions: Sequence[Definition]) -> list[Definition]:
+def apply(
+    conn: psycopg.Connection,
+    todo: Sequence[Definition],
+    definitions: Sequence[Definition],
+    only: str | None = None,
+) -> list[Definition]:
     """Apply todo (in the order of definitions, each for every segmentation it has a copy for)
     and record it; returns every file applied, the unchanged ones created again because an object
     they depend on was dropped included."""
-    targets = _targets(definitions, segmentation_names(conn))
+    targets = _targets(definitions, segmentation_names(conn), id_types(conn))
     done: list[Rendered] = []
     for target in targets:
-        if target.definition not in todo or target in done:
+        if target.definition not in todo or target in done or (only is not None and target.segmentation != only):
             continue
         log.info("applying %s", target.filename)
         try:
             with conn.transaction():  # a savepoint: what a refused file did is undone
-                conn.execute(target.text)
+                conn.execute(target.sql(conn))
             done.append(target)
         except (psycopg.errors.InvalidTableDefinition, psycopg.errors.InvalidFunctionDefinition) as exc:
             log.info("%s cannot replace what is there (%s): dropping and creating it", target.filename, exc)
@@ -207,7 +264,7 @@ def add_segmentation(conn: psycopg.Connection, segmentation: str, definitions: S
     refused, in one line, when a view of that name exists already (another segmentation's, or not
     ours). Returns the views' names. Runs in the caller's transaction
     (segmentation.migrations.add_segmentation)."""
-    targets = [t for t in _targets(definitions, [segmentation]) if t.definition.per_segmentation]
+    targets = [t for t in _targets(definitions, [segmentation], id_types(conn)) if t.definition.per_segmentation]
     taken = [
         t.name
         for t in targets
@@ -220,7 +277,7 @@ def add_segmentation(conn: psycopg.Connection, segmentation: str, definitions: S
         )
     default = {a.name: a for a in access(conn) if a.kind == "VIEW"}
     for target in targets:
-        conn.execute(target.text)
+        conn.execute(target.sql(conn))
         model = default.get(target.definition.name)
         if model is not None:
             _copy_access(conn, model, sql.Identifier(SCHEMA, target.name))
@@ -291,7 +348,7 @@ def _recreate(conn: psycopg.Connection, definition: Rendered, definitions: Seque
                 "upgrade again"
             ) from None
     for each in chain:
-        conn.execute(each.text)
+        conn.execute(each.sql(conn))
     return chain
 
 

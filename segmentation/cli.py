@@ -516,7 +516,11 @@ def build_parser(flow_options: bool = True) -> argparse.ArgumentParser:
         help="erase customers from the segmentation schema (assignments, history, quarantine), on request",
     )
     p.add_argument(
-        "--customer-id", type=int, action="append", required=True, metavar="ID", help="a customer to erase (repeatable)"
+        "--customer-id",
+        action="append",
+        required=True,
+        metavar="ID",
+        help="a customer to erase, by its id in the source: an integer, text or uuid (repeatable)",
     )
     p.set_defaults(func=cmd_purge)
 

@@ -21,7 +21,7 @@ from segmentation import bi_definitions
 from segmentation.bi_definitions import Definition
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
-from segmentation.segmentations import check_name
+from segmentation.segmentations import CUSTOMER_VIEWS, check_name
 from segmentation.sql_files import SqlFile
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,31 @@ def add_segmentation(conn: psycopg.Connection, segmentation: str, sql_dir: Trave
         conn.execute("INSERT INTO segmentation.segmentations (name) VALUES (%s)", (segmentation,))
         views = bi_definitions.add_segmentation(conn, segmentation, bi_definitions.discover(sql_dir / "bi"))
     log.info("segmentation %s: created its views %s", segmentation, ", ".join(views))
+    return True
+
+
+def follow_id_type(conn: psycopg.Connection, run_id: int, sql_dir: Traversable = SQL_DIR) -> bool:
+    """Make the views of run_id's segmentation speak that run's ids (sql/018): when the run's id
+    type differs from the one its views speak, record the new one and create the segmentation's
+    views of customers (segmentations.CUSTOMER_VIEWS) again for it, with their owner and grants.
+    Returns whether they changed. Runs in the caller's transaction: the switch's
+    (segmentation.store.runs.record_switch), so a reader sees the new run with views of its type."""
+    row = conn.execute(
+        """SELECT r.segmentation, r.id_type FROM segmentation.runs r JOIN segmentation.segmentations s
+             ON s.name = r.segmentation
+           WHERE r.run_id = %s AND r.id_type IS DISTINCT FROM s.id_type""",
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        return False
+    segmentation, id_type = row
+    conn.execute("UPDATE segmentation.segmentations SET id_type = %s WHERE name = %s", (id_type, segmentation))
+    definitions = bi_definitions.discover(sql_dir / "bi")
+    before = bi_definitions.access(conn)
+    views = [d for d in definitions if d.name in CUSTOMER_VIEWS]
+    bi_definitions.apply(conn, views, definitions, only=segmentation)
+    bi_definitions.restore(conn, before)
+    log.info("segmentation %s: its views now speak %s ids", segmentation, id_type or "integer")
     return True
 
 

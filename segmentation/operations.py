@@ -298,7 +298,7 @@ def promote(run_id: int, reason: str, *, force: bool = False, segmentation: str 
         return make_current(conn, run_id=run_id, reason=reason, force=force, segmentation=segmentation)
 
 
-def purge(customer_ids: Sequence[int]) -> Purge:
+def purge(customer_ids: Sequence[str | int]) -> Purge:
     """Erase customers from the segmentation schema (not from the source table)."""
     from segmentation import purge as erasure
 

@@ -15,6 +15,8 @@ segmentation.db)."""
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +26,10 @@ from psycopg import sql
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
 from segmentation.segmentations import DEFAULT, view_name
+from segmentation.source import customer_keys
 from segmentation.store import runs
+
+_INTEGER = re.compile(r"^[+-]?\d{1,19}$")
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,28 @@ class Purge:
     quarantine_rows: int
 
 
-def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
-    ids = sorted({int(c) for c in customer_ids})
-    if not ids:
+def _spoken(given: Sequence[str], id_type: str | None) -> list[str] | list[int]:
+    """The given ids as a segmentation whose ids are of id_type has them: integers for integer
+    ids, canonical text for uuids (lowercase, with hyphens), else as given; those that cannot be
+    such an id are no customer of it."""
+    if id_type is None:
+        return sorted({int(g) for g in given if _INTEGER.fullmatch(g)})
+    if id_type == "uuid":
+        found = []
+        for g in given:
+            try:
+                found.append(str(uuid.UUID(g)))
+            except ValueError:
+                continue
+        return sorted(set(found))
+    return sorted(set(given))
+
+
+def purge(conn: psycopg.Connection, customer_ids: Sequence[str | int]) -> Purge:
+    """Erase the customers with these ids, as the source has them (integers, text or uuids), from
+    every segmentation."""
+    given = sorted({str(c).strip() for c in customer_ids} - {""})
+    if not given:
         raise SegmentationError("name the customers to erase with --customer-id ID (repeatable)")
     with conn.transaction():
         names = [row[0] for row in conn.execute("SELECT name FROM segmentation.segmentations ORDER BY name")]
@@ -48,13 +72,37 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
                 raise SegmentationError(
                     f"a segmentation run{of} is in progress; wait for it to finish, then purge again"
                 )
+        # Each segmentation's keys of the erased customers (segmentation.source.customer_keys), for
+        # every id type its runs read ids as: its rows hold keys, and its views speak its ids.
+        conn.execute(
+            "CREATE TEMPORARY TABLE purged_keys (segmentation text, id_type text, customer_key bigint) ON COMMIT DROP"
+        )
+        kinds = conn.execute(
+            """SELECT DISTINCT s.name, r.id_type FROM segmentation.segmentations s
+               JOIN segmentation.runs r ON r.segmentation = s.name
+               UNION SELECT name, id_type FROM segmentation.segmentations"""
+        ).fetchall()
+        for name, id_type in kinds:
+            spoken = _spoken(given, id_type)
+            conn.execute(
+                sql.SQL("INSERT INTO purged_keys SELECT %s, %s, {} FROM unnest(%s::{}[]) AS g(id)").format(
+                    customer_keys.key(sql.SQL("g.id"), id_type),
+                    sql.SQL("bigint" if id_type is None else "text"),
+                ),
+                (name, id_type, spoken),
+            )
+        view_type: dict[str, str | None] = dict(conn.execute("SELECT name, id_type FROM segmentation.segmentations"))
         # Where each erased customer was, per kept run, before anything goes: each
         # segmentation's history for its published runs, the run's own rows for the others
         # (staged, rejected).
         histories = [
             sql.SQL(
-                "SELECT run_id, segment_id, count(*) AS n FROM {} WHERE customer_id = ANY(%(ids)s) GROUP BY 1, 2"
-            ).format(sql.Identifier("segmentation_bi", view_name(name, "customer_segment_history")))
+                "SELECT run_id, segment_id, count(*) AS n FROM {} WHERE customer_id{} = ANY({}) GROUP BY 1, 2"
+            ).format(
+                sql.Identifier("segmentation_bi", view_name(name, "customer_segment_history")),
+                sql.SQL("" if view_type[name] is None else "::text"),
+                sql.Literal(_spoken(given, view_type[name])),
+            )
             for name in names
         ]
         conn.execute(
@@ -65,24 +113,42 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
                    SELECT cs.run_id, cs.segment_id, count(*)
                    FROM segmentation.customer_segments cs
                    JOIN segmentation.runs r ON r.run_id = cs.run_id AND r.history_version IS NULL
-                   WHERE cs.customer_id = ANY(%(ids)s)
+                   JOIN purged_keys p ON p.segmentation = r.segmentation AND p.id_type IS NOT DISTINCT FROM r.id_type
+                                     AND p.customer_key = cs.customer_id
                    GROUP BY 1, 2"""
-            ).format(histories=sql.SQL(" UNION ALL ").join(histories)),
-            {"ids": ids},
+            ).format(histories=sql.SQL(" UNION ALL ").join(histories))
         )
+        ids = [k for (k,) in conn.execute("SELECT DISTINCT customer_key FROM purged_keys")]
+        in_runs = """SELECT p.customer_key FROM purged_keys p JOIN segmentation.runs r
+                     ON p.segmentation = r.segmentation AND p.id_type IS NOT DISTINCT FROM r.id_type
+                     WHERE r.run_id = {table}.run_id"""
+        # Each run's rows by the keys of its own segmentation and id type: a key of one may be
+        # another's customer.
         assignment_rows = conn.execute(
-            "DELETE FROM segmentation.customer_segments WHERE customer_id = ANY(%s)", (ids,)
+            sql.SQL(
+                "DELETE FROM segmentation.customer_segments WHERE customer_id = ANY(%s) AND customer_id IN ({})"
+            ).format(sql.SQL(in_runs.format(table="customer_segments"))),
+            (ids,),
         ).rowcount
         spell_rows = conn.execute(
-            "DELETE FROM segmentation.segment_spells WHERE customer_id = ANY(%s)", (ids,)
+            """DELETE FROM segmentation.segment_spells sp USING purged_keys p
+               WHERE sp.customer_id = ANY(%s) AND p.segmentation = sp.segmentation AND p.customer_key = sp.customer_id""",
+            (ids,),
         ).rowcount
+        conn.execute(
+            """DELETE FROM segmentation.customer_ids m USING purged_keys p
+               WHERE p.segmentation = m.segmentation AND p.id_type IS NOT NULL AND p.customer_key = m.customer_key"""
+        )
         quarantine_rows = sum(
             n
             for (n,) in conn.execute(
-                """WITH gone AS (DELETE FROM segmentation.quarantine WHERE customer_id = ANY(%s) RETURNING run_id),
+                sql.SQL(
+                    """WITH gone AS (DELETE FROM segmentation.quarantine WHERE customer_id = ANY(%s)
+                                     AND customer_id IN ({}) RETURNING run_id),
                         per_run AS (SELECT run_id, count(*) AS n FROM gone GROUP BY run_id)
                    UPDATE segmentation.runs r SET n_quarantined = r.n_quarantined - p.n
-                   FROM per_run p WHERE p.run_id = r.run_id RETURNING p.n""",
+                   FROM per_run p WHERE p.run_id = r.run_id RETURNING p.n"""
+                ).format(sql.SQL(in_runs.format(table="quarantine"))),
                 (ids,),
             )
         )
@@ -111,6 +177,6 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
             conn,
             """INSERT INTO segmentation.purges (customers, assignment_rows, spell_rows, quarantine_rows)
                VALUES (%s, %s, %s, %s) RETURNING purge_id""",
-            (len(ids), assignment_rows, spell_rows, quarantine_rows),
+            (len(given), assignment_rows, spell_rows, quarantine_rows),
         )
-    return Purge(int(purge_id), len(ids), assignment_rows, spell_rows, quarantine_rows)
+    return Purge(int(purge_id), len(given), assignment_rows, spell_rows, quarantine_rows)

@@ -70,6 +70,75 @@ class Comparison:
         )
 
 
+class SortedComparison:
+    """A Comparison for sparse ids (keys by hash, segmentation.source.customer_keys): the
+    previous run's ids sorted, with their segments, each new id looked up by binary search. About
+    11 bytes a customer of the previous run, whatever the ids' span."""
+
+    def __init__(self, max_changes: int):
+        self.max_changes = max_changes
+        self._pieces: list[tuple[np.ndarray, np.ndarray]] = []
+        self._ids = np.empty(0, dtype=np.int64)
+        self._segments = np.empty(0, dtype=np.int32)
+        self._seen = np.empty(0, dtype=bool)
+        self._ready = False
+        self._changed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._n_changed = 0
+        self.overflowed = False
+
+    def add_previous(self, ids: np.ndarray, segment_ids: np.ndarray) -> None:
+        """The previous run's rows, in any order and chunking, before the first update."""
+        self._pieces.append((np.asarray(ids, dtype=np.int64), np.asarray(segment_ids, dtype=np.int32)))
+
+    def _sort(self) -> None:
+        if self._ready:
+            return
+        ids = np.concatenate([np.empty(0, dtype=np.int64), *(p[0] for p in self._pieces)])
+        segments = np.concatenate([np.empty(0, dtype=np.int32), *(p[1] for p in self._pieces)])
+        self._pieces = []
+        order = np.argsort(ids, kind="stable")
+        self._ids, self._segments = ids[order], segments[order]
+        self._seen = np.zeros(len(ids), dtype=bool)
+        self._ready = True
+
+    def update(self, ids: np.ndarray, segment_ids: np.ndarray) -> None:
+        """A chunk of the new run's rows: each customer once over all chunks."""
+        self._sort()
+        if self.overflowed:
+            return
+        before = np.full(len(ids), ABSENT, dtype=np.int32)
+        if len(self._ids):
+            at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+            found = self._ids[at] == ids
+            before[found] = self._segments[at[found]]
+            self._seen[at[found]] = True
+        changed = before != segment_ids
+        self._n_changed += int(changed.sum())
+        if self._n_changed > self.max_changes:
+            self.overflowed = True
+            self._changed = []
+            return
+        self._changed.append((ids[changed], before[changed], segment_ids[changed].astype(np.int32)))
+
+    def changes(self) -> Changes | None:
+        """Every customer whose segment differs, moved or in one run only; None when it gave up."""
+        self._sort()
+        if self.overflowed:
+            return None
+        removed = ~self._seen
+        if self._n_changed + int(removed.sum()) > self.max_changes:
+            return None
+        parts = [
+            *self._changed,
+            (self._ids[removed], self._segments[removed], np.full(int(removed.sum()), ABSENT, dtype=np.int32)),
+        ]
+        return (
+            np.concatenate([np.empty(0, dtype=np.int64), *(p[0] for p in parts)]).astype(np.int64),
+            np.concatenate([np.empty(0, dtype=np.int32), *(p[1] for p in parts)]).astype(np.int32),
+            np.concatenate([np.empty(0, dtype=np.int32), *(p[2] for p in parts)]).astype(np.int32),
+        )
+
+
 def join(parts: list[Changes | None], max_changes: int) -> Changes | None:
     """The changes of disjoint parts of the customers (ranges of ids compared apart) as one;
     None when a part gave up or, together, they pass max_changes."""

@@ -19,9 +19,10 @@ from segmentation.core.rules import GENDER
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
 from segmentation.identifiers import TableName, parse_column_name, parse_table_name
+from segmentation.source import customer_keys
 
 _RELKINDS = ("r", "p", "v", "m", "f")  # tables, partitioned tables, views, matviews, foreign tables
-INTEGER_TYPES = {"int2", "int4", "int8"}
+INTEGER_TYPES = customer_keys.INTEGER_TYPES
 DATE_TYPES = {"date", "timestamp", "timestamptz"}
 
 
@@ -44,6 +45,9 @@ class Source:
     # The features as the model reads them (segmentation.core.feature_plan); left out: the
     # features are bare column names.
     plan: FeaturePlan = None  # type: ignore[assignment]
+    # The id column's type when its ids are keyed by hash (segmentation.source.customer_keys),
+    # as format_type() prints it; None: integer ids, their own keys.
+    id_type: str | None = None
 
     def __post_init__(self) -> None:
         if self.plan is None:
@@ -91,10 +95,13 @@ def resolve_source(
     for name in (id_column, *columns_named):
         if name not in columns:
             raise SegmentationError(f"column {name} does not exist in {table}; its columns are: {listing}")
-    if columns[id_column].typname not in INTEGER_TYPES:
+    id_col = columns[id_column]
+    if id_col.typname not in customer_keys.ID_TYPES:
         raise SegmentationError(
-            f"id column {id_column} of {table} is {columns[id_column].type_name}; it must be an integer column"
+            f"id column {id_column} of {table} is {id_col.type_name}; an id must be an integer, text, varchar, "
+            "char or uuid column: choose one, or cast it to text in a view"
         )
+    id_type = None if id_col.typname in customer_keys.INTEGER_TYPES else id_col.type_name
     for spec in specs:
         _check_kind(spec, columns[spec.column], table)
     id_unique = scalar(
@@ -107,7 +114,7 @@ def resolve_source(
     )
     has_gender = GENDER in columns and columns[GENDER].category == "S"
     plan = FeaturePlan(tuple(PlannedFeature(s, columns[s.column].typname) for s in specs), as_of)
-    source = Source(table, id_column, columns_named, columns, id_unique, has_gender, plan)
+    source = Source(table, id_column, columns_named, columns, id_unique, has_gender, plan, id_type)
     if any(s.kind == "category" for s in specs):
         source = replace(source, plan=_with_levels(conn, source))
     return source

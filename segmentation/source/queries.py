@@ -8,7 +8,7 @@ from psycopg import sql
 
 from segmentation.core.rules import GENDER, GENDER_UNKNOWN
 from segmentation.db import scalar
-from segmentation.source import feature_sql, validity
+from segmentation.source import customer_keys, feature_sql, validity
 from segmentation.source.catalog import Source
 
 Blocks = tuple[int, int | None]  # table blocks [first, end); end None: to the end
@@ -26,8 +26,9 @@ def source_rows(source: Source, blocks: Blocks | None = None, ids: IdRange | Non
         if end is not None:
             where += sql.SQL(" AND s.ctid < {}::tid").format(sql.Literal(f"({int(end)},0)"))
     elif ids is not None:
-        where = sql.SQL(" WHERE s.{id} >= {start} AND s.{id} < {stop}").format(
-            id=sql.Identifier(source.id_column), start=sql.Literal(int(ids[0])), stop=sql.Literal(int(ids[1]))
+        key = _key(source, "s", bare=True)
+        where = sql.SQL(" WHERE {key} >= {start} AND {key} < {stop}").format(
+            key=key, start=sql.Literal(int(ids[0])), stop=sql.Literal(int(ids[1]))
         )
     return sql.SQL("SELECT s.*{} FROM {} AS s{}").format(
         sql.SQL("")
@@ -47,11 +48,11 @@ def quarantine_copy_query(source: Source, run_id: int) -> sql.Composed:
         validity.reason(source), sql.Identifier(validity.REASON), source_rows(source)
     )
     return sql.SQL(
-        "COPY (SELECT {run_id}::bigint, c.{id}::bigint, c.{reason}, to_jsonb(c) - {added} FROM ({rows}) AS c "
+        "COPY (SELECT {run_id}::bigint, {key}, c.{reason}, to_jsonb(c) - {added} FROM ({rows}) AS c "
         "WHERE c.{reason} IS NOT NULL) TO STDOUT"
     ).format(
         run_id=sql.Literal(run_id),
-        id=sql.Identifier(source.id_column),
+        key=_key(source),
         reason=sql.Identifier(validity.REASON),
         added=sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(added)),
         rows=checked,
@@ -97,10 +98,10 @@ def valid_copy_query(source: Source, blocks: Blocks | None = None, ids: IdRange 
         else sql.SQL("")
     )
     return sql.SQL(
-        "COPY (SELECT c.{id}::bigint, {values}, ({gender})::smallint{extra} FROM ({rows}) AS c WHERE NOT ({invalid})) "
+        "COPY (SELECT {key}, {values}, ({gender})::smallint{extra} FROM ({rows}) AS c WHERE NOT ({invalid})) "
         "TO STDOUT (FORMAT BINARY)"
     ).format(
-        id=sql.Identifier(source.id_column),
+        key=_key(source),
         values=sql.SQL(", ").join(values),
         gender=code,
         extra=extra,
@@ -109,11 +110,19 @@ def valid_copy_query(source: Source, blocks: Blocks | None = None, ids: IdRange 
     )
 
 
+def _key(source: Source, alias: str = "c", *, bare: bool = False) -> sql.Composable:
+    """The customer's key (segmentation.source.customer_keys) of a source row aliased `alias`.
+    bare: an integer id as it is, not cast, so that an index on it serves a range or min/max."""
+    column = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(source.id_column))
+    return column if bare and source.id_type is None else customer_keys.key(column, source.id_type)
+
+
 def id_bounds(conn: psycopg.Connection, source: Source) -> tuple[int, int] | None:
-    """The smallest and largest id in the source, None when it has none."""
+    """The smallest and largest key in the source, None when it has none: an index's ends for an
+    integer id, a scan for ids keyed by hash."""
     row = conn.execute(
-        sql.SQL("SELECT min({id})::bigint, max({id})::bigint FROM {table}").format(
-            id=sql.Identifier(source.id_column), table=source.table.identifier()
+        sql.SQL("SELECT min({key})::bigint, max({key})::bigint FROM {table} AS c").format(
+            key=_key(source, bare=True), table=source.table.identifier()
         )
     ).fetchone()
     return None if row is None or row[0] is None else (int(row[0]), int(row[1]))

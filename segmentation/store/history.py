@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from segmentation.core.binary_copy import Decoder
-from segmentation.core.comparison import ABSENT, Changes, Comparison, counts
+from segmentation.core.comparison import ABSENT, Changes, Comparison, SortedComparison, counts
 from segmentation.core.input_drift import Distribution
 from segmentation.core.segments import compare_from_changes
 from segmentation.db import scalar
@@ -25,6 +25,8 @@ from segmentation.store.partitions import exists, partition_name
 # smallest and largest: used when that is at most this many slots per customer and in all.
 SLOTS_PER_CUSTOMER = 4
 MAX_SLOTS = 250_000_000
+# Sparse ids compare in memory up to this many previous customers (about 11 bytes each).
+MAX_SORTED = 30_000_000
 PIECE_BYTES = 8 << 20
 
 
@@ -160,7 +162,7 @@ def _previous_rows(conn: psycopg.Connection, previous: PreviousRun, where: sql.C
     decoder.finish()
 
 
-def start_comparison(conn: psycopg.Connection, previous: PreviousRun) -> Comparison | None:
+def start_comparison(conn: psycopg.Connection, previous: PreviousRun) -> Comparison | SortedComparison | None:
     """The previous run's rows read into an in-memory Comparison (segmentation.core.comparison),
     for the new run's rows to be compared with as they are written; None when its rows are gone
     or its ids too sparse for it (the SQL comparison, measure_drift, then)."""
@@ -171,8 +173,16 @@ def start_comparison(conn: psycopg.Connection, previous: PreviousRun) -> Compari
         sql.SQL("SELECT min(customer_id), max(customer_id) FROM {} WHERE run_id = %s").format(table),
         (previous.run_id,),
     ).fetchone() or (None, None)
-    if smallest is None or not _dense_enough(int(largest) - int(smallest) + 1, previous.n_customers):
+    if smallest is None:
         return None
+    if not _dense_enough(int(largest) - int(smallest) + 1, previous.n_customers):
+        if previous.n_customers > MAX_SORTED:
+            return None
+        # Sparse ids (keys by hash): sorted, and looked up by binary search.
+        sparse = SortedComparison(max_changes(previous))
+        for columns in _previous_rows(conn, previous, sql.SQL("")):
+            sparse.add_previous(columns["customer_id"], columns["segment_id"])
+        return sparse
     return _comparison(conn, previous, int(smallest), int(largest), sql.SQL(""))
 
 

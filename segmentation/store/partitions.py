@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
-from segmentation.core.comparison import Changes, Comparison
+from segmentation.core.comparison import Changes, Comparison, SortedComparison
 from segmentation.db import give_to_writer, scalar
 
 ASSIGNMENT_FIELDS = [("run_id", "int8"), ("customer_id", "int8"), ("segment_id", "int4"), ("distance", "float8")]
@@ -64,7 +64,7 @@ class AssignmentWriter:
         conn: psycopg.Connection,
         run_id: int,
         part: tuple[int, tuple[int, int]] | None = None,
-        comparison: Comparison | None = None,
+        comparison: Comparison | SortedComparison | None = None,
     ):
         self.conn, self.run_id, self.rows, self._whole = conn, run_id, 0, part is None
         self.comparison = comparison  # the previous run's rows, compared with as these are written

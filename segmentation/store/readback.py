@@ -18,6 +18,7 @@ from segmentation.core.feature_spec import FeatureSpec
 from segmentation.core.rules import GENDER
 from segmentation.identifiers import parse_column_name, parse_table_name
 from segmentation.segmentations import DEFAULT
+from segmentation.source import customer_keys
 from segmentation.source.feature_sql import days_since
 from segmentation.source.validity import gender_code
 from segmentation.store import approvals
@@ -202,8 +203,12 @@ def _sample(
     query = sql.SQL(
         "SELECT cs.segment_id, {values} FROM segmentation.customer_segments AS cs "
         "TABLESAMPLE BERNOULLI (%s) REPEATABLE (%s) "
-        "JOIN {table} AS src ON src.{id} = cs.customer_id WHERE cs.run_id = %s LIMIT %s"
-    ).format(values=sql.SQL(", ").join(values), table=table.identifier(), id=sql.Identifier(id_column))
+        "JOIN {table} AS src ON {key} = cs.customer_id WHERE cs.run_id = %s LIMIT %s"
+    ).format(
+        values=sql.SQL(", ").join(values),
+        table=table.identifier(),
+        key=customer_keys.key(sql.SQL("src.{}").format(sql.Identifier(id_column)), run.get("id_type")),
+    )
     try:
         # A savepoint in the caller's transaction: this read may fail and the rest still stands.
         with conn.transaction():

@@ -24,6 +24,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 from segmentation import db, migrations
 from segmentation.core.comparison import Changes, join
@@ -31,7 +32,7 @@ from segmentation.core.input_drift import Distribution
 from segmentation.errors import SegmentationError
 from segmentation.segmentations import DEFAULT, check_name
 from segmentation.settings import Settings
-from segmentation.source import catalog, queries, split_read
+from segmentation.source import catalog, customer_keys, queries, split_read
 from segmentation.source.queries import IdRange
 from segmentation.source.stream import Chunk, stream_valid
 from segmentation.store import history, partitions, retention, runs, spells
@@ -132,8 +133,32 @@ class Run:
         as_of = db.scalar(self._conn, "SELECT started_at FROM segmentation.runs WHERE run_id = %s", (self.run_id,))
         source = catalog.resolve_source(self._source(), source_table, id_column, features, as_of)
         with self._transaction():
-            runs.record_source(self._conn, self.run_id, str(source.table), source.features)
+            runs.record_source(self._conn, self.run_id, str(source.table), source.features, source.id_type)
         return source
+
+    def record_customer_ids(self, source: catalog.Source) -> int:
+        """For ids keyed by hash, record the snapshot's ids not recorded yet in
+        segmentation.customer_ids (segmentation.source.customer_keys), for the BI views to speak
+        them; returns how many. A write in the snapshot's own view of the source: the run
+        connection imports the snapshot, in one REPEATABLE READ transaction of its own. Nothing
+        to do for integer ids."""
+        if source.id_type is None:
+            return 0
+        exported = self.export_snapshot()
+        self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        try:
+            with self._transaction():
+                self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
+                return customer_keys.record_ids(
+                    self._conn,
+                    self.segmentation,
+                    sql.SQL("SELECT * FROM {}").format(source.table.identifier()),
+                    source.id_column,
+                    source.id_type,
+                    unique=source.id_unique,
+                )
+        finally:
+            self._conn.isolation_level = None
 
     def count_rows(self, source: catalog.Source) -> int:
         return queries.count_rows(self._source(), source)

@@ -97,10 +97,12 @@ def segmentation_of(conn: psycopg.Connection, run_id: int) -> str | None:
     return None if row is None else str(row[0])
 
 
-def record_source(conn: psycopg.Connection, run_id: int, source_table: str, features: Sequence[str]) -> None:
+def record_source(
+    conn: psycopg.Connection, run_id: int, source_table: str, features: Sequence[str], id_type: str | None = None
+) -> None:
     conn.execute(
-        "UPDATE segmentation.runs SET source_table = %s, features = %s WHERE run_id = %s",
-        (source_table, list(features), run_id),
+        "UPDATE segmentation.runs SET source_table = %s, features = %s, id_type = %s WHERE run_id = %s",
+        (source_table, list(features), id_type, run_id),
     )
 
 
@@ -239,7 +241,11 @@ def current_switch(conn: psycopg.Connection, segmentation: str = DEFAULT) -> dic
 
 
 def record_switch(conn: psycopg.Connection, run_id: int, *, action: str, reason: str | None = None) -> None:
-    """Make run_id the current run of its segmentation: one row in segmentation.current_run_log."""
+    """Make run_id the current run of its segmentation: one row in segmentation.current_run_log,
+    with its views of customers speaking the run's ids (migrations.follow_id_type)."""
+    from segmentation import migrations  # it reads the BI files; the store does not otherwise
+
+    migrations.follow_id_type(conn, run_id)
     conn.execute(
         """INSERT INTO segmentation.current_run_log (run_id, from_run_id, action, reason, segmentation)
            SELECT r.run_id, (SELECT l.run_id FROM segmentation.current_run_log AS l WHERE l.segmentation = r.segmentation
