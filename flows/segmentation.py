@@ -17,11 +17,11 @@ from segmentation.errors import describe
 from segmentation.segmentations import DEFAULT
 from segmentation.tasks.conclude import conclude
 from segmentation.tasks.dask import Cluster
-from segmentation.tasks.extract import check_source, extract, quarantine_invalid, record_customer_ids
+from segmentation.tasks.extract import check_source, extract, quarantine_invalid
 from segmentation.tasks.model import choose_k, train
 from segmentation.tasks.publish import keep_run
 from segmentation.tasks.run import fail_run, prepare_database, start_run
-from segmentation.tasks.score import score
+from segmentation.tasks.score import record_customer_ids, score
 from segmentation.tasks.stability import (
     load_previous,
     match_segments,
@@ -91,7 +91,6 @@ def customer_segmentation(
         source = check_source(run, source_table, id_column, list(features))
         with Cluster(settings) as cluster:  # Dask, when set: started by the first pass that needs it
             training = extract(run, source, random_state, cluster)
-            record_customer_ids(run, source)
             n_quarantined = quarantine_invalid(run, source, training)
             previous = load_previous(run, source)
             inputs = measure_input_drift(run, source, training, previous)
@@ -99,6 +98,7 @@ def customer_segmentation(
             model = train(settings, choice, random_state, n_init, warm_start(previous, source, choice.k))
             identity = match_segments(run, source, model, previous, match_threshold)
             scored = score(run, source, training, identity.centroids, previous, cluster)
+            record_customer_ids(run, source, scored.changes, previous)
         drift = measure_drift(run, source, previous, scored.changes)
         issues = quality_gate(source, scored.stats, model, previous, n_quarantined, gate, inputs)
         outcome = keep_run(

@@ -165,20 +165,6 @@ def _training_set(
     return TrainingSet(ids, *_columns(source, columns), n_valid, n_rows)
 
 
-@task(name="record-customer-ids", cache_policy=NO_CACHE)
-def record_customer_ids(run: Run, source: Source) -> None:
-    """Ids keyed by hash (text, uuid): record the new ones, for the BI views to speak the source's
-    own ids; two ids with one key stop the run here, before it writes anything. Nothing to do for
-    integer ids."""
-    if source.id_type is None:
-        return
-    started = time.perf_counter()
-    n = run.record_customer_ids(source)
-    get_run_logger().info(
-        "customer ids (%s): %d new recorded in %.1f s", source.id_type, n, time.perf_counter() - started
-    )
-
-
 @task(name="quarantine-invalid", cache_policy=NO_CACHE)
 def quarantine_invalid(run: Run, source: Source, training: TrainingSet) -> int:
     """Copy the invalid rows of the snapshot, with their reasons, into segmentation.quarantine.

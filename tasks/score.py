@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segmentation.core.comparison import Changes
+from segmentation.core.comparison import ABSENT, Changes
 from segmentation.core.progress import Progress
 from segmentation.passes import Centroids, ScoredPart, score_part
 from segmentation.source.catalog import Source
@@ -49,6 +49,27 @@ def score(
         "score: %s customers assigned to %d segments", f"{scored.stats.n_customers:,}", len(centroids.segment_ids)
     )
     return scored
+
+
+@task(name="record-customer-ids", cache_policy=NO_CACHE)
+def record_customer_ids(run: Run, source: Source, changes: Changes | None, previous: PreviousRun | None) -> None:
+    """Ids keyed by hash (text, uuid): record the new ones, for the BI views to speak the source's
+    own ids, and end the snapshot. After a comparison in memory with the previous run, the new
+    ones are its arrivals and only those are looked up; else every id is. Two ids with one key
+    stop the run here, before it publishes. Nothing to do for integer ids."""
+    if source.id_type is None:
+        return
+    started = time.perf_counter()
+    compared = changes is not None and previous is not None and previous.same_table(str(source.table))
+    arrivals = changes[0][changes[1] == ABSENT] if compared and changes is not None else None
+    n = run.record_customer_ids(source, arrivals, previous.run_id if compared and previous is not None else None)
+    get_run_logger().info(
+        "customer ids (%s): %d new recorded in %.1f s%s",
+        source.id_type,
+        n,
+        time.perf_counter() - started,
+        "" if arrivals is None else f", looked up among {len(arrivals):,} arrivals",
+    )
 
 
 def _chunks(run: Run, source: Source, training: TrainingSet) -> Iterator[Chunk]:

@@ -17,6 +17,7 @@ from segmentation.cli import main
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 from segmentation.segmentations import CUSTOMER_VIEWS, view_name
+from segmentation.store import readback
 
 RFM = {
     "segmentation": "rfm",
@@ -97,6 +98,13 @@ def test_text_ids_publish_views_that_speak_them_beside_an_integer_default(crm):
         ).fetchone()[0]
         == 1500
     )
+    # The run's picture samples customers with their source rows, found by id through the map.
+    rfm_run = crm.execute("SELECT run_id FROM segmentation_bi.rfm_run").fetchone()[0]
+    picture = readback.load(crm, rfm_run, sample_size=300)
+    # 300 drawn; those who never ordered (no recency to plot) are left out of the picture.
+    assert picture is not None and 150 < len(picture.sample) < 300
+    segments = {r[0] for r in crm.execute("SELECT segment_id FROM segmentation_bi.rfm_segments")}
+    assert set(picture.sample_labels.tolist()) <= segments
     # The default is untouched: its own integer customers.
     assert crm.execute(
         "SELECT count(*), min(customer_id) FROM segmentation_bi.current_customer_segments"
@@ -223,6 +231,29 @@ def test_two_ids_with_one_key_stop_the_run_before_it_writes_anything(crm, capsys
     assert crm.execute("SELECT count(*) FROM segmentation.customer_segments").fetchone()[0] == 0
     assert crm.execute("SELECT count(*) FROM segmentation.customer_ids").fetchone()[0] == 1
     assert crm.execute("SELECT count(*) FROM segmentation_bi.rfm_run").fetchone()[0] == 0
+
+    # The next night compares with a published run and looks up only its arrivals: a new customer
+    # whose key is recorded for another id stops it just the same, and the published run stays.
+    crm.execute("DELETE FROM segmentation.customer_ids WHERE customer_id = 'cus_someone_else'")
+    published, _ = run(**RFM)
+    assert published.is_completed()
+    current = crm.execute("SELECT run_id FROM segmentation_bi.rfm_run").fetchone()[0]
+    crm.execute(
+        """INSERT INTO crm.customers (id, email, plan, country, signup_date, gender, marketing_opt_in)
+           VALUES ('cus_arrived', 'arrived@example.com', 'free', 'DE', date '2026-01-01', 'F', true)"""
+    )
+    crm.execute(
+        "INSERT INTO segmentation.customer_ids VALUES ('rfm', hashtextextended('cus_arrived', 0), 'cus_departed')"
+    )
+    state, _ = run(**RFM)
+    assert state.is_failed()
+    assert (
+        crm.execute("SELECT error FROM segmentation.runs WHERE segmentation = 'rfm' ORDER BY run_id DESC LIMIT 1")
+        .fetchone()[0]
+        .startswith("customer ids 'cus_arrived' and 'cus_departed' have the same 64-bit key")
+    )
+    assert crm.execute("SELECT run_id FROM segmentation_bi.rfm_run").fetchone()[0] == current
+    assert crm.execute("SELECT count(*) FROM segmentation.customer_ids").fetchone()[0] == 1501
 
 
 def test_the_views_follow_the_current_runs_id_type_through_a_rollback(crm, logins):

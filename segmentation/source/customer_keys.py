@@ -16,6 +16,7 @@ Runs in its caller's transaction: the run's (segmentation.store.run) for record_
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import psycopg
 from psycopg import sql
@@ -104,6 +105,48 @@ def record_ids(
         first, second = _collision(conn, segmentation, arrived)
         raise SegmentationError(_collided(first, second))
     return int(added)
+
+
+def record_arrivals(
+    conn: psycopg.Connection,
+    segmentation: str,
+    rows: sql.Composable,
+    id_column: str,
+    id_type: str,
+    keys: Sequence[int],
+) -> int:
+    """record_ids for a run that knows which of its keys are new: those not in the run it compared
+    itself with, whose ids are all recorded. Only the rows with those keys are looked up (one scan
+    of the source, hashing each id, joined with the new keys), not every id against every
+    recorded one. A new id whose key is recorded for another id, or that shares its key with
+    another new id, stops the run in one line; an id that comes back is recorded already."""
+    column = sql.SQL("s.{}").format(sql.Identifier(id_column))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMPORARY TABLE arrived_ids ON COMMIT DROP AS "
+            "SELECT DISTINCT n.key AS customer_key, ({column})::text AS customer_id "
+            "FROM ({rows}) AS s JOIN unnest(%s::bigint[]) AS n(key) ON n.key = {key} WHERE {column} IS NOT NULL"
+        ).format(column=column, rows=rows, key=key(column, id_type)),
+        (list(keys),),
+    )
+    clash = conn.execute(
+        """SELECT a.customer_id, b.customer_id FROM arrived_ids a JOIN arrived_ids b
+             ON a.customer_key = b.customer_key AND a.customer_id < b.customer_id
+           UNION ALL
+           SELECT a.customer_id, m.customer_id FROM arrived_ids a JOIN segmentation.customer_ids m
+             ON m.segmentation = %s AND m.customer_key = a.customer_key AND m.customer_id <> a.customer_id
+           LIMIT 1""",
+        (segmentation,),
+    ).fetchone()
+    if clash is not None:
+        raise SegmentationError(_collided(str(clash[0]), str(clash[1])))
+    return int(
+        conn.execute(
+            """INSERT INTO segmentation.customer_ids (segmentation, customer_key, customer_id)
+               SELECT %s, customer_key, customer_id FROM arrived_ids ORDER BY customer_key ON CONFLICT DO NOTHING""",
+            (segmentation,),
+        ).rowcount
+    )
 
 
 def _collided(first: str, second: str) -> str:

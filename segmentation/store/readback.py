@@ -203,11 +203,21 @@ def _sample(
     query = sql.SQL(
         "SELECT cs.segment_id, {values} FROM segmentation.customer_segments AS cs "
         "TABLESAMPLE BERNOULLI (%s) REPEATABLE (%s) "
-        "JOIN {table} AS src ON {key} = cs.customer_id WHERE cs.run_id = %s LIMIT %s"
+        "{ids}JOIN {table} AS src ON src.{id} = {id_value} WHERE cs.run_id = %s LIMIT %s"
     ).format(
         values=sql.SQL(", ").join(values),
         table=table.identifier(),
-        key=customer_keys.key(sql.SQL("src.{}").format(sql.Identifier(id_column)), run.get("id_type")),
+        id=sql.Identifier(id_column),
+        # Ids keyed by hash: each key's id from segmentation.customer_ids, then the source's row by
+        # its id (its index), never the key of every source row.
+        ids=sql.SQL("")
+        if run.get("id_type") is None
+        else sql.SQL(
+            "JOIN segmentation.customer_ids AS m ON m.segmentation = {} AND m.customer_key = cs.customer_id "
+        ).format(sql.Literal(run["segmentation"])),
+        id_value=sql.SQL("cs.customer_id")
+        if run.get("id_type") is None
+        else sql.SQL("m.customer_id::{}").format(customer_keys.type_name(run["id_type"])),
     )
     try:
         # A savepoint in the caller's transaction: this read may fail and the rest still stands.

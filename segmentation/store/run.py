@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -65,6 +66,7 @@ class Run:
         self._conn = conn
         self._snapshot = snapshot
         self._snapshot_ended = False
+        self._ids_pending = False
         self._id_bounds: dict[tuple[str, str], tuple[int, int] | None] = {}
 
     def __repr__(self) -> str:
@@ -134,31 +136,47 @@ class Run:
         source = catalog.resolve_source(self._source(), source_table, id_column, features, as_of)
         with self._transaction():
             runs.record_source(self._conn, self.run_id, str(source.table), source.features, source.id_type)
+        # Ids keyed by hash are recorded after the scoring pass, in the snapshot (record_customer_ids).
+        self._ids_pending = source.id_type is not None
         return source
 
-    def record_customer_ids(self, source: catalog.Source) -> int:
+    def record_customer_ids(
+        self, source: catalog.Source, arrivals: np.ndarray | None = None, compared_with: int | None = None
+    ) -> int:
         """For ids keyed by hash, record the snapshot's ids not recorded yet in
         segmentation.customer_ids (segmentation.source.customer_keys), for the BI views to speak
-        them; returns how many. A write in the snapshot's own view of the source: the run
-        connection imports the snapshot, in one REPEATABLE READ transaction of its own. Nothing
-        to do for integer ids."""
+        them, then end the snapshot; returns how many were new. arrivals: the keys of this run not
+        in run compared_with, when the run compared itself with it customer by customer: only
+        those are looked up, when compared_with read its ids as this run does. A write in the
+        snapshot's own view of the source: the run connection imports the snapshot, in one
+        REPEATABLE READ transaction of its own. Nothing to do for integer ids."""
         if source.id_type is None:
             return 0
+        rows = sql.SQL("SELECT * FROM {}").format(source.table.identifier())
+        if arrivals is not None and compared_with is not None:
+            same = db.scalar(
+                self._conn,
+                "SELECT id_type IS NOT DISTINCT FROM %s FROM segmentation.runs WHERE run_id = %s",
+                (source.id_type, compared_with),
+            )
+            if not same:
+                arrivals = None
         exported = self.export_snapshot()
         self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         try:
             with self._transaction():
                 self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
-                return customer_keys.record_ids(
-                    self._conn,
-                    self.segmentation,
-                    sql.SQL("SELECT * FROM {}").format(source.table.identifier()),
-                    source.id_column,
-                    source.id_type,
-                    unique=source.id_unique,
+                if arrivals is None:
+                    return customer_keys.record_ids(
+                        self._conn, self.segmentation, rows, source.id_column, source.id_type, unique=source.id_unique
+                    )
+                return customer_keys.record_arrivals(
+                    self._conn, self.segmentation, rows, source.id_column, source.id_type, arrivals.tolist()
                 )
         finally:
             self._conn.isolation_level = None
+            self._ids_pending = False
+            self.end_snapshot()
 
     def count_rows(self, source: catalog.Source) -> int:
         return queries.count_rows(self._source(), source)
@@ -201,8 +219,11 @@ class Run:
 
     def end_snapshot(self) -> None:
         """The source is no longer needed: end the snapshot rather than hold its lock on the
-        source table (and vacuum's horizon) any longer. Its connection may be what broke; the
+        source table (and vacuum's horizon) any longer; unless the run's ids are still to be
+        recorded in it (record_customer_ids ends it then). Its connection may be what broke; the
         error that broke it is the one reported."""
+        if self._ids_pending:
+            return
         self._snapshot_ended = True
         with suppress(psycopg.Error):
             self._snapshot.rollback()
