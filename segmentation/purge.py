@@ -1,6 +1,7 @@
 """Erasing customers from the segmentation schema on request (right to erasure): every kept
-run's assignments, the history's spells and the quarantined source rows, of every segmentation,
-in one transaction, recorded in segmentation.purges as counts only.
+run's assignments, the history's spells, the switches' kept changes (who moved) and the
+quarantined source rows, of every segmentation, in one transaction, recorded in
+segmentation.purges as counts only.
 
 The runs' figures follow, in the same transaction: each kept run's segment sizes and shares,
 its n_customers and n_quarantined lose the erased customers, so a BI reader still sees every
@@ -24,7 +25,7 @@ from psycopg import sql
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
 from segmentation.segmentations import DEFAULT, view_name
-from segmentation.store import runs
+from segmentation.store import changes, runs
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Purge:
     assignment_rows: int
     spell_rows: int
     quarantine_rows: int
+    change_rows: int = 0
 
 
 def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
@@ -76,6 +78,7 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
         spell_rows = conn.execute(
             "DELETE FROM segmentation.segment_spells WHERE customer_id = ANY(%s)", (ids,)
         ).rowcount
+        change_rows = changes.erase(conn, ids)
         quarantine_rows = sum(
             n
             for (n,) in conn.execute(
@@ -109,8 +112,8 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
         )
         purge_id = scalar(
             conn,
-            """INSERT INTO segmentation.purges (customers, assignment_rows, spell_rows, quarantine_rows)
-               VALUES (%s, %s, %s, %s) RETURNING purge_id""",
-            (len(ids), assignment_rows, spell_rows, quarantine_rows),
+            """INSERT INTO segmentation.purges (customers, assignment_rows, spell_rows, quarantine_rows, change_rows)
+               VALUES (%s, %s, %s, %s, %s) RETURNING purge_id""",
+            (len(ids), assignment_rows, spell_rows, quarantine_rows, change_rows),
         )
-    return Purge(int(purge_id), len(ids), assignment_rows, spell_rows, quarantine_rows)
+    return Purge(int(purge_id), len(ids), assignment_rows, spell_rows, quarantine_rows, change_rows)

@@ -29,6 +29,8 @@ VIEWS = {
     "current_feature_drift": "feature_drift",
     "segment_history": "segment_history",
     "run_history": "run_history",
+    "current_segment_transitions": "segment_transitions",
+    "current_segment_changes": "segment_changes",
 }
 # PostgreSQL cuts identifiers at 63 bytes: the longest view name must fit.
 _IDENTIFIER_BYTES = 63
