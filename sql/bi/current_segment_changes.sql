@@ -36,7 +36,10 @@ UNION ALL
 SELECT cs.run_id, (SELECT published_at FROM segmentation_bi.current_run), NULL::bigint,
        cs.customer_id, NULL::integer, cs.segment_id, 'entered'
 FROM segmentation.customer_segments AS cs
-WHERE cs.run_id = (SELECT feed.run_id FROM feed WHERE feed.from_run_id IS NULL);
+-- A condition on no column of the rows: PostgreSQL checks it once, before reading any row, and
+-- reads no row of the run unless the switch is a first one.
+WHERE (SELECT feed.from_run_id IS NULL FROM feed)
+  AND cs.run_id = (SELECT feed.run_id FROM feed);
 
 COMMENT ON VIEW segmentation_bi.current_segment_changes IS
     'Who moved with the latest switch of the current run (publish, rollback or promotion): one row per customer whose segment differs between the run current before it and the current run (moved, entered or left); customers who stayed have none. What a CRM sync reads each night instead of every customer.';
