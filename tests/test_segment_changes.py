@@ -9,14 +9,18 @@ customers move, leave and arrive is known exactly; one test runs the flow itself
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 from psycopg import sql
 
 from segmentation.core.model import KCandidate
+from segmentation.flows.segmentation import customer_segmentation
+from segmentation.loading import generate_customers
 from segmentation.purge import purge
 from segmentation.rollback import make_current
 from segmentation.segmentations import view_name
@@ -24,6 +28,7 @@ from segmentation.settings import Settings
 from segmentation.store import scoring
 from segmentation.store.run import Run
 from segmentation.store.runs import Publication
+from support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("database_url")
 
@@ -154,13 +159,21 @@ def feed(conn, segmentation: str = "default") -> tuple[set[tuple], set[tuple], s
             "n_customers FROM {}"
         ).format(view(segmentation, "current_segment_transitions"))
     ).fetchall()
-    for _, _, old, old_name, new, new_name, _ in transitions:
-        assert old_name == (None if old is None else f"segment {old}")
-        assert new_name == (None if new is None else f"segment {new}")
+    for run_id, from_run_id, old, old_name, new, new_name, _ in transitions:
+        assert old_name == (None if old is None else names(conn, from_run_id)[old])
+        assert new_name == (None if new is None else names(conn, run_id)[new])
     return (
         {row[2:] for row in changes},
         {(old, new, n) for _, _, old, _, new, _, n in transitions},
         {row[:2] for row in changes} | {row[:2] for row in transitions},
+    )
+
+
+def names(conn, run_id: int) -> dict[int, str]:
+    return dict(
+        conn.execute(
+            "SELECT segment_id, segment_name FROM segmentation.segments WHERE run_id = %s", (run_id,)
+        ).fetchall()
     )
 
 
@@ -378,3 +391,97 @@ def plan(conn, default_view: str) -> str:
 
 def scans_of_runs(text: str) -> list[str]:
     return [line for line in text.splitlines() if "Scan" in line and "customer_segments_run_" in line]
+
+
+def test_bi_readers_never_see_one_runs_changes_with_anothers_segments(conn, database_url):
+    """A BI session reads the feed, the matrix and the current run in one statement while runs
+    publish and a rollback switches back: every read is of one switch, whole."""
+    rows = {c: c % 5 + 1 for c in range(1, 20_001)}
+    write_run(rows)
+    observations: list[tuple] = []
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def read_in_a_loop() -> None:
+        with psycopg.connect(database_url, autocommit=True) as reader:
+            while not stop.is_set():
+                try:
+                    observations.append(
+                        reader.execute(
+                            """SELECT (SELECT run_id FROM segmentation_bi.current_run),
+                                      (SELECT n_customers FROM segmentation_bi.current_run),
+                                      (SELECT array_agg(DISTINCT (run_id, from_run_id)::text)
+                                       FROM segmentation_bi.current_segment_changes),
+                                      (SELECT count(*) FROM segmentation_bi.current_segment_changes),
+                                      (SELECT array_agg(DISTINCT run_id) FROM segmentation_bi.current_segment_transitions),
+                                      (SELECT sum(n_customers) FILTER (WHERE to_segment_id IS NOT NULL)
+                                       FROM segmentation_bi.current_segment_transitions),
+                                      (SELECT sum(n_customers) FILTER (WHERE from_segment_id <> to_segment_id
+                                                                          OR from_segment_id IS NULL
+                                                                          OR to_segment_id IS NULL)
+                                       FROM segmentation_bi.current_segment_transitions),
+                                      (SELECT from_run_id FROM segmentation.current_run_log
+                                       ORDER BY switch_id DESC LIMIT 1)"""
+                        ).fetchone()
+                    )
+                except psycopg.Error as exc:
+                    errors.append(exc)
+
+    thread = threading.Thread(target=read_in_a_loop)
+    thread.start()
+    try:
+        published = []
+        for n in range(4):
+            seen = len(observations)
+            rows = night(rows, move=list(range(1000 * n + 1, 1000 * n + 1 + 200 * (n + 1))), leave=[], arrive=[])
+            published.append(write_run(rows))
+            wait_for(lambda seen=seen: len(observations) > seen + 1, what="the reader to read the views again")
+        seen = len(observations)
+        make_current(conn, run_id=published[0], reason="test")
+        wait_for(lambda: len(observations) > seen + 1, what="the reader to read the views again")
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    runs_seen = set()
+    for run_id, n_customers, between, n_changes, transition_runs, column_total, changed, from_run_id in observations:
+        runs_seen.add(run_id)
+        expected_between = [f"({run_id},{from_run_id if from_run_id is not None else ''})"]
+        assert between == expected_between
+        assert transition_runs == [run_id]
+        assert column_total == n_customers
+        assert changed == n_changes
+    assert runs_seen >= {published[-1], published[0]}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_flow_publishes_who_moved_when_customers_change(conn):
+    """The nightly flow itself, on data that changed: customers whose spending flipped, some gone,
+    some new. The feed is the full join of the two runs, agrees with the run's drift, and names
+    every customer who left and arrived."""
+    generate_customers(conn, 3000, seed=23)
+    first = flow_run()
+    before = snapshot(conn)
+    conn.execute("UPDATE customers SET spending_score = 101 - spending_score WHERE customer_id % 9 = 0")
+    conn.execute("DELETE FROM customers WHERE customer_id % 25 = 0")
+    conn.execute(
+        """INSERT INTO customers (customer_id, gender, age, annual_income, spending_score)
+           SELECT customer_id + 100000, gender, age, annual_income, spending_score FROM customers
+           WHERE customer_id <= 40"""
+    )
+    second = flow_run()
+    changes = assert_feed(conn, before, second, first)
+    assert drift_figures(conn, second) == (first, *counted(changes))
+    by_kind = {kind: {c for c, _, _, change in changes if change == kind} for kind in ("moved", "entered", "left")}
+    assert by_kind["left"] == set(range(25, 3001, 25))
+    assert by_kind["entered"] == {c + 100000 for c in range(1, 41) if c != 25}  # 25 was gone already
+    # Spending flipped moves customers; the others mostly stay where they were.
+    flipped = {c for c in range(9, 3001, 9) if c % 25}
+    assert len(by_kind["moved"] & flipped) > len(flipped) // 3
+    assert len(by_kind["moved"] - flipped) < len(by_kind["moved"] & flipped)
+
+
+def flow_run() -> int:
+    state = customer_segmentation(n_clusters=4, n_init=1, max_customer_drop=0.95, return_state=True)
+    assert state.is_completed(), state.message
+    return state.result()["run_id"]
