@@ -28,6 +28,7 @@ from segmentation.settings import Settings
 from segmentation.store import scoring
 from segmentation.store.run import Run
 from segmentation.store.runs import Publication
+from support.docs import documented_sql
 from support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("database_url")
@@ -247,6 +248,16 @@ def test_the_feed_follows_publishes_a_rollback_and_a_promotion(conn):
     )
     # What the run's drift counted: changed are those in both runs, new and gone apart.
     assert drift_figures(conn, second) == (first, *counted(changes)) == (first, 60, 30, 20)
+    # The documented queries: the CRM sync, the run to remember, where segment 3's customers went.
+    sync, current_run, segment_3 = (
+        conn.execute(query).fetchall() for query in documented_sql("bi.md", "Who moved").split(";\n") if query.strip()
+    )
+    assert [(c, change, new, old) for c, change, new, _, old in sync] == sorted(
+        (c, change, new, old) for c, old, new, change in changes
+    )
+    assert all(name == f"segment {new}" for _, _, new, name, _ in sync if new is not None)
+    assert current_run == [(second,)]
+    assert {(new, n) for new, _, n in segment_3} == {(new, n) for old, new, n in feed(conn)[1] if old == 3}
 
     # The next night, compared in SQL, with customers who left coming back.
     before = snapshot(conn)
