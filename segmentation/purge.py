@@ -25,7 +25,7 @@ from psycopg import sql
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
 from segmentation.segmentations import DEFAULT, view_name
-from segmentation.store import changes, runs
+from segmentation.store import change_feed, runs
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[int]) -> Purge:
         spell_rows = conn.execute(
             "DELETE FROM segmentation.segment_spells WHERE customer_id = ANY(%s)", (ids,)
         ).rowcount
-        change_rows = changes.erase(conn, ids)
+        change_rows = change_feed.erase(conn, ids)
         quarantine_rows = sum(
             n
             for (n,) in conn.execute(

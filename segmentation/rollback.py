@@ -9,7 +9,7 @@ them), so making it current is one row in segmentation.current_run_log, committe
 switch's transaction under the run lock. A published run whose own rows retention dropped is answered
 for by the history (segmentation.store.spells): its rows are rebuilt from it first, without
 distances. A promoted run enters the history in the switch's transaction, and the switch's
-changes (who moved: segmentation.store.changes) are kept in it too. BI readers see the
+changes (who moved: segmentation.store.change_feed) are kept in it too. BI readers see the
 switch all at once, as they see a publish: every current_ view reads that log and its rows in
 one statement. The next run's id matching
 and drift compare against whatever run is current then.
@@ -27,7 +27,7 @@ import psycopg
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
 from segmentation.segmentations import DEFAULT
-from segmentation.store import changes, partitions, runs, spells
+from segmentation.store import change_feed, partitions, runs, spells
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def make_current(
             switch = runs.record_switch(conn, run_id, action=action, reason=reason.strip())
             # Who moved: the two runs compared in SQL. A promoted run enters the history from
             # the same comparison when the run current before is the newest history run.
-            compared_with = changes.record(conn, switch, compared_with=None)
+            compared_with = change_feed.record(conn, switch, compared_with=None)
             if action == "promote":
                 spells.enter(conn, run_id, compared_with=compared_with)
             else:

@@ -12,7 +12,7 @@
 -- one). Customers who stayed have no row. A first switch (from_run_id NULL) keeps none: every
 -- customer of the run entered, and the views read the run's own rows for it.
 --
--- Written in the switch's transaction (segmentation.store.changes); retention deletes the feeds
+-- Written in the switch's transaction (segmentation.store.change_feed); retention deletes the feeds
 -- of switches other than the current one whose run or previous run it let go; an erasure
 -- (segmentation purge) deletes the customer's rows.
 

@@ -34,7 +34,7 @@ from segmentation.settings import Settings
 from segmentation.source import catalog, queries, split_read
 from segmentation.source.queries import IdRange
 from segmentation.source.stream import Chunk, stream_valid
-from segmentation.store import changes, history, partitions, retention, runs, spells
+from segmentation.store import change_feed, history, partitions, retention, runs, spells
 
 
 @dataclass
@@ -272,7 +272,7 @@ class Run:
                 switch = runs.record_switch(self._conn, self.run_id, action="publish")
                 # Its changes against the run current before (the ones drift counted, when it
                 # was measured against that run), then the history's, from the same comparison.
-                compared_with = changes.record(self._conn, switch, compared_with=compared_with)
+                compared_with = change_feed.record(self._conn, switch, compared_with=compared_with)
                 spells.enter(self._conn, self.run_id, compared_with=compared_with)
 
     def fail(self, error: str) -> str | None:

@@ -251,7 +251,7 @@ class Switched:
 
 def record_switch(conn: psycopg.Connection, run_id: int, *, action: str, reason: str | None = None) -> Switched:
     """Make run_id the current run of its segmentation: one row in segmentation.current_run_log.
-    The caller keeps the switch's changes (segmentation.store.changes.record) in the same
+    The caller keeps the switch's changes (segmentation.store.change_feed.record) in the same
     transaction."""
     row = conn.execute(
         """INSERT INTO segmentation.current_run_log (run_id, from_run_id, action, reason, segmentation)

@@ -30,7 +30,7 @@ from segmentation.store import partitions
 
 _CHANGE_FIELDS = [("customer_id", "int8"), ("segment_before", "int4"), ("segment_now", "int4")]
 # The session's changes (compare, keep_changes): its own, never a table of that name elsewhere.
-# segmentation.store.changes keeps them for the switch, in the same transaction.
+# segmentation.store.change_feed keeps them for the switch, in the same transaction.
 CHANGES = sql.Identifier("pg_temp", "run_changes")
 
 
