@@ -5,7 +5,7 @@
 -- segmentation.change_feeds: one row per switch whose changes are kept. The BI views
 -- (sql/bi/current_segment_changes.sql, current_segment_transitions.sql) show a switch's changes
 -- only when it has one, so a switch whose changes are not known (one made before this migration
--- whose previous run's rows were gone) shows none rather than "nobody moved".
+-- that the block at the end cannot recover) shows none rather than "nobody moved".
 -- segmentation.customer_changes: one row per customer whose segment differs between the run
 -- current before the switch (from_run_id) and the run current after it (run_id): moved, entered
 -- (from_segment_id NULL: not in the previous run) or left (to_segment_id NULL: not in the new
@@ -37,21 +37,32 @@ CREATE TABLE segmentation.customer_changes (
 -- An erasure finds a customer's rows by the id alone.
 CREATE INDEX customer_changes_customer_idx ON segmentation.customer_changes (customer_id);
 
--- The current switch of every segmentation, when both runs' rows are still here: its changes
--- now, so the views answer from the first day.
+-- The current switch of every segmentation, when its changes can still be known: now, so the
+-- views answer from the first day. From the two runs' rows when both are still here; else, the
+-- usual night (a publish: the run is the newest in the history and the previous one the history
+-- run before it, still kept), from the history: the spells that ended with the run are exactly
+-- its changes (sql/007), each with the segment before, and the run's own rows give the segment
+-- now. Otherwise not at all: the views show nothing for that switch until the next one.
 DO $feeds$
 DECLARE
     switch record;
+    newest integer;
 BEGIN
     FOR switch IN
-        SELECT DISTINCT ON (segmentation) switch_id, segmentation, run_id, from_run_id
-        FROM segmentation.current_run_log
-        ORDER BY segmentation, switch_id DESC
+        SELECT DISTINCT ON (l.segmentation) l.switch_id, l.segmentation, l.run_id, l.from_run_id,
+               r.history_version AS version, f.history_version AS from_version,
+               f.assignments_pruned_at AS from_pruned_at
+        FROM segmentation.current_run_log AS l
+        JOIN segmentation.runs AS r ON r.run_id = l.run_id
+        LEFT JOIN segmentation.runs AS f ON f.run_id = l.from_run_id
+        ORDER BY l.segmentation, l.switch_id DESC
     LOOP
+        SELECT max(history_version) INTO newest FROM segmentation.runs WHERE segmentation = switch.segmentation;
         IF switch.from_run_id IS NULL THEN
             NULL;  -- a first switch: every customer of the run entered, and keeps no row
-        ELSIF to_regclass(format('segmentation.customer_segments_run_%s', switch.run_id)) IS NOT NULL
-              AND to_regclass(format('segmentation.customer_segments_run_%s', switch.from_run_id)) IS NOT NULL THEN
+        ELSIF to_regclass(format('segmentation.customer_segments_run_%s', switch.run_id)) IS NULL THEN
+            CONTINUE;
+        ELSIF to_regclass(format('segmentation.customer_segments_run_%s', switch.from_run_id)) IS NOT NULL THEN
             EXECUTE format(
                 'INSERT INTO segmentation.customer_changes (switch_id, customer_id, from_segment_id, to_segment_id)
                  SELECT %s, coalesce(o.customer_id, n.customer_id), o.segment_id, n.segment_id
@@ -59,6 +70,14 @@ BEGIN
                  WHERE o.segment_id IS DISTINCT FROM n.segment_id',
                 switch.switch_id, 'customer_segments_run_' || switch.from_run_id,
                 'customer_segments_run_' || switch.run_id);
+        ELSIF switch.version = newest AND switch.from_version = switch.version - 1
+              AND switch.from_pruned_at IS NULL THEN
+            EXECUTE format(
+                'INSERT INTO segmentation.customer_changes (switch_id, customer_id, from_segment_id, to_segment_id)
+                 SELECT %s, sp.customer_id, sp.segment_id, n.segment_id
+                 FROM segmentation.segment_spells AS sp LEFT JOIN segmentation.%I AS n USING (customer_id)
+                 WHERE sp.segmentation = %L AND sp.ended_version = %s',
+                switch.switch_id, 'customer_segments_run_' || switch.run_id, switch.segmentation, switch.version);
         ELSE
             CONTINUE;
         END IF;

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from segmentation import migrations
 from segmentation.core.model import KCandidate
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
@@ -496,3 +497,31 @@ def flow_run() -> int:
     state = customer_segmentation(n_clusters=4, n_init=1, max_customer_drop=0.95, return_state=True)
     assert state.is_completed(), state.message
     return state.result()["run_id"]
+
+
+def test_the_migration_fills_in_the_current_switch_of_a_database_upgraded(conn):
+    """Migration 019 on a database with runs: the current switch of each segmentation gets its
+    changes from the two runs' rows, as a switch made today would have kept them."""
+    rows = {c: c % 5 + 1 for c in range(1, 801)}
+    write_run(rows)
+    write_run(night(rows, move=[1, 2, 3], leave=[4], arrive=[5000]))
+    # The previous run's own table is gone (the history answers for it): from the spells.
+    assert conn.execute("SELECT to_regclass('segmentation.customer_segments_run_1')").fetchone() == (None,)
+    # A first switch: every customer entered.
+    rfm_rows = {c: c % 3 + 1 for c in range(1, 301)}
+    write_run(rfm_rows, segmentation="rfm")
+    # A rollback: both runs' tables are here, from them.
+    back_rows = {c: c % 4 + 1 for c in range(1, 201)}
+    back_first = write_run(back_rows, segmentation="back")
+    write_run(night(back_rows, move=[7, 8], leave=[9], arrive=[]), segmentation="back")
+    make_current(conn, run_id=back_first, reason="test")
+    names = ("default", "rfm", "back")
+    kept = {name: feed(conn, name) for name in names}
+    conn.execute("DELETE FROM segmentation.customer_changes")
+    conn.execute("DELETE FROM segmentation.change_feeds")
+    assert feed(conn) == (set(), set(), set())  # not known: nothing, rather than "nobody moved"
+    text = (migrations.SQL_DIR / "019_segment_changes.sql").read_text()
+    conn.execute(text[text.index("DO $feeds$") : text.index("$feeds$;") + len("$feeds$;")])
+    assert {name: feed(conn, name) for name in names} == kept
+    assert {c for c, *_ in kept["back"][0]} == {7, 8, 9}
+    assert conn.execute("SELECT count(*) FROM segmentation.customer_changes").fetchone() == (5 + 3,)
