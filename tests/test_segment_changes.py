@@ -376,7 +376,7 @@ def test_retention_and_erasure_delete_the_rows(conn):
     assert (changes, transitions) == (expected_changes, expected_transitions)
 
 
-def test_the_feed_reads_no_run_rows_after_a_first_switch(conn):
+def test_the_feed_reads_no_run_rows_except_after_a_first_switch(conn):
     """The change feed reads the switch's kept rows: no row of either run's assignments (a full
     join of two 10-million-customer runs would not be read in well under a second). Only a first
     switch reads the run's own rows: every customer entered."""
