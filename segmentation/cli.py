@@ -325,7 +325,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     print(
         f"purge {done.purge_id}: erased {done.customers} customer{'s' * (done.customers != 1)} from the segmentation "
         f"schema: {done.assignment_rows} assignment rows, {done.spell_rows} history rows, "
-        f"{done.quarantine_rows} quarantined rows (erase them from the source table too, or the next run brings "
+        f"{done.change_rows} change rows, {done.quarantine_rows} quarantined rows (erase them from the source table too, or the next run brings "
         "them back)"
     )
     return 0

@@ -1,6 +1,7 @@
 """Erasing customers from the segmentation schema on request (right to erasure): every kept
-run's assignments, the history's spells and the quarantined source rows, of every segmentation,
-in one transaction, recorded in segmentation.purges as counts only.
+run's assignments, the history's spells, the switches' kept changes (who moved) and the
+quarantined source rows, of every segmentation, in one transaction, recorded in
+segmentation.purges as counts only.
 
 The runs' figures follow, in the same transaction: each kept run's segment sizes and shares,
 its n_customers and n_quarantined lose the erased customers, so a BI reader still sees every
@@ -27,7 +28,7 @@ from segmentation.db import scalar
 from segmentation.errors import SegmentationError
 from segmentation.segmentations import DEFAULT, view_name
 from segmentation.source import customer_keys
-from segmentation.store import runs
+from segmentation.store import change_feed, runs
 
 _INTEGER = re.compile(r"^[+-]?\d{1,19}$")
 
@@ -39,6 +40,7 @@ class Purge:
     assignment_rows: int
     spell_rows: int
     quarantine_rows: int
+    change_rows: int = 0
 
 
 def _spoken(given: Sequence[str], id_type: str | None) -> list[str] | list[int]:
@@ -139,6 +141,7 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[str | int]) -> Purge:
             """DELETE FROM segmentation.customer_ids m USING purged_keys p
                WHERE p.segmentation = m.segmentation AND p.id_type IS NOT NULL AND p.customer_key = m.customer_key"""
         )
+        change_rows = change_feed.erase(conn, ids)
         quarantine_rows = sum(
             n
             for (n,) in conn.execute(
@@ -175,8 +178,8 @@ def purge(conn: psycopg.Connection, customer_ids: Sequence[str | int]) -> Purge:
         )
         purge_id = scalar(
             conn,
-            """INSERT INTO segmentation.purges (customers, assignment_rows, spell_rows, quarantine_rows)
-               VALUES (%s, %s, %s, %s) RETURNING purge_id""",
-            (len(given), assignment_rows, spell_rows, quarantine_rows),
+            """INSERT INTO segmentation.purges (customers, assignment_rows, spell_rows, quarantine_rows, change_rows)
+               VALUES (%s, %s, %s, %s, %s) RETURNING purge_id""",
+            (len(given), assignment_rows, spell_rows, quarantine_rows, change_rows),
         )
-    return Purge(int(purge_id), len(given), assignment_rows, spell_rows, quarantine_rows)
+    return Purge(int(purge_id), len(given), assignment_rows, spell_rows, quarantine_rows, change_rows)

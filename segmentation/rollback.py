@@ -8,7 +8,8 @@ No retraining: a complete run keeps its assignments and summaries (until retenti
 them), so making it current is one row in segmentation.current_run_log, committed in the
 switch's transaction under the run lock. A published run whose own rows retention dropped is answered
 for by the history (segmentation.store.spells): its rows are rebuilt from it first, without
-distances. A promoted run enters the history in the switch's transaction. BI readers see the
+distances. A promoted run enters the history in the switch's transaction, and the switch's
+changes (who moved: segmentation.store.change_feed) are kept in it too. BI readers see the
 switch all at once, as they see a publish: every current_ view reads that log and its rows in
 one statement. The next run's id matching
 and drift compare against whatever run is current then.
@@ -26,7 +27,7 @@ import psycopg
 from segmentation.db import scalar
 from segmentation.errors import SegmentationError
 from segmentation.segmentations import DEFAULT
-from segmentation.store import partitions, runs, spells
+from segmentation.store import change_feed, partitions, runs, spells
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,14 @@ def make_current(
                        WHERE run_id = %s""",
                     (run_id,),
                 )
-                spells.enter(conn, run_id, compared_with=None)
-            runs.record_switch(conn, run_id, action=action, reason=reason.strip())
+            switch = runs.record_switch(conn, run_id, action=action, reason=reason.strip())
+            # Who moved: the two runs compared in SQL. A promoted run enters the history from
+            # the same comparison when the run current before is the newest history run.
+            compared_with = change_feed.record(conn, switch, compared_with=None)
+            if action == "promote":
+                spells.enter(conn, run_id, compared_with=compared_with)
+            else:
+                spells.discard_changes(conn)
     finally:
         with suppress(psycopg.Error):  # a lost connection has released it already
             conn.execute("SELECT pg_advisory_unlock(%s)", (runs.run_lock_key(segmentation),))

@@ -29,10 +29,17 @@ VIEWS = {
     "current_feature_drift": "feature_drift",
     "segment_history": "segment_history",
     "run_history": "run_history",
+    "current_segment_transitions": "segment_transitions",
+    "current_segment_changes": "segment_changes",
 }
 # The views with a row per customer: their customer_id speaks the source's own id, in its own type,
 # when the segmentation's ids are keyed by hash (segmentation.bi_definitions.Rendered.sql).
-CUSTOMER_VIEWS = ("current_customer_segments", "customer_segment_history", "customer_segment_spells")
+CUSTOMER_VIEWS = (
+    "current_customer_segments",
+    "customer_segment_history",
+    "customer_segment_spells",
+    "current_segment_changes",
+)
 # PostgreSQL cuts identifiers at 63 bytes: the longest view name must fit.
 _IDENTIFIER_BYTES = 63
 MAX_NAME_LENGTH = _IDENTIFIER_BYTES - 1 - max(len(suffix) for suffix in VIEWS.values())

@@ -18,10 +18,11 @@ BI_FILES_SINCE = 12  # sql/012_bi_definitions.sql: the releases before it had no
 # The BI files as released with the migrations up to a version, where today's need a later one:
 # release 12's, until 014 made them read each segmentation's own rows (columns 014 added, and not
 # the view it dropped); release 14's until 015 added the columns the next read; release 15's until
-# 016 and 017 added the tables today's read.
+# 016 and 017 added the tables today's read; release 17's until 019 added the tables of the change
+# feed (current_segment_changes, current_segment_transitions).
 RELEASED = Path(__file__).parent / "data" / "bi_releases"
-BI_RELEASES = {12: RELEASED / "012", 14: RELEASED / "014", 15: RELEASED / "015"}
-TODAYS_BI_SINCE = 17
+BI_RELEASES = {12: RELEASED / "012", 14: RELEASED / "014", 15: RELEASED / "015", 17: RELEASED / "017"}
+TODAYS_BI_SINCE = 19
 VERSIONS = [m.version for m in migrations.discover()]
 
 

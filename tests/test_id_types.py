@@ -138,6 +138,13 @@ def test_text_ids_publish_views_that_speak_them_beside_an_integer_default(crm):
         ).fetchone()[0]
         == 5
     )
+    # The night's change feed speaks them too: who entered, who left.
+    feed = dict(
+        crm.execute(
+            "SELECT customer_id, change FROM segmentation_bi.rfm_segment_changes WHERE change IN ('entered', 'left')"
+        ).fetchall()
+    )
+    assert feed == {**{f"cus_new_{g}": "entered" for g in range(1, 6)}, gone: "left"}
     left = crm.execute(
         "SELECT valid_to IS NOT NULL FROM segmentation_bi.rfm_customer_segment_spells WHERE customer_id = %s",
         (gone,),

@@ -262,7 +262,7 @@ def test_the_operations_return_what_they_found_or_did(database_url, conn):
     assert assignments > 0
     purged = operations.purge([2, 1, 2])
     recorded = conn.execute(
-        "SELECT purge_id, customers, assignment_rows, spell_rows, quarantine_rows FROM segmentation.purges"
+        "SELECT purge_id, customers, assignment_rows, spell_rows, quarantine_rows, change_rows FROM segmentation.purges"
     ).fetchall()
     assert [purged] == [Purge(*row) for row in recorded]
     assert (purged.customers, purged.assignment_rows, purged.spell_rows, purged.quarantine_rows) == (

@@ -35,6 +35,7 @@ COPIES = {
     "spells": "segmentation.segment_spells",
     "quarantine": "segmentation.quarantine",
     "history": "segmentation_bi.customer_segment_history",
+    "changes": "segmentation.customer_changes",
 }
 
 
@@ -88,15 +89,18 @@ def test_purge_erases_every_copy_and_keeps_every_run_whole(conn, database_url, c
     staged = run(publish=False).result()["run_id"]
     ids = [5, 7, 20, 999_999]
     before = copies(conn, ids)
+    # Customer 20 left with the second run: a row of its change feed.
     assert before["assignments"] == 2 and before["spells"] >= 1 and before["quarantine"] == 3
+    assert before["changes"] >= 1
     done = purge(conn, ids)
-    assert (done.customers, done.assignment_rows, done.spell_rows, done.quarantine_rows) == (
+    assert (done.customers, done.assignment_rows, done.spell_rows, done.quarantine_rows, done.change_rows) == (
         4,
         before["assignments"],
         before["spells"],
         before["quarantine"],
+        before["changes"],
     )
-    assert copies(conn, ids) == {"assignments": 0, "spells": 0, "quarantine": 0, "history": 0}
+    assert copies(conn, ids) == {"assignments": 0, "spells": 0, "quarantine": 0, "history": 0, "changes": 0}
     assert conn.execute("SELECT customers, assignment_rows FROM segmentation.purges").fetchall() == [(4, 2)]
     assert_figures_add_up(conn)
     n_first, n_second, n_staged = (

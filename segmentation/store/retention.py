@@ -3,8 +3,9 @@ own: a run applies it to its own segmentation's runs, never to another's, which 
 
 - Runs older than the newest SEGMENTATION_KEEP_PUBLISHED_RUNS complete runs are let go
   (partitions.to_prune): their scoring function is dropped, they are marked pruned, the spells
-  that ended at or before the oldest history run still kept are deleted, and their table, if
-  any, is dropped.
+  that ended at or before the oldest history run still kept are deleted, so are the kept
+  changes of the switches to or from them (segmentation.store.change_feed; never the current
+  switch's), and their table, if any, is dropped.
 - History runs still kept, other than the newest and the current run, lose their own table:
   the spells answer for them (segmentation.store.spells), and rebuild it if one is made current.
 - Quarantined source rows (personal data) go with their run's assignments, and those of failed
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import psycopg
 
-from segmentation.store import partitions, runs, scoring, spells
+from segmentation.store import change_feed, partitions, runs, scoring, spells
 
 
 def prune(conn: psycopg.Connection, keep: int, quarantine_days: int, segmentation: str) -> list[int]:
@@ -32,6 +33,7 @@ def prune(conn: psycopg.Connection, keep: int, quarantine_days: int, segmentatio
             scoring.drop(conn, run_id)
             runs.mark_pruned(conn, run_id)
         spells.forget(conn, segmentation)
+        change_feed.forget(conn, segmentation)
         forget_quarantine(conn, quarantine_days)
     # Never queue for long behind a BI session: a blocked DETACH would hold up every reader
     # that arrives after it. A table not dropped now is dropped by the next run.

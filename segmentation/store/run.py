@@ -36,7 +36,7 @@ from segmentation.settings import Settings
 from segmentation.source import catalog, customer_keys, queries, split_read
 from segmentation.source.queries import IdRange
 from segmentation.source.stream import Chunk, stream_valid
-from segmentation.store import history, partitions, retention, runs, spells
+from segmentation.store import change_feed, history, partitions, retention, runs, spells
 
 
 @dataclass
@@ -304,8 +304,9 @@ class Run:
         compared_with: int | None = None,
     ) -> None:
         """Keep the run: attach its table (committed on its own, see partitions.attach), then
-        write its summaries and end it as `status` in one transaction. A published run enters
-        the history (segmentation.store.spells) and becomes the current run in that same
+        write its summaries and end it as `status` in one transaction. A published run becomes
+        the current run, keeps its changes against the run current before it (segmentation.store.
+        changes: who moved) and enters the history (segmentation.store.spells) in that same
         transaction; a staged or rejected run is kept, complete, to be made current later
         (segmentation.rollback.make_current). compared_with: the run `drift` measured against,
         whose changes the session keeps."""
@@ -314,8 +315,11 @@ class Run:
         with self._transaction():
             runs.mark_complete(self._conn, self.run_id, found, status=status, forced=forced, error=error)
             if status == "published":
+                switch = runs.record_switch(self._conn, self.run_id, action="publish")
+                # Its changes against the run current before (the ones drift counted, when it
+                # was measured against that run), then the history's, from the same comparison.
+                compared_with = change_feed.record(self._conn, switch, compared_with=compared_with)
                 spells.enter(self._conn, self.run_id, compared_with=compared_with)
-                runs.record_switch(self._conn, self.run_id, action="publish")
 
     def fail(self, error: str) -> str | None:
         """Mark the run failed and drop its rows, unless it is already kept (a run that

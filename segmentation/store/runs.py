@@ -240,19 +240,35 @@ def current_switch(conn: psycopg.Connection, segmentation: str = DEFAULT) -> dic
         ).fetchone()
 
 
-def record_switch(conn: psycopg.Connection, run_id: int, *, action: str, reason: str | None = None) -> None:
+@dataclass(frozen=True)
+class Switched:
+    """A row of segmentation.current_run_log just written: run_id became current, from_run_id
+    (None: no run) was current before."""
+
+    switch_id: int
+    run_id: int
+    from_run_id: int | None
+    segmentation: str
+
+
+def record_switch(conn: psycopg.Connection, run_id: int, *, action: str, reason: str | None = None) -> Switched:
     """Make run_id the current run of its segmentation: one row in segmentation.current_run_log,
-    with its views of customers speaking the run's ids (migrations.follow_id_type)."""
+    with its views of customers speaking the run's ids (migrations.follow_id_type). The caller
+    keeps the switch's changes (segmentation.store.change_feed.record) in the same transaction."""
     from segmentation import migrations  # it reads the BI files; the store does not otherwise
 
     migrations.follow_id_type(conn, run_id)
-    conn.execute(
+    row = conn.execute(
         """INSERT INTO segmentation.current_run_log (run_id, from_run_id, action, reason, segmentation)
            SELECT r.run_id, (SELECT l.run_id FROM segmentation.current_run_log AS l WHERE l.segmentation = r.segmentation
                              ORDER BY l.switch_id DESC LIMIT 1), %s, %s, r.segmentation
-           FROM segmentation.runs AS r WHERE r.run_id = %s""",
+           FROM segmentation.runs AS r WHERE r.run_id = %s
+           RETURNING switch_id, run_id, from_run_id, segmentation""",
         (action, reason, run_id),
-    )
+    ).fetchone()
+    if row is None:
+        raise ValueError(f"there is no run {run_id}")
+    return Switched(int(row[0]), int(row[1]), None if row[2] is None else int(row[2]), str(row[3]))
 
 
 def mark_pruned(conn: psycopg.Connection, run_id: int) -> None:

@@ -29,7 +29,9 @@ from segmentation.core.comparison import ABSENT
 from segmentation.store import partitions
 
 _CHANGE_FIELDS = [("customer_id", "int8"), ("segment_before", "int4"), ("segment_now", "int4")]
-_CHANGES = sql.Identifier("pg_temp", "run_changes")  # the session's own, never a table of that name elsewhere
+# The session's changes (compare, keep_changes): its own, never a table of that name elsewhere.
+# segmentation.store.change_feed keeps them for the switch, in the same transaction.
+CHANGES = sql.Identifier("pg_temp", "run_changes")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def compare(conn: psycopg.Connection, run_id: int, against: int) -> list[tuple[i
     """Customer by customer, run_id's rows against another run's: keep every customer whose
     segment differs (moved, or in one run only) in the session's temporary table, and return
     their counts per (segment before, segment now); None for a customer in one run only."""
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_CHANGES))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(CHANGES))
     # The new run's table has no statistics yet, so the planner guesses billions of rows and
     # turns on JIT (0.15 s of compiling) and sorts that spill to disk; these settings are for
     # the caller's transaction only.
@@ -77,12 +79,12 @@ def compare(conn: psycopg.Connection, run_id: int, against: int) -> list[tuple[i
                       o.segment_id AS segment_before, n.segment_id AS segment_now
                FROM {old} AS o FULL JOIN {new} AS n USING (customer_id)
                WHERE o.segment_id IS DISTINCT FROM n.segment_id"""
-        ).format(changes=_CHANGES, old=partitions.partition_name(against), new=partitions.partition_name(run_id))
+        ).format(changes=CHANGES, old=partitions.partition_name(against), new=partitions.partition_name(run_id))
     )
     return [
         (before, now, int(n))
         for before, now, n in conn.execute(
-            sql.SQL("SELECT segment_before, segment_now, count(*) FROM {} GROUP BY 1, 2").format(_CHANGES)
+            sql.SQL("SELECT segment_before, segment_now, count(*) FROM {} GROUP BY 1, 2").format(CHANGES)
         )
     ]
 
@@ -90,19 +92,19 @@ def compare(conn: psycopg.Connection, run_id: int, against: int) -> list[tuple[i
 def keep_changes(conn: psycopg.Connection, ids: np.ndarray, before: np.ndarray, now: np.ndarray) -> None:
     """What `compare` keeps, from a comparison made in memory (segmentation.core.comparison):
     the changed customers, with their segment before and now (ABSENT for none, NULL here)."""
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_CHANGES))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(CHANGES))
     conn.execute(
         sql.SQL("CREATE TEMPORARY TABLE {} (customer_id bigint, segment_before integer, segment_now integer)").format(
-            _CHANGES
+            CHANGES
         )
     )
-    with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(_CHANGES)) as copy:
+    with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(CHANGES)) as copy:
         copy.write(HEADER)
         copy.write(encode_rows(_CHANGE_FIELDS, {"customer_id": ids, "segment_before": before, "segment_now": now}))
         copy.write(TRAILER)
     for column in ("segment_before", "segment_now"):
         conn.execute(
-            sql.SQL("UPDATE {table} SET {c} = NULL WHERE {c} = %s").format(table=_CHANGES, c=sql.Identifier(column)),
+            sql.SQL("UPDATE {table} SET {c} = NULL WHERE {c} = %s").format(table=CHANGES, c=sql.Identifier(column)),
             (ABSENT,),
         )
 
@@ -123,12 +125,17 @@ def enter(conn: psycopg.Connection, run_id: int, *, compared_with: int | None) -
             sql.SQL(
                 """INSERT INTO segmentation.segment_spells (customer_id, ended_version, segment_id, segmentation)
                    SELECT customer_id, %s, segment_before, %s FROM {}"""
-            ).format(_CHANGES),
+            ).format(CHANGES),
             (version, segmentation),
         )
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_CHANGES))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(CHANGES))
     conn.execute("UPDATE segmentation.runs SET history_version = %s WHERE run_id = %s", (version, run_id))
     return version
+
+
+def discard_changes(conn: psycopg.Connection) -> None:
+    """Drop the session's changes (compare, keep_changes), once nothing needs them."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(CHANGES))
 
 
 def forget(conn: psycopg.Connection, segmentation: str) -> int:

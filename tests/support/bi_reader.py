@@ -21,6 +21,8 @@ BI_VIEWS = {
     "run_history",
     "customer_segment_history",
     "customer_segment_spells",
+    "current_segment_transitions",
+    "current_segment_changes",
     "segmentations",
 }
 
