@@ -345,7 +345,12 @@ class Run:
         return retention.prune(self._conn, keep, self.settings.quarantine_keep_days, self.segmentation)
 
     def close(self) -> None:
-        """Close both connections; closing the run connection releases the run lock."""
+        """Release the run lock, then close both connections. Released first, in a statement that
+        returns once it is done: a closed connection's backend lets go of its locks only as it
+        exits, a moment after, and a rollback or the next run right after would find it held."""
+        with suppress(psycopg.Error):
+            if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                self._conn.execute("SELECT pg_advisory_unlock_all()")
         for conn in (self._snapshot, self._conn):
             with suppress(psycopg.Error):
                 conn.close()
