@@ -217,34 +217,11 @@ def test_uuid_ids_are_uuid_in_the_views_and_erased_however_they_are_written(crm)
     assert crm.execute("SELECT n_customers FROM segmentation_bi.members_run").fetchone()[0] == 1499
 
 
-def test_two_ids_with_one_key_stop_the_run_before_it_writes_anything(crm, capsys):
-    taken = crm.execute("SELECT id FROM crm.customers ORDER BY id LIMIT 1").fetchone()[0]
-    # What a collision looks like: another id already recorded under this id's key.
-    crm.execute("INSERT INTO segmentation.segmentations (name) VALUES ('rfm') ON CONFLICT DO NOTHING")
-    crm.execute(
-        "INSERT INTO segmentation.customer_ids VALUES ('rfm', hashtextextended(%s, 0), 'cus_someone_else')", (taken,)
-    )
-    state, _ = run(**RFM)
-    assert state.is_failed()
-    status, error = crm.execute(
-        "SELECT status, error FROM segmentation.runs WHERE segmentation = 'rfm' ORDER BY run_id DESC LIMIT 1"
-    ).fetchone()
-    assert status == "failed"
-    assert error == (
-        f"customer ids {taken!r} and 'cus_someone_else' have the same 64-bit key, which this job cannot tell "
-        "apart; give one of them another id in the source"
-    )
-    # Nothing written: no assignments, no other id recorded, no current run.
-    assert crm.execute("SELECT count(*) FROM segmentation.customer_segments").fetchone()[0] == 0
-    assert crm.execute("SELECT count(*) FROM segmentation.customer_ids").fetchone()[0] == 1
-    assert crm.execute("SELECT count(*) FROM segmentation_bi.rfm_run").fetchone()[0] == 0
-
-    # The next night compares with a published run and looks up only its arrivals: a new customer
-    # whose key is recorded for another id stops it just the same, and the published run stays.
-    crm.execute("DELETE FROM segmentation.customer_ids WHERE customer_id = 'cus_someone_else'")
+def test_two_ids_with_one_key_stop_the_run_before_it_publishes(crm):
     published, _ = run(**RFM)
     assert published.is_completed()
     current = crm.execute("SELECT run_id FROM segmentation_bi.rfm_run").fetchone()[0]
+    # What a collision looks like: a new customer whose key is recorded for another id.
     crm.execute(
         """INSERT INTO crm.customers (id, email, plan, country, signup_date, gender, marketing_opt_in)
            VALUES ('cus_arrived', 'arrived@example.com', 'free', 'DE', date '2026-01-01', 'F', true)"""
@@ -252,15 +229,27 @@ def test_two_ids_with_one_key_stop_the_run_before_it_writes_anything(crm, capsys
     crm.execute(
         "INSERT INTO segmentation.customer_ids VALUES ('rfm', hashtextextended('cus_arrived', 0), 'cus_departed')"
     )
-    state, _ = run(**RFM)
-    assert state.is_failed()
-    assert (
-        crm.execute("SELECT error FROM segmentation.runs WHERE segmentation = 'rfm' ORDER BY run_id DESC LIMIT 1")
-        .fetchone()[0]
-        .startswith("customer ids 'cus_arrived' and 'cus_departed' have the same 64-bit key")
+    said = (
+        "customer ids 'cus_arrived' and 'cus_departed' have the same 64-bit key, which this job cannot tell apart; "
+        "give one of them another id in the source"
     )
-    assert crm.execute("SELECT run_id FROM segmentation_bi.rfm_run").fetchone()[0] == current
-    assert crm.execute("SELECT count(*) FROM segmentation.customer_ids").fetchone()[0] == 1501
+    # Either way of finding the new ids: the night's arrivals, after a comparison in memory with
+    # the previous run; and every id against those recorded, on another table of the same ids.
+    crm.execute("CREATE TABLE public.rfm_copy AS TABLE crm.customer_rfm")
+    crm.execute("ALTER TABLE public.rfm_copy ADD PRIMARY KEY (id)")
+    for source_table in ("crm.customer_rfm", "public.rfm_copy"):
+        state, _ = run(**{**RFM, "source_table": source_table})
+        assert state.is_failed()
+        status, error = crm.execute(
+            "SELECT status, error FROM segmentation.runs WHERE segmentation = 'rfm' ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        assert (status, error) == ("failed", said)
+        # Nothing published, nothing else recorded, the failed run's rows dropped.
+        assert crm.execute("SELECT run_id FROM segmentation_bi.rfm_run").fetchone()[0] == current
+        assert crm.execute("SELECT count(*) FROM segmentation.customer_ids").fetchone()[0] == 1501
+        assert crm.execute(
+            "SELECT count(DISTINCT run_id), count(*) FROM segmentation.customer_segments"
+        ).fetchone() == (1, 1500)
 
 
 def test_the_views_follow_the_current_runs_id_type_through_a_rollback(crm, logins):

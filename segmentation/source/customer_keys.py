@@ -45,6 +45,11 @@ def type_name(id_type: str) -> sql.SQL:
     return sql.SQL(id_type)
 
 
+def partition(segmentation: str) -> sql.Identifier:
+    """A segmentation's partition of segmentation.customer_ids (sql/018)."""
+    return sql.Identifier("segmentation", f"customer_ids_{segmentation}")
+
+
 def record_ids(
     conn: psycopg.Connection,
     segmentation: str,
@@ -67,25 +72,34 @@ def record_ids(
         column=column,
         rows=rows,
     )
-    if not scalar(
-        conn, "SELECT EXISTS (SELECT FROM segmentation.customer_ids WHERE segmentation = %s)", (segmentation,)
-    ):
-        # The segmentation's first ids: no anti-join against an empty map, and in key order, which
-        # fills the primary key's btree from left to right (about twice as fast as random order).
-        # Two ids with one key are then a unique violation of that key.
+    table = partition(segmentation)
+    if scalar(conn, "SELECT to_regclass(%s) IS NULL", (table.as_string(conn),)):
+        # The segmentation's first ids: its partition filled with no index, then indexed (a sort,
+        # not ten million inserts into a btree), then attached; its CHECK spares the attach a scan.
+        # Two ids with one key are then the index's unique violation.
+        conn.execute(
+            sql.SQL("CREATE TABLE {table} (LIKE segmentation.customer_ids, CHECK (segmentation = {name}))").format(
+                table=table, name=sql.Literal(segmentation)
+            )
+        )
+        added = conn.execute(
+            sql.SQL("INSERT INTO {table} SELECT %s, a.customer_key, a.customer_id FROM ({arrived}) AS a").format(
+                table=table, arrived=arrived
+            ),
+            (segmentation,),
+        ).rowcount
         try:
             with conn.transaction():  # a savepoint: the violation is reported in one line below
-                cursor = conn.execute(
-                    sql.SQL(
-                        "INSERT INTO segmentation.customer_ids (segmentation, customer_key, customer_id) "
-                        "SELECT %s, a.customer_key, a.customer_id FROM ({arrived}) AS a ORDER BY a.customer_key"
-                    ).format(arrived=arrived),
-                    (segmentation,),
-                )
-            return int(cursor.rowcount)
+                conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} (customer_key)").format(table))
         except psycopg.errors.UniqueViolation:
             first, second = _collision(conn, segmentation, arrived)
             raise SegmentationError(_collided(first, second)) from None
+        conn.execute(
+            sql.SQL("ALTER TABLE segmentation.customer_ids ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                table, sql.Literal(segmentation)
+            )
+        )
+        return int(added)
     new, added = conn.execute(
         sql.SQL(
             """WITH arrived AS MATERIALIZED (
@@ -94,11 +108,11 @@ def record_ids(
                                      WHERE m.segmentation = %(segmentation)s AND m.customer_key = a.customer_key
                                        AND m.customer_id = a.customer_id)),
                     added AS (
-                   INSERT INTO segmentation.customer_ids (segmentation, customer_key, customer_id)
+                   INSERT INTO {table} (segmentation, customer_key, customer_id)
                    SELECT %(segmentation)s, customer_key, customer_id FROM arrived
                    ON CONFLICT DO NOTHING RETURNING 1)
                SELECT (SELECT count(*) FROM arrived), (SELECT count(*) FROM added)"""
-        ).format(arrived=arrived),
+        ).format(arrived=arrived, table=table),
         {"segmentation": segmentation},
     ).fetchone() or (0, 0)
     if new != added:
@@ -142,8 +156,10 @@ def record_arrivals(
         raise SegmentationError(_collided(str(clash[0]), str(clash[1])))
     return int(
         conn.execute(
-            """INSERT INTO segmentation.customer_ids (segmentation, customer_key, customer_id)
-               SELECT %s, customer_key, customer_id FROM arrived_ids ORDER BY customer_key ON CONFLICT DO NOTHING""",
+            sql.SQL(
+                "INSERT INTO {} (segmentation, customer_key, customer_id) "
+                "SELECT %s, customer_key, customer_id FROM arrived_ids ORDER BY customer_key ON CONFLICT DO NOTHING"
+            ).format(partition(segmentation)),
             (segmentation,),
         ).rowcount
     )
