@@ -70,7 +70,14 @@ def match_segments(
         max_shift=match_threshold,
         next_id=next_id,
     )
-    names = core.segment_names(source.plan, model.scaler.unweighted(model.centers), model.centers_original)
+    # A segment that keeps its id keeps its name while the name still describes it.
+    names = core.stable_names(
+        source.plan,
+        model.scaler.unweighted(model.centers),
+        model.centers_original,
+        matching.segment_ids,
+        comparable.names if comparable else {},
+    )
     # The missing-value segments keep their ids by feature, from the previous run on the same table.
     rules = previous.rules if previous is not None and previous.same_table(str(source.table)) else {}
     next_id = max([next_id, *(int(i) + 1 for i in matching.segment_ids)])

@@ -9,7 +9,7 @@ import pytest
 from segmentation.core import feature_spec
 from segmentation.core.feature_plan import OTHER_LEVEL, FeaturePlan, PlannedFeature
 from segmentation.core.feature_spec import FeatureSpec
-from segmentation.core.segments import segment_names
+from segmentation.core.segments import names_describing, segment_names, stable_names
 from segmentation.errors import SegmentationError
 
 pytestmark = pytest.mark.unit
@@ -135,6 +135,32 @@ def test_names_use_the_features_own_words_and_levels():
     # Bare column names keep their names as before.
     mall = FeaturePlan.of_columns(["annual_income", "spending_score"])
     assert segment_names(mall, np.array([[1.0, -1.0]]), np.array([[90.0, 20.0]])) == ["High income · Low spending"]
+
+
+def test_a_segment_keeps_its_name_while_it_still_describes_it():
+    mall = FeaturePlan.of_columns(["annual_income", "spending_score", "age"])
+    before = {3: "Low income · Average spending · Age 30-44", 4: "High income · High spending · Age under 30 (2)"}
+    # Income moved from -0.52 to -0.48 sd, age from 44.5 to 45.5: afresh it would be "Average income
+    # · ... · Age 45-59"; within the slack (0.25 sd, 2 years), the name it had stays.
+    z = np.array([[-0.48, 0.1, 0.0], [1.0, 1.0, -1.0]])
+    inputs = np.array([[50.0, 52.0, 45.5], [90.0, 80.0, 25.0]])
+    assert segment_names(mall, z, inputs)[0] == "Average income · Average spending · Age 45-59"
+    assert stable_names(mall, z, inputs, [3, 4], before) == [
+        "Low income · Average spending · Age 30-44",
+        "High income · High spending · Age under 30",  # its suffix was only for that run's uniqueness
+    ]
+    # Past the slack the segment is named afresh, the whole name: income at -0.2 sd is average.
+    z[0, 0] = -0.2
+    assert stable_names(mall, z, inputs, [3, 4], before)[0] == "Average income · Average spending · Age 45-59"
+    # A new id (no name before) is named afresh.
+    assert stable_names(mall, z, inputs, [9, 4], before)[0] == "Average income · Average spending · Age 45-59"
+    # Categories: a plan held by 48% of a segment named "Mostly pro plan" keeps it; by 40%, not.
+    p = plan()
+    cz = np.array([[1.0, 0.0, 0.0, 0.0, -2.0]])
+    named = {1: "High monetary · Mostly pro plan · Very recent"}
+    assert stable_names(p, cz, np.array([[500.0, 0.48, 0.3, 0.22, 2.0]]), [1], named) == [named[1]]
+    assert stable_names(p, cz, np.array([[500.0, 0.40, 0.3, 0.30, 2.0]]), [1], named) == ["High monetary · Very recent"]
+    assert "High monetary · Very recent" in names_describing(p, cz[0], np.array([500.0, 0.52, 0.3, 0.18, 2.0]))
 
 
 def test_the_ui_form_offers_a_spec_object_beside_a_column_name():

@@ -52,6 +52,15 @@ def test_rollback_makes_the_previous_run_current_and_the_next_run_compares_with_
     assert "3000 customers in 4 segments" in out
     assert_current_run(conn, first)
     assert log(conn)[-1] == (first, second, "rollback", "the load of run 2 was cut short")
+    # The run keeps its own published_at; current_since says when it became current again.
+    published_at, current_since, switched_at, second_published = conn.execute(
+        """SELECT c.published_at, c.current_since,
+                  (SELECT max(switched_at) FROM segmentation.current_run_log),
+                  (SELECT published_at FROM segmentation.runs WHERE run_id = %s)
+           FROM segmentation_bi.current_run c""",
+        (second,),
+    ).fetchone()
+    assert current_since == switched_at and published_at < second_published < current_since
     assert conn.execute("SELECT array_agg(DISTINCT status) FROM segmentation.runs").fetchone()[0] == ["published"]
     # `show` says how the run became current.
     assert main(["show"]) == 0

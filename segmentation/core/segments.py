@@ -8,6 +8,8 @@ gets an id never used before."""
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,20 +73,52 @@ def _age_band(age: float) -> str:
     return "Age 60+"
 
 
+# A segment that keeps its id keeps its name while the name still describes it: while each of the
+# name's words would still be chosen with the centroid moved by up to this much (standard
+# deviations of a number; the share of a level or of women; years of age). Without it a centroid
+# near a boundary flips its name from night to night ("Low income" one night, "Average income" the
+# next, for a move of 0.04), and a chart by name splits into one-point series.
+NAME_SLACK_SD = 0.25
+NAME_SLACK_SHARE = 0.05
+NAME_SLACK_YEARS = 2.0
+_SUFFIX = re.compile(r" \(\d+\)$")  # the numeric suffix that makes a name unique within a run
+
+
 def segment_name(features: Sequence[str], z: np.ndarray, original: np.ndarray) -> str:
     """A readable name from a centroid relative to the population: `z` is the centroid in
     standardised units (0 = population mean), `original` in original units."""
-    parts = []
+    return _join([sorted(words)[0] for words in _simple_parts(features, z, original, slack=False)])
+
+
+def _simple_parts(features: Sequence[str], z: np.ndarray, original: np.ndarray, *, slack: bool) -> list[set[str]]:
+    """The name's parts, each as the words it may take (one without slack; "" for a part left out)."""
+    parts: list[set[str]] = []
     for feature, zj, xj in zip(features, z, original):
         if feature == "age":
             continue  # an age band says more than "High age"
         if feature == "gender":
-            parts.append("Mostly women" if xj >= 0.6 else "Mostly men" if xj <= 0.4 else "Mixed gender")
+            parts.append(_around(float(xj), NAME_SLACK_SHARE, slack, _gender_words))
             continue
-        parts.append(f"{_level(zj)} {_WORDS.get(feature, feature.replace('_', ' '))}")
+        words = _WORDS.get(feature, feature.replace("_", " "))
+        parts.append(_around(float(zj), NAME_SLACK_SD, slack, lambda v, w=words: f"{_level(v)} {w}"))
     if "age" in features:
-        parts.append(_age_band(float(original[list(features).index("age")])))
-    return " · ".join(parts)
+        parts.append(_around(float(original[list(features).index("age")]), NAME_SLACK_YEARS, slack, _age_band))
+    return parts
+
+
+def _around(value: float, slack_by: float, slack: bool, words) -> set[str]:
+    """The words for value, and with slack those for value moved down and up by slack_by."""
+    if not slack:
+        return {words(value)}
+    return {words(value - slack_by), words(value), words(value + slack_by)}
+
+
+def _gender_words(x: float) -> str:
+    return "Mostly women" if x >= 0.6 else "Mostly men" if x <= 0.4 else "Mixed gender"
+
+
+def _join(parts: Sequence[str]) -> str:
+    return " · ".join(p for p in parts if p)
 
 
 def segment_names(plan: FeaturePlan, centers_z: np.ndarray, centers_inputs: np.ndarray) -> list[str]:
@@ -95,6 +129,10 @@ def segment_names(plan: FeaturePlan, centers_z: np.ndarray, centers_inputs: np.n
         names = [segment_name(list(plan.columns), z, x) for z, x in zip(centers_z, centers_inputs)]
     else:
         names = [_name_from_plan(plan, z, x) for z, x in zip(centers_z, centers_inputs)]
+    return _unique(names)
+
+
+def _unique(names: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     unique = []
     for name in names:
@@ -103,28 +141,83 @@ def segment_names(plan: FeaturePlan, centers_z: np.ndarray, centers_inputs: np.n
     return unique
 
 
+def names_describing(plan: FeaturePlan, z: np.ndarray, inputs: np.ndarray) -> set[str]:
+    """Every name a centroid would get with each feature moved by up to its slack (NAME_SLACK_*):
+    the names that still describe it."""
+    parts = (
+        _simple_parts(list(plan.columns), z, inputs, slack=True)
+        if plan.simple
+        else _plan_parts(plan, z, inputs, slack=True)
+    )
+    names = {_join(combination) for combination in itertools.product(*(sorted(p) for p in parts))}
+    return {name or "Typical customers" for name in names}
+
+
+def stable_names(
+    plan: FeaturePlan,
+    centers_z: np.ndarray,
+    centers_inputs: np.ndarray,
+    segment_ids: Sequence[int],
+    previous_names: dict[int, str],
+) -> list[str]:
+    """segment_names, except that a segment keeping its id from the previous run keeps that run's
+    name while it still describes the segment (names_describing)."""
+    fresh = segment_names(plan, centers_z, centers_inputs)
+    names = []
+    for j, segment_id in enumerate(segment_ids):
+        before = previous_names.get(int(segment_id))
+        base = None if before is None else _SUFFIX.sub("", before)
+        if base is not None and base in names_describing(plan, centers_z[j], centers_inputs[j]):
+            names.append(base)
+        else:
+            names.append(_SUFFIX.sub("", fresh[j]))
+    return _unique(names)
+
+
 def _name_from_plan(plan: FeaturePlan, z: np.ndarray, inputs: np.ndarray) -> str:
-    parts: list[str] = []
-    ages: list[str] = []
+    return _join([sorted(words)[0] for words in _plan_parts(plan, z, inputs, slack=False)]) or "Typical customers"
+
+
+def _plan_parts(plan: FeaturePlan, z: np.ndarray, inputs: np.ndarray, *, slack: bool) -> list[set[str]]:
+    """The name's parts from a plan, each as the words it may take (see _simple_parts)."""
+    parts: list[set[str]] = []
+    ages: list[set[str]] = []
     for index, feature in enumerate(plan.features):
         spec = feature.spec
         columns = [j for j, i in enumerate(plan.inputs) if i.feature == index]
         if spec.kind == "category":
             shares = {"other" if plan.inputs[j].other else plan.inputs[j].level: float(inputs[j]) for j in columns}
             if shares:
-                level, share = max(shares.items(), key=lambda item: item[1])
-                if share >= 0.5:
-                    parts.append(f"Mostly {level} {spec.words}")
+                parts.append(_category_words(shares, spec.words, NAME_SLACK_SHARE if slack else 0.0))
             continue
         j = columns[0]
         if spec.plain and spec.column == "age":
-            ages.append(_age_band(float(inputs[j])))
+            ages.append(_around(float(inputs[j]), NAME_SLACK_YEARS, slack, _age_band))
         elif feature.gender_rule:
-            x = float(inputs[j])
-            parts.append("Mostly women" if x >= 0.6 else "Mostly men" if x <= 0.4 else "Mixed gender")
+            parts.append(_around(float(inputs[j]), NAME_SLACK_SHARE, slack, _gender_words))
         else:
-            parts.append(_level_words(float(z[j]), spec.words, spec.low, spec.high))
-    return " · ".join(parts + ages) or "Typical customers"
+            parts.append(
+                _around(
+                    float(z[j]),
+                    NAME_SLACK_SD,
+                    slack,
+                    lambda v, s=spec: _level_words(v, s.words, s.low, s.high),
+                )
+            )
+    return parts + ages
+
+
+def _category_words(shares: dict[str, float], words: str, slack: float) -> set[str]:
+    """ "Mostly <level> <words>" for the level most customers of the segment have, when at least
+    half do; with slack, any level within slack of both, and nothing when the most is within
+    slack of half."""
+    level, most = max(shares.items(), key=lambda item: item[1])
+    if not slack:
+        return {f"Mostly {level} {words}" if most >= 0.5 else ""}
+    found = {f"Mostly {name} {words}" for name, share in shares.items() if share >= max(0.5, most) - slack}
+    if most < 0.5 + slack:
+        found.add("")
+    return found
 
 
 def _level_words(z: float, words: str, low: str | None, high: str | None) -> str:

@@ -41,6 +41,7 @@ class PreviousRun:
     sizes: dict[int, int]  # every segment, missing-value segments too
     plan_key: str = ""  # segmentation.core.feature_plan.FeaturePlan.key of the run
     rules: dict[str, int] = field(default_factory=dict)  # missing-value segments: feature -> segment id
+    names: dict[int, str] = field(default_factory=dict)  # every segment's name, by id
 
     def same_table(self, source_table: str) -> bool:
         """Customers (drift, the customer-count gate) compare only between runs on one table."""
@@ -65,11 +66,14 @@ def previous_run(conn: psycopg.Connection, segmentation: str) -> PreviousRun | N
     run_id, source_table, features, n_customers = row
     sizes: dict[int, int] = {}
     rules: dict[str, int] = {}
-    for segment_id, size, rule in conn.execute(
-        "SELECT segment_id, n_customers, missing_feature FROM segmentation.segments WHERE run_id = %s ORDER BY segment_id",
+    names: dict[int, str] = {}
+    for segment_id, size, rule, name in conn.execute(
+        """SELECT segment_id, n_customers, missing_feature, segment_name FROM segmentation.segments
+           WHERE run_id = %s ORDER BY segment_id""",
         (run_id,),
     ):
         sizes[segment_id] = size
+        names[segment_id] = name
         if rule is not None:
             rules[rule] = segment_id
     model = conn.execute(
@@ -83,7 +87,7 @@ def previous_run(conn: psycopg.Connection, segmentation: str) -> PreviousRun | N
         # The same arithmetic as the run's Scaler.inverse: its centroids in input units, to the bit.
         centroids = np.array([c[1] for c in centers], dtype=np.float64) * np.array(model[1]) + np.array(model[0])
         key = json.dumps(model[2], sort_keys=True) if model[2] is not None else json.dumps(list(features))
-        return PreviousRun(run_id, source_table, tuple(features), n_customers, ids, centroids, sizes, key, rules)
+        return PreviousRun(run_id, source_table, tuple(features), n_customers, ids, centroids, sizes, key, rules, names)
     ids = np.array(sorted(s for s in sizes if s not in rules.values()), dtype=np.int64)
     centroids = np.zeros((len(ids), len(features)))
     position = {f: j for j, f in enumerate(features)}
@@ -95,7 +99,16 @@ def previous_run(conn: psycopg.Connection, segmentation: str) -> PreviousRun | N
         if feature in position and segment_id in index:
             centroids[index[segment_id], position[feature]] = centroid
     return PreviousRun(
-        run_id, source_table, tuple(features), n_customers, ids, centroids, sizes, json.dumps(list(features)), rules
+        run_id,
+        source_table,
+        tuple(features),
+        n_customers,
+        ids,
+        centroids,
+        sizes,
+        json.dumps(list(features)),
+        rules,
+        names,
     )
 
 
