@@ -39,6 +39,9 @@ def score(
     customers whose segment differs from the previous run's on the same table (None: not
     compared in memory, or the comparison gave up; the drift then comes from SQL)."""
     compare_with = previous if previous is not None and previous.same_table(str(source.table)) else None
+    if compare_with is None:
+        # No arrivals will be known: ids keyed by hash are recorded meanwhile (record_customer_ids).
+        run.begin_recording_ids(source)
     if cluster.enabled and not training.complete:
         scored = _score_on_dask(run, source, training, centroids, compare_with, cluster)
     else:

@@ -157,7 +157,7 @@ def stable_names(
     plan: FeaturePlan,
     centers_z: np.ndarray,
     centers_inputs: np.ndarray,
-    segment_ids: Sequence[int],
+    segment_ids: Sequence[int] | np.ndarray,
     previous_names: dict[int, str],
 ) -> list[str]:
     """segment_names, except that a segment keeping its id from the previous run keeps that run's
@@ -207,7 +207,7 @@ def _plan_parts(plan: FeaturePlan, z: np.ndarray, inputs: np.ndarray, *, slack: 
     return parts + ages
 
 
-def _category_words(shares: dict[str, float], words: str, slack: float) -> set[str]:
+def _category_words(shares: dict[str | None, float], words: str, slack: float) -> set[str]:
     """ "Mostly <level> <words>" for the level most customers of the segment have, when at least
     half do; with slack, any level within slack of both, and nothing when the most is within
     slack of half."""

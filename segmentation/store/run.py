@@ -19,6 +19,7 @@ A Run belongs to one segmentation (segmentation.segmentations) and holds two con
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ class Run:
         self._snapshot = snapshot
         self._snapshot_ended = False
         self._ids_pending = False
+        self._recording: _Recording | None = None
         self._id_bounds: dict[tuple[str, str], tuple[int, int] | None] = {}
 
     def __repr__(self) -> str:
@@ -152,6 +154,13 @@ class Run:
         REPEATABLE READ transaction of its own. Nothing to do for integer ids."""
         if source.id_type is None:
             return 0
+        if self._recording is not None:
+            try:
+                return self._recording.result()
+            finally:
+                self._recording = None
+                self._ids_pending = False
+                self.end_snapshot()
         rows = sql.SQL("SELECT * FROM {}").format(source.table.identifier())
         if arrivals is not None and compared_with is not None:
             same = db.scalar(
@@ -177,6 +186,16 @@ class Run:
             self._conn.isolation_level = None
             self._ids_pending = False
             self.end_snapshot()
+
+    def begin_recording_ids(self, source: catalog.Source) -> None:
+        """For ids keyed by hash, when this run will not know its arrivals (it compares itself
+        with no earlier run in memory): record every new id now, in a session of its own that
+        imports the snapshot, while the scoring pass runs; record_customer_ids waits for it. The
+        server writes the ids on one core while the pass works on the other."""
+        if source.id_type is None or self._recording is not None:
+            return
+        exported = self.export_snapshot()
+        self._recording = _Recording(self._url, exported, self.segmentation, source)
 
     def count_rows(self, source: catalog.Source) -> int:
         return queries.count_rows(self._source(), source)
@@ -348,6 +367,8 @@ class Run:
         """Release the run lock, then close both connections. Released first, in a statement that
         returns once it is done: a closed connection's backend lets go of its locks only as it
         exits, a moment after, and a rollback or the next run right after would find it held."""
+        if self._recording is not None:
+            self._recording.stop()
         with suppress(psycopg.Error):
             if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                 self._conn.execute("SELECT pg_advisory_unlock_all()")
@@ -367,3 +388,52 @@ def _record_failure(conn: psycopg.Connection, run_id: int, error: str, quarantin
     with suppress(psycopg.Error), conn.transaction():
         retention.forget_quarantine(conn, quarantine_days)
     return found.status
+
+
+class _Recording:
+    """Run.begin_recording_ids' session: customer_keys.record_ids in a thread, on a connection of
+    its own, in one REPEATABLE READ transaction that imports the run's snapshot; it commits
+    there. result() waits and returns how many ids were new, or raises what it raised."""
+
+    def __init__(self, url: str, snapshot: str, segmentation: str, source: catalog.Source):
+        self._conn = db.connect(url, application_name="segmentation-ids")
+        self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        self._snapshot, self._segmentation, self._source = snapshot, segmentation, source
+        self._added = 0
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._record, name="segmentation-ids", daemon=True)
+        self._thread.start()
+
+    def _record(self) -> None:
+        source = self._source
+        try:
+            assert source.id_type is not None
+            with self._conn.transaction():
+                self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self._snapshot)))
+                self._added = customer_keys.record_ids(
+                    self._conn,
+                    self._segmentation,
+                    sql.SQL("SELECT * FROM {}").format(source.table.identifier()),
+                    source.id_column,
+                    source.id_type,
+                    unique=source.id_unique,
+                )
+        except Exception as exc:  # noqa: BLE001 (handed to the flow's thread by result(), raised there)
+            self._error = exc
+
+    def result(self) -> int:
+        self._thread.join()
+        with suppress(psycopg.Error):
+            self._conn.close()
+        if self._error is not None:
+            raise self._error
+        return self._added
+
+    def stop(self) -> None:
+        """The run ends without waiting for it: cancel its statement, then close."""
+        if self._thread.is_alive():
+            with suppress(psycopg.Error):
+                self._conn.cancel_safe()
+            self._thread.join()
+        with suppress(psycopg.Error):
+            self._conn.close()
