@@ -12,14 +12,15 @@
 -- 'default', which here only ever names the segmentation, its own name
 -- (segmentation/segmentations.py, segmentation/bi_definitions.py).
 CREATE OR REPLACE VIEW segmentation_bi.current_run AS
-SELECT r.run_id, r.published_at, r.flow_run_id, r.source_table, r.features, r.k,
-       r.n_customers, r.n_quarantined, r.inertia, r.silhouette, r.params,
-       r.previous_run_id, r.customers_compared, r.customers_changed, r.churn, r.adjusted_rand_index,
-       r.customers_added, r.customers_removed, r.forced, r.quality_issues,
-       l.switched_at AS current_since
-FROM (SELECT run_id, switched_at FROM segmentation.current_run_log WHERE segmentation = 'default'
-      ORDER BY switch_id DESC LIMIT 1) AS l
-JOIN segmentation.runs AS r ON r.run_id = l.run_id;
+SELECT run_id, published_at, flow_run_id, source_table, features, k,
+       n_customers, n_quarantined, inertia, silhouette, params,
+       previous_run_id, customers_compared, customers_changed, churn, adjusted_rand_index,
+       customers_added, customers_removed, forced, quality_issues,
+       switched_at AS current_since
+FROM segmentation.runs
+JOIN (SELECT run_id AS current_run_id, switched_at FROM segmentation.current_run_log
+      WHERE segmentation = 'default' ORDER BY switch_id DESC LIMIT 1) AS latest_switch
+  ON latest_switch.current_run_id = runs.run_id;
 
 COMMENT ON VIEW segmentation_bi.current_run IS
     'The current segmentation run, one row: the latest published run, unless an earlier one was made current again (rollback).';
