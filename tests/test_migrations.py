@@ -291,7 +291,9 @@ def test_a_bi_file_that_cannot_replace_its_view_drops_and_creates_it_and_its_dep
     with psycopg.connect(logins["reader"], autocommit=True) as reader:
         for view in BI_VIEWS:
             assert reader.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("segmentation_bi", view)))
-        assert reader.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [(None, None, None, None)]
+        assert reader.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [
+            (None, None, None, None, None, None)
+        ]
     assert migrations.pending(conn, directory) == []
 
 
@@ -320,7 +322,9 @@ def test_a_function_whose_signature_cannot_be_replaced_is_dropped_and_created(co
     }
     assert after["segment_of(customer jsonb)"] == before["segment_of(customer jsonb)"]
     assert after["predict(person jsonb)"]["comment"] == before["predict(customer jsonb)"]["comment"]
-    assert conn.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [(None, None, None, None)]
+    assert conn.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [
+        (None, None, None, None, None, None)
+    ]
 
 
 def test_what_depends_on_a_bi_view_outside_sql_bi_stops_its_drop_with_one_clear_line(conn, tmp_path):

@@ -262,13 +262,7 @@ def _plan_body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
     # The second least squared distance: the least of the other centres' (the nearest's own
     # label is known by then), as the scoring pass reads it; none in a missing-value segment.
     second = sql.SQL("CASE n.label {} END").format(
-        sql.SQL(" ").join(
-            sql.SQL("WHEN {} THEN least({})").format(
-                sql.Literal(n + 1),
-                sql.SQL(", ").join(sql.SQL("d.{}").format(j(f"d{other}")) for other in range(k) if other != n),
-            )
-            for n in range(k)
-        )
+        sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(sql.Literal(n + 1), _least_but(k, n)) for n in range(k))
     )
     margin = sql.SQL("CASE WHEN NOT r.ok THEN NULL WHEN r.rule > 0 THEN NULL ELSE sqrt(m.second) - sqrt(n.nearest) END")
     outlier = (
@@ -310,6 +304,13 @@ def _float(value: float) -> sql.Composable:
     """A float8 constant, exactly: its shortest round-trip text, which float8 input reads back
     to the same double."""
     return sql.SQL("{}::float8").format(sql.Literal(repr(float(value))))
+
+
+def _least_but(k: int, label: int) -> sql.Composable:
+    """The least squared distance to the centres other than `label` (0-based) of k; infinity
+    when there is no other, as numpy's min over the rest of an infinity gives."""
+    others = [sql.SQL("d.{}").format(sql.Identifier(f"d{other}")) for other in range(k) if other != label]
+    return sql.SQL("least({})").format(sql.SQL(", ").join(others)) if others else sql.SQL("'Infinity'::float8")
 
 
 def _floats(values: np.ndarray) -> list[sql.Composable]:
@@ -372,14 +373,7 @@ def _body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
         )
 
     # The second least squared distance: the least of the other centres', as the scoring pass reads it.
-    second = by_label(
-        [
-            sql.SQL("least({})").format(
-                sql.SQL(", ").join(sql.SQL("d.{}").format(j(f"d{other}")) for other in labels if other != label)
-            )
-            for label in labels
-        ]
-    )
+    second = by_label([_least_but(len(model.centers), label) for label in labels])
     outlier = (
         sql.SQL("NULL::boolean")
         if model.outlier_distance is None
