@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 from segmentation import migrations
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.store import readback
+from support.docs import documented_sql
 from support.schema import sql_copy
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -118,6 +119,11 @@ def test_far_away_customers_are_the_outliers_and_border_customers_have_no_margin
            JOIN segmentation_bi.current_customer_segments v ON v.customer_id = b.id
            CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(b)) AS p"""
     ).fetchone() == (n, 0)
+    # The documented queries: the border customers first, then the outliers per segment.
+    border, per_segment = documented_sql("bi.md", "How sure is a segment").split(";\n\n")
+    nearest = conn.execute(border).fetchall()
+    assert len(nearest) == 100 and [r[3] for r in nearest] == sorted(r[3] for r in nearest)
+    assert [(r[0], r[3]) for r in conn.execute(per_segment)] == sorted((s[0], s[3]) for s in segments)
     # The run's picture marks the outliers of its sample, as the view flags them.
     with conn.transaction():
         report = readback.load(conn, run_id, sample_size=n)
