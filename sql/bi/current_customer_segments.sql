@@ -5,6 +5,11 @@
 -- The current run's rows, read with the current run in one statement (see current_run.sql). The
 -- run id as a scalar subquery, not a join: PostgreSQL then reads only the run's partition.
 --
+-- Confidence (sql/020_confidence.sql): margin is stored with each row by the scoring pass; outlier
+-- compares the row's distance with its segment's outlier_distance, so it is NULL where either is
+-- (a run restored from the history has no distances, a run made before 020 no outlier_distance),
+-- and false in a missing-value segment (distance 0, outlier_distance 0).
+--
 -- Each segmentation has its own copy of this view: the default's is the one named here; a
 -- segmentation NAME's is rendered from this file with its own names and, for the literal
 -- 'default', which here only ever names the segmentation, its own name
@@ -12,7 +17,6 @@
 CREATE OR REPLACE VIEW segmentation_bi.current_customer_segments AS
 SELECT cs.run_id, (SELECT published_at FROM segmentation_bi.current_run) AS published_at,
        cs.customer_id, cs.segment_id, s.segment_name, cs.distance,
-       -- sql/020: NULL for runs before it, as for a run restored from the history (no distances).
        cs.margin, cs.distance > s.outlier_distance AS outlier
 FROM segmentation.customer_segments AS cs
 JOIN segmentation.segments AS s ON s.run_id = cs.run_id AND s.segment_id = cs.segment_id
