@@ -130,6 +130,11 @@ def test_far_away_customers_are_the_outliers_and_border_customers_have_no_margin
     assert report is not None and report.sample_outliers is not None
     assert int(report.sample_outliers.sum()) == len(outliers)
     assert report.png().startswith(b"\x89PNG")
+    # segmentation show and the run's report: each segment's share of outliers, under the table.
+    line = next(x for x in report.text().splitlines() if x.startswith("outliers"))
+    for segment_id, n_customers, _, n_outliers in segments:
+        assert f"segment {segment_id} {100 * n_outliers / n_customers:.1f}%" in line
+    assert line in report.markdown()
 
 
 def test_a_missing_value_segment_has_no_margin_and_no_outliers(conn):

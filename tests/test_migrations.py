@@ -221,7 +221,7 @@ def test_pending_on_an_empty_database_lists_everything_and_creates_nothing(conn)
 def test_a_changed_bi_file_replaces_its_view_in_place(conn, tmp_path):
     directory = sql_copy(tmp_path)
     path = directory / "bi" / "current_segments.sql"
-    text = path.read_text().replace("s.description\n", "s.description, 100 * s.share AS share_percent\n", 1)
+    text = path.read_text().replace("s.n_outliers\n", "s.n_outliers, 100 * s.share AS share_percent\n", 1)
     path.write_text(
         text + "COMMENT ON COLUMN segmentation_bi.current_segments.share_percent IS 'Share, in percent.';\n"
     )

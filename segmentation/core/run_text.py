@@ -33,7 +33,7 @@ _KNOWN = {
     "size_change",
     "centroid_shift",
     "description",  # a sentence: under the table (description_lines), not in it
-    "n_outliers",  # shown as the outliers' share of the segment
+    "n_outliers",  # under the table, as each segment's share of outliers (outlier_line)
     "outlier_distance",  # a threshold in standardised units: for BI, not for reading
 }
 
@@ -89,21 +89,18 @@ class Table:
 
 def segment_table(segments: pd.DataFrame, centroids: pd.DataFrame, features: Sequence[str]) -> Table:
     """One row per segment: id, name, size, share, change since the previous run, share of
-    women, each feature's centroid, how far the centroid moved, and the share of its customers
-    that are outliers (sql/020)."""
+    women, each feature's centroid, and how far the centroid moved."""
     extra = [c for c in segments.columns if c not in _KNOWN and _has_values(segments, c)]
     text = [c for c in extra if any(isinstance(v, str) for v in segments[c].dropna())]
     figures = [c for c in extra if c not in text]
     show_change = _has_values(segments, "size_change")
     show_female = _has_values(segments, "share_female")
     show_shift = _has_values(segments, "centroid_shift")
-    show_outliers = _has_values(segments, "n_outliers")
     header = ["segment", *(c.replace("_", " ") for c in text), "customers", "share"]
     header += ["change"] if show_change else []
     header += ["female"] if show_female else []
     header += [f"{f} (share female)" if f == GENDER else f for f in features]
     header += ["centroid shift"] if show_shift else []
-    header += ["outliers"] if show_outliers else []
     header += [c.replace("_", " ") for c in figures]
     rows = []
     for row in segments.sort_values("segment_id").to_dict("records"):
@@ -118,9 +115,6 @@ def segment_table(segments: pd.DataFrame, centroids: pd.DataFrame, features: Seq
             cells.append(value if isinstance(value, str) else _number(value, 2 if feature == GENDER else 1))
         if show_shift:
             cells.append("" if _missing(row["centroid_shift"]) else f"{row['centroid_shift']:.2f}")
-        if show_outliers:
-            outliers = row["n_outliers"]
-            cells.append("" if _missing(outliers) else _percent(int(outliers) / max(int(row["n_customers"]), 1)))
         cells += [_plain(row[c]) for c in figures]
         rows.append(cells)
     return Table(header, rows, left={1 + i for i in range(len(text))})
@@ -253,9 +247,25 @@ def summary_markdown(run: dict, segments: pd.DataFrame, centroids: pd.DataFrame)
     if len(segments):
         table = segment_table(segments, centroids, features).markdown()
         lines += ["", "## Segments", "", "Centroids in original units.", "", table]
+        if outliers := outlier_line(segments):
+            lines += ["", outliers]
         if described := description_lines(segments):
             lines += ["", "What sets each apart:", "", *(f"- {line}" for line in described)]
     return "\n".join(lines) + "\n"
+
+
+def outlier_line(segments: pd.DataFrame) -> str:
+    """Each segment's share of outliers (customers further from its centroid than 99% of its
+    training customers, sql/020): "outliers: segment 1 1.0%, segment 2 0.9%"; empty for a run
+    without them (made before migration 020)."""
+    if not _has_values(segments, "n_outliers"):
+        return ""
+    parts = [
+        f"segment {int(row['segment_id'])} {_percent(int(row['n_outliers']) / max(int(row['n_customers']), 1))}"
+        for row in segments.sort_values("segment_id").to_dict("records")
+        if not _missing(row["n_outliers"])
+    ]
+    return f"outliers (further from the centroid than 99% of the segment in training): {', '.join(parts)}"
 
 
 def description_lines(segments: pd.DataFrame) -> list[str]:

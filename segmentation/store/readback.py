@@ -51,7 +51,10 @@ class RunReport:
     def text(self) -> str:
         """For the command line: the run line and the segment table."""
         table = run_text.segment_table(self.segments, self.centroids, self.features).plain()
-        described = "".join(f"\n{line}" for line in run_text.description_lines(self.segments))
+        outliers = run_text.outlier_line(self.segments)
+        described = "".join(
+            f"\n{line}" for line in [*([outliers] if outliers else []), *run_text.description_lines(self.segments)]
+        )
         return f"{run_text.run_line(self.run, self.segments)}\n{table}{described}"
 
     def k_selection_rows(self) -> list[dict]:
