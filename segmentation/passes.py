@@ -7,8 +7,9 @@ done with them is here.
 
 - The extract: every valid row is offered to the training sample (segmentation.core.sampling).
 - The scoring pass: every valid customer is assigned to its nearest centroid, written with its
-  published segment id and distance, compared with the previous run's segment on the way
-  (when the writer holds a comparison), and counted into the segment figures."""
+  published segment id, distance and margin (to the second-nearest centroid), compared with the previous run's segment on the way
+  (when the writer holds a comparison), and counted into the segment figures (with the outliers:
+  customers further from their centroid than its outlier_distance)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from segmentation.core.comparison import Changes
 from segmentation.core.feature_plan import FeaturePlan
-from segmentation.core.model import Scaler, assign
+from segmentation.core.model import Scaler, assign_with_margin
 from segmentation.core.sampling import HashSample
 from segmentation.core.segment_stats import SegmentStats
 from segmentation.source.stream import Chunk
@@ -32,27 +33,39 @@ Progress = Callable[[int], None]  # told how many rows are done after each chunk
 class Centroids:
     """What the scoring pass needs of the model: scaled centroids, the scaler, the published
     segment id of each KMeans label followed by those of the missing-value segments, and the
-    feature plan (the segment figures are in the features' own units)."""
+    feature plan (the segment figures are in the features' own units); and, by label likewise,
+    the distance above which a customer is an outlier (0 for a missing-value segment: its
+    customers are at distance 0; None: not known, none counted)."""
 
     centers: np.ndarray
     scaler: Scaler
     segment_ids: np.ndarray  # (k + missing-value segments,)
     plan: FeaturePlan
+    outlier_distance: np.ndarray | None = None  # (k + missing-value segments,)
 
     def stats(self) -> SegmentStats:
         """Empty segment figures for a part of this pass."""
         return SegmentStats(len(self.segment_ids), self.plan.input_names, self.segment_ids)
 
-    def assign(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's segment (a KMeans label, or k + i for the i-th missing-value segment) and
-        its distance (0 in a missing-value segment: the rule is met exactly)."""
-        labels, distances = assign(self.centers, self.scaler.transform(chunk.X))
+    def assign(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's segment (a KMeans label, or k + i for the i-th missing-value segment), its
+        distance (0 in a missing-value segment: the rule is met exactly) and its margin, the
+        distance to the second-nearest centroid less that (NaN, written NULL, in a
+        missing-value segment)."""
+        labels, distances, margins = assign_with_margin(self.centers, self.scaler.transform(chunk.X))
         if chunk.rule is not None:
             ruled = chunk.rule > 0
             if ruled.any():
                 labels = np.where(ruled, len(self.centers) - 1 + chunk.rule.astype(np.int32), labels)
                 distances = np.where(ruled, 0.0, distances)
-        return labels, distances
+                margins = np.where(ruled, np.nan, margins)
+        return labels, distances, margins
+
+    def outliers(self, labels: np.ndarray, distances: np.ndarray) -> np.ndarray | None:
+        """Which rows are further from their centroid than its outlier_distance (None: unknown)."""
+        if self.outlier_distance is None:
+            return None
+        return distances > self.outlier_distance[labels]
 
 
 @dataclass
@@ -83,9 +96,11 @@ def score_part(
     progress: Progress | None = None,
 ) -> ScoredPart:
     for chunk in chunks:
-        labels, distances = centroids.assign(chunk)
+        labels, distances, margins = centroids.assign(chunk)
         stats.update(labels, centroids.plan.to_units(chunk.X), chunk.gender)
-        writer.write(chunk.ids, centroids.segment_ids[labels].astype(np.int32), distances)
+        if (outliers := centroids.outliers(labels, distances)) is not None:
+            stats.count_outliers(labels, outliers)
+        writer.write(chunk.ids, centroids.segment_ids[labels].astype(np.int32), distances, margins)
         if progress is not None:
             progress(writer.rows)
     return ScoredPart(stats, writer.changes())

@@ -23,6 +23,9 @@ class TrainedModel:
     inertia: float
     silhouette: float | None
     candidates: list[core.KCandidate]
+    # Per KMeans label, the 99th percentile of its training customers' distances (the outlier
+    # threshold, core.outlier_distances); None for a model made without one.
+    outlier_distance: np.ndarray | None = None
 
     @property
     def centers_original(self) -> np.ndarray:
@@ -100,4 +103,7 @@ def train(
         " (warm start from the previous run)" if warm_start is not None else "",
         fitted.inertia_,
     )
-    return TrainedModel(scaler, fitted.cluster_centers_, k, float(fitted.inertia_), score, candidates)
+    # Once per run, on the training set after the fit: how far from its centroid a customer of
+    # each segment may be before it counts as an outlier.
+    outliers = core.outlier_distances(fitted.cluster_centers_, Z)
+    return TrainedModel(scaler, fitted.cluster_centers_, k, float(fitted.inertia_), score, candidates, outliers)

@@ -39,6 +39,8 @@ def _segments_frame(
     frame["centroid_shift"] = [None if np.isnan(s) else float(s) for s in identity.shifts]
     frame["missing_feature"] = [None] * (len(frame) - len(identity.rules)) + list(identity.rules)
     frame["description"] = [descriptions.get(int(s)) for s in frame["segment_id"]]
+    thresholds = identity.centroids.outlier_distance
+    frame["outlier_distance"] = None if thresholds is None else thresholds
     return frame.astype(object).where(frame.notna(), None)
 
 
@@ -85,6 +87,7 @@ def keep_run(
             names=identity.names,
             plan=source.plan,
             cap=model.scaler.cap,
+            outlier_distance=identity.centroids.outlier_distance,
         ),
     )
     if unread := run_text.gender_line(str(source.table), found.segments):

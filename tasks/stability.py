@@ -105,7 +105,11 @@ def match_segments(
             if np.isnan(shift)
             else f"kept, centroid moved {shift:.2f} sd",
         )
-    centroids = Centroids(model.centers, model.scaler, ids, source.plan)
+    # A missing-value segment's customers are at distance 0 from it: its outlier distance is 0.
+    outliers = (
+        None if model.outlier_distance is None else np.concatenate([model.outlier_distance, np.zeros(len(rule_ids))])
+    )
+    centroids = Centroids(model.centers, model.scaler, ids, source.plan, outliers)
     return SegmentIdentity(ids, names, shifts, centroids, tuple(f.column for f in source.plan.rule_features))
 
 

@@ -19,10 +19,17 @@ BI_FILES_SINCE = 12  # sql/012_bi_definitions.sql: the releases before it had no
 # release 12's, until 014 made them read each segmentation's own rows (columns 014 added, and not
 # the view it dropped); release 14's until 015 added the columns the next read; release 15's until
 # 016 and 017 added the tables today's read; release 17's until 019 added the tables of the change
-# feed (current_segment_changes, current_segment_transitions).
+# feed (current_segment_changes, current_segment_transitions); release 19's until 020 added the
+# columns of confidence (margin, outlier_distance, n_outliers) and predict's margin and outlier.
 RELEASED = Path(__file__).parent / "data" / "bi_releases"
-BI_RELEASES = {12: RELEASED / "012", 14: RELEASED / "014", 15: RELEASED / "015", 17: RELEASED / "017"}
-TODAYS_BI_SINCE = 19
+BI_RELEASES = {
+    12: RELEASED / "012",
+    14: RELEASED / "014",
+    15: RELEASED / "015",
+    17: RELEASED / "017",
+    19: RELEASED / "019",
+}
+TODAYS_BI_SINCE = 20
 VERSIONS = [m.version for m in migrations.discover()]
 
 

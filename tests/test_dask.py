@@ -134,13 +134,13 @@ def run(params: dict | None = None, **env) -> object:
 
 def rows_of(conn, run_id):
     return conn.execute(
-        f"SELECT customer_id, segment_id, distance FROM segmentation.customer_segments_run_{run_id} ORDER BY 1"
+        f"SELECT customer_id, segment_id, distance, margin FROM segmentation.customer_segments_run_{run_id} ORDER BY 1"
     ).fetchall()
 
 
 def figures_of(conn, run_id):
     segments = conn.execute(
-        "SELECT segment_id, n_customers, share, share_female, share_male FROM segmentation.segments "
+        "SELECT segment_id, n_customers, n_outliers, share, share_female, share_male FROM segmentation.segments "
         "WHERE run_id = %s ORDER BY 1",
         (run_id,),
     ).fetchall()
@@ -157,8 +157,9 @@ def assert_same_run(conn, here: int, there: int) -> None:
     assert len(a) == len(b) == conn.execute("SELECT count(*) FROM public.customers").fetchone()[0]
     assert [r[:2] for r in a] == [r[:2] for r in b]  # every customer, the same segment id
     assert max(abs(x[2] - y[2]) for x, y in zip(a, b)) <= 1e-9
+    assert max(abs(x[3] - y[3]) for x, y in zip(a, b)) <= 1e-9  # the margin, written by the ranges too
     (segments_a, centroids_a), (segments_b, centroids_b) = figures_of(conn, here), figures_of(conn, there)
-    assert [s[:2] for s in segments_a] == [s[:2] for s in segments_b]
+    assert [s[:3] for s in segments_a] == [s[:3] for s in segments_b]  # outliers counted range by range
     for x, y in zip(segments_a + centroids_a, segments_b + centroids_b):
         assert x[:2] == y[:2] and x[2:] == pytest.approx(y[2:], rel=1e-12, abs=1e-12)
 

@@ -4,8 +4,8 @@ property-based test (hypothesis) over generated tables and specs, against a real
 The run's side is what the flow does, without Prefect: the source resolved and read with the
 binary COPY of its valid rows (segmentation.source), scaled and assigned in numpy
 (segmentation.passes.Centroids). The other side is the model's scoring function, given each
-source row as jsonb. Both must give every valid customer the same segment and distance, and
-every row the run quarantines no segment."""
+source row as jsonb. Both must give every valid customer the same segment, distance and margin
+(to the bit) and outlier flag, and every row the run quarantines no segment."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from segmentation.core.feature_spec import FeatureSpec
-from segmentation.core.model import Scaler, fit_kmeans
+from segmentation.core.model import Scaler, fit_kmeans, outlier_distances
 from segmentation.passes import Centroids
 from segmentation.source import catalog
 from segmentation.source.stream import Chunk, stream_valid
@@ -122,9 +122,12 @@ def _run_side(conn, source) -> tuple[Chunk, Centroids] | None:
         return None
     plan = source.plan
     scaler = Scaler.fit(clustered, plan.caps(clustered), plan.weights())
-    model = fit_kmeans(scaler.transform(clustered), 2, 0, 1)
+    Z = scaler.transform(clustered)
+    model = fit_kmeans(Z, 2, 0, 1)
     ids = np.array([101, 102] + [201 + i for i in range(len(plan.rule_features))], dtype=np.int64)
-    return chunk, Centroids(model.cluster_centers_, scaler, ids, plan)
+    # As the flow keeps them: the training set's outlier distances, then 0 per missing-value segment.
+    outliers = np.concatenate([outlier_distances(model.cluster_centers_, Z), np.zeros(len(plan.rule_features))])
+    return chunk, Centroids(model.cluster_centers_, scaler, ids, plan, outliers)
 
 
 @settings(
@@ -139,7 +142,9 @@ def test_the_run_and_predict_agree_on_every_row(conn, generated, chosen):
     assume(side is not None)
     assert side is not None
     chunk, centroids = side
-    labels, distances = centroids.assign(chunk)
+    labels, distances, margins = centroids.assign(chunk)
+    flagged = centroids.outliers(labels, distances)
+    assert flagged is not None and centroids.outlier_distance is not None
     run_id = conn.execute(
         "INSERT INTO segmentation.runs (source_table, features) VALUES ('public.t', %s) RETURNING run_id",
         (list(source.features),),
@@ -157,22 +162,35 @@ def test_the_run_and_predict_agree_on_every_row(conn, generated, chosen):
                 [f"segment {i}" for i in centroids.segment_ids],
                 source.plan,
                 centroids.scaler.cap,
+                centroids.outlier_distance,
             ),
         )
     predicted = {
-        row[0]: (row[1], row[2])
+        row[0]: row[1:]
         for row in conn.execute(
-            "SELECT t.id, p.segment_id, p.distance FROM public.t CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(t), %s) p",
+            "SELECT t.id, p.segment_id, p.distance, p.margin, p.outlier "
+            "FROM public.t CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(t), %s) p",
             (run_id,),
         )
     }
     expected = {
-        int(i): (int(centroids.segment_ids[label]), float(d)) for i, label, d in zip(chunk.ids, labels, distances)
+        # A missing-value segment's margin is NaN in the pass, written NULL.
+        # No outlier distance (a segment no training row is nearest): NULL, not a flag.
+        int(i): (
+            int(centroids.segment_ids[label]),
+            float(d),
+            None if np.isnan(m) else float(m),
+            None if np.isnan(centroids.outlier_distance[label]) else bool(o),
+        )
+        for i, label, d, m, o in zip(chunk.ids, labels, distances, margins, flagged)
     }
-    for row_id, (segment, distance) in predicted.items():
+    for row_id, (segment, distance, margin, outlier) in predicted.items():
         if row_id not in expected:
             assert segment is None, f"row {row_id} was not valid for the run, yet predict gives segment {segment}"
+            assert (distance, margin, outlier) == (None, None, None)
             continue
-        want_segment, want_distance = expected[row_id]
+        want_segment, want_distance, want_margin, want_outlier = expected[row_id]
         assert segment == want_segment, f"row {row_id}: predict {segment}, the run {want_segment}"
         assert distance == want_distance, f"row {row_id}: distance {distance!r} in SQL, {want_distance!r} in the run"
+        assert margin == want_margin, f"row {row_id}: margin {margin!r} in SQL, {want_margin!r} in the run"
+        assert outlier == want_outlier, f"row {row_id}: outlier {outlier!r} in SQL, {want_outlier!r} in the run"

@@ -221,7 +221,7 @@ def test_pending_on_an_empty_database_lists_everything_and_creates_nothing(conn)
 def test_a_changed_bi_file_replaces_its_view_in_place(conn, tmp_path):
     directory = sql_copy(tmp_path)
     path = directory / "bi" / "current_segments.sql"
-    text = path.read_text().replace("s.description\n", "s.description, 100 * s.share AS share_percent\n", 1)
+    text = path.read_text().replace("s.n_outliers\n", "s.n_outliers, 100 * s.share AS share_percent\n", 1)
     path.write_text(
         text + "COMMENT ON COLUMN segmentation_bi.current_segments.share_percent IS 'Share, in percent.';\n"
     )
@@ -291,7 +291,9 @@ def test_a_bi_file_that_cannot_replace_its_view_drops_and_creates_it_and_its_dep
     with psycopg.connect(logins["reader"], autocommit=True) as reader:
         for view in BI_VIEWS:
             assert reader.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("segmentation_bi", view)))
-        assert reader.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [(None, None, None, None)]
+        assert reader.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [
+            (None, None, None, None, None, None)
+        ]
     assert migrations.pending(conn, directory) == []
 
 
@@ -320,7 +322,9 @@ def test_a_function_whose_signature_cannot_be_replaced_is_dropped_and_created(co
     }
     assert after["segment_of(customer jsonb)"] == before["segment_of(customer jsonb)"]
     assert after["predict(person jsonb)"]["comment"] == before["predict(customer jsonb)"]["comment"]
-    assert conn.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [(None, None, None, None)]
+    assert conn.execute("SELECT * FROM segmentation_bi.predict('{}')").fetchall() == [
+        (None, None, None, None, None, None)
+    ]
 
 
 def test_what_depends_on_a_bi_view_outside_sql_bi_stops_its_drop_with_one_clear_line(conn, tmp_path):

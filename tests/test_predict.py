@@ -22,10 +22,13 @@ def published(**params) -> int:
 
 def disagreements(conn, run_id: int, rows: str, call: str) -> tuple:
     """(customers of the run scored, with another segment, largest distance difference,
-    scored by another run); rows: the run's full rows (support.data.keep_assignments)."""
+    scored by another run, with another margin (to the bit), with another outlier flag); rows:
+    the run's full rows (support.data.keep_assignments)."""
     return conn.execute(
         f"""SELECT count(*), count(*) FILTER (WHERE p.segment_id IS DISTINCT FROM cs.segment_id),
-                   max(abs(p.distance - cs.distance)), count(*) FILTER (WHERE p.run_id IS DISTINCT FROM %s)
+                   max(abs(p.distance - cs.distance)), count(*) FILTER (WHERE p.run_id IS DISTINCT FROM %s),
+                   count(*) FILTER (WHERE p.margin IS DISTINCT FROM cs.margin OR cs.margin IS NULL),
+                   count(*) FILTER (WHERE p.outlier IS DISTINCT FROM cs.outlier OR cs.outlier IS NULL)
             FROM customers c
             JOIN {rows} cs ON cs.customer_id = c.customer_id
             CROSS JOIN LATERAL {call} AS p""",
@@ -49,11 +52,15 @@ def test_predict_agrees_with_the_run_on_every_customer(conn):
         0,
         pytest.approx(0, abs=1e-9),
         0,
+        0,
+        0,
     )
     assert disagreements(conn, plain, plain_rows, f"segmentation_bi.predict(to_jsonb(c), {plain})") == (
         valid,
         0,
         pytest.approx(0, abs=1e-9),
+        0,
+        0,
         0,
     )
     # segment_of, the name SQL-parsing BI tools leave alone, is predict in all three forms.
@@ -65,12 +72,14 @@ def test_predict_agrees_with_the_run_on_every_customer(conn):
             0,
             pytest.approx(0, abs=1e-9),
             0,
+            0,
+            0,
         ), form
     # A customer the run quarantined (NULL age) is scored as one row with NULL segment.
     assert conn.execute(
-        "SELECT p.run_id, p.segment_id, p.segment_name, p.distance FROM customers c "
+        "SELECT p.run_id, p.segment_id, p.segment_name, p.distance, p.margin, p.outlier FROM customers c "
         "CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(c)) p WHERE c.customer_id = 997"
-    ).fetchone() == (with_gender, None, None, None)
+    ).fetchone() == (with_gender, None, None, None, None, None)
     names = dict(
         conn.execute("SELECT segment_id, segment_name FROM segmentation.segments WHERE run_id = %s", (with_gender,))
     )
@@ -97,15 +106,17 @@ def test_invalid_input_gives_a_row_with_null_segment(conn, customer):
     generate_customers(conn, 500, seed=52)
     run_id = published(n_clusters=3)
     assert conn.execute("SELECT * FROM segmentation_bi.predict(%s::jsonb)", (customer,)).fetchall() == [
-        (run_id, None, None, None)
+        (run_id, None, None, None, None, None)
     ]
     assert conn.execute("SELECT * FROM segmentation_bi.predict(%s::jsonb, %s)", (customer, run_id)).fetchall() == [
-        (run_id, None, None, None)
+        (run_id, None, None, None, None, None)
     ]
 
 
 def test_predict_follows_the_current_run_and_refuses_an_unknown_one(conn):
-    assert conn.execute("SELECT * FROM segmentation_bi.predict('{}'::jsonb)").fetchall() == [(None, None, None, None)]
+    assert conn.execute("SELECT * FROM segmentation_bi.predict('{}'::jsonb)").fetchall() == [
+        (None, None, None, None, None, None)
+    ]
     generate_customers(conn, 1000, seed=53)
     first = published(n_clusters=3)
     second = published(n_clusters=4)
@@ -126,7 +137,7 @@ def test_predict_follows_the_current_run_and_refuses_an_unknown_one(conn):
 def test_a_tie_goes_to_the_lowest_label_as_in_the_flow(conn):
     import numpy as np
 
-    from segmentation.core.model import assign
+    from segmentation.core.model import assign, assign_with_margin
     from segmentation.store import scoring
 
     conn.execute(
@@ -140,3 +151,7 @@ def test_a_tie_goes_to_the_lowest_label_as_in_the_flow(conn):
     labels, _ = assign(model.centers, np.array([[0.0]]))  # age 40: halfway between the two centres
     row = conn.execute("SELECT segment_id FROM segmentation.predict_run_7('{\"age\": 40}'::jsonb)").fetchone()
     assert row == (int(model.segment_ids[labels[0]]),) == (12,)
+    # On the border: margin 0, as in the flow; a model without outlier distances flags none.
+    margins = assign_with_margin(model.centers, np.array([[0.0]]))[2]
+    row = conn.execute("SELECT margin, outlier FROM segmentation.predict_run_7('{\"age\": 40}'::jsonb)").fetchone()
+    assert row == (margins[0], None) == (0.0, None)

@@ -11,7 +11,7 @@ column's longest value, and the padding is cut out of the rows' bytes in one ste
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -129,11 +129,19 @@ def _on_wire(pg_type: str, column: np.ndarray) -> tuple[np.dtype, np.ndarray]:
     raise ValueError(f"binary COPY of {pg_type} is not supported")
 
 
-def encode_rows(fields: Sequence[tuple[str, str]], columns: dict[str, np.ndarray]) -> bytes:
+def encode_rows(
+    fields: Sequence[tuple[str, str]], columns: dict[str, np.ndarray], nullable: Collection[str] = ()
+) -> bytes:
     """The row bytes (no header or trailer) for the given equally long columns. Types: those
     of WIRE_TYPES; bool; date and timestamptz from datetime64; numeric(12,2) from amounts,
-    rounded to the cent; text from strings or bytes (dtype U or S), none NULL."""
+    rounded to the cent; text from strings or bytes (dtype U or S), none NULL. A float8 field
+    named in `nullable` is sent NULL where it is NaN (a chunk without NaN costs one check)."""
     wire = {name: _on_wire(pg_type, columns[name]) for name, pg_type in fields}
+    nulls = {
+        name: missing
+        for name, pg_type in fields
+        if name in nullable and pg_type == "float8" and (missing := np.isnan(columns[name])).any()
+    }
     layout: list[tuple[str, np.dtype | str]] = [("_nfields", ">i2")]
     for name, _ in fields:
         layout += [(f"_len_{name}", ">i4"), (name, wire[name][0])]
@@ -143,13 +151,16 @@ def encode_rows(fields: Sequence[tuple[str, str]], columns: dict[str, np.ndarray
     n = len(columns[fields[0][0]])
     rows = np.empty(n, dtype=dtype)
     rows["_nfields"] = len(fields)
-    padded = []  # (offset in the row, width, each value's length) of the text fields
+    padded = []  # (offset in the row, width, each value's length) of the text and NULL fields
     for name, pg_type in fields:
         field_type, values = wire[name]
         if pg_type == "text":
             lengths = np.strings.str_len(values)
             rows[f"_len_{name}"] = lengths
             padded.append((offsets[name][1], field_type.itemsize, lengths))
+        elif name in nulls:  # a NULL is its length -1 and no value bytes
+            rows[f"_len_{name}"] = np.where(nulls[name], -1, field_type.itemsize)
+            padded.append((offsets[name][1], field_type.itemsize, np.where(nulls[name], 0, field_type.itemsize)))
         else:
             rows[f"_len_{name}"] = field_type.itemsize
         rows[name] = values

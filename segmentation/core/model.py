@@ -4,6 +4,7 @@ everything reported leaves here in original units."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,8 +217,8 @@ def select_k(
     return best.k, candidates, centers[best.k]
 
 
-def assign(centers: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centre and the distance to it, for scaled rows."""
+def _squared_distances(centers: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """(k, n): each row's squared distance to each centre, summed feature by feature."""
     # Element-wise arithmetic on whole feature columns: every row's result is independent
     # of the others, so scoring in chunks gives bit-for-bit the same result as scoring in
     # one piece; and columns are 2.6 times faster than summing along short rows.
@@ -229,5 +230,45 @@ def assign(centers: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.subtract(column, centre[f], out=term)
             np.square(term, out=term)
             d2[j] += term
+    return d2
+
+
+def assign(centers: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centre and the distance to it, for scaled rows."""
+    d2 = _squared_distances(centers, Z)
     labels = d2.argmin(axis=0)
     return labels.astype(np.int32), np.sqrt(d2[labels, np.arange(len(Z))])
+
+
+def assign_with_margin(centers: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest centre, the distance to it, and the margin: the distance to the second-nearest
+    centre minus that distance (0 on a tie), from the same squared distances, with no second
+    pass: the nearest's entry is set to infinity in place and the least of the rest read.
+    sqrt(second) - sqrt(nearest), in that order, as scoring in SQL computes it."""
+    d2 = _squared_distances(centers, Z)
+    labels = d2.argmin(axis=0)
+    rows = np.arange(len(Z))
+    distances = np.sqrt(d2[labels, rows])
+    d2[labels, rows] = np.inf
+    margins = np.sqrt(d2.min(axis=0)) if len(centers) > 1 else np.full(len(Z), np.inf)
+    margins -= distances
+    return labels.astype(np.int32), distances, margins
+
+
+OUTLIER_QUANTILE = 0.99
+
+
+def outlier_distances(centers: np.ndarray, Z: np.ndarray, quantile: float = OUTLIER_QUANTILE) -> np.ndarray:
+    """Per centre, the `quantile` of the distances of the rows of Z nearest to it (numpy's
+    linear interpolation), the distances as the scoring pass computes them: a customer scored
+    further than that from its centre is an outlier. NaN for a centre no row of Z is nearest."""
+    labels, distances = assign(centers, Z)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(len(centers) + 1))
+    ranked = distances[order]
+    return np.array(
+        [
+            np.quantile(ranked[start:stop], quantile) if stop > start else np.nan
+            for start, stop in itertools.pairwise(bounds)
+        ]
+    )

@@ -65,15 +65,17 @@ def render(
     curve: KCurve,
     title: str,
     segment_labels: dict[int, str] | None = None,
+    outliers: np.ndarray | None = None,
 ) -> bytes:
     """PNG of the scatter (X: sampled customers in original units, labels: their segment
     ids; centroids: one row per segment id, one column per feature; segment_labels: the
-    legend text per segment id) and the k curve."""
+    legend text per segment id; outliers: per customer, whether it is an outlier, drawn as a
+    black-edged diamond; None: not known) and the k curve."""
     X = np.asarray(X, dtype=float).reshape(-1, len(features)) if features else np.empty((len(labels), 0))
     labels = np.asarray(labels)
     fig, (ax_scatter, ax_k) = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI, gridspec_kw={"width_ratios": [1.4, 1]})
     try:
-        _scatter(ax_scatter, X, labels, features, centroids, segment_labels or {})
+        _scatter(ax_scatter, X, labels, features, centroids, segment_labels or {}, outliers)
         _k_curve(ax_k, curve)
         fig.suptitle(title)
         # Fixed margins: tight_layout() draws the whole figure once more just to measure it.
@@ -85,7 +87,7 @@ def render(
         plt.close(fig)
 
 
-def _scatter(ax, X, labels, features, centroids, segment_labels) -> None:
+def _scatter(ax, X, labels, features, centroids, segment_labels, outliers=None) -> None:
     if not features:  # only categories: nothing to place customers by
         ax.text(0.5, 0.5, "no numeric feature to plot", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
@@ -103,12 +105,26 @@ def _scatter(ax, X, labels, features, centroids, segment_labels) -> None:
         xs, ys = X[:, chosen[0]], X[:, chosen[1]]
         y_feature = features[chosen[1]]
         y_label, y_of = y_feature, lambda segment: float(centroids.loc[segment, y_feature])
+    far = np.zeros(len(labels), dtype=bool) if outliers is None else np.asarray(outliers, dtype=bool)
     for segment in segment_ids:
-        mask = labels == segment
+        mask = (labels == segment) & ~far
         label = segment_labels.get(segment) or f"segment {segment}"
         # Markers of a line, not a scatter: Agg stamps one cached marker instead of drawing
         # thousands of paths, which halves the time of the picture.
         ax.plot(xs[mask], ys[mask], "o", markersize=3, alpha=0.5, color=colours[segment], label=label, linestyle="none")
+        out = (labels == segment) & far
+        if out.any():
+            ax.plot(
+                xs[out],
+                ys[out],
+                "D",
+                markersize=5,
+                color=colours[segment],
+                markeredgecolor="black",
+                markeredgewidth=0.8,
+                linestyle="none",
+                zorder=2.5,
+            )
         if segment in centroids.index:
             ax.scatter(
                 [centroids.loc[segment, x_feature]],
@@ -120,9 +136,25 @@ def _scatter(ax, X, labels, features, centroids, segment_labels) -> None:
                 linewidths=1.5,
                 zorder=3,
             )
+    if far.any():
+        # One legend entry for every segment's outliers: black-edged diamonds in its colour.
+        ax.plot(
+            [],
+            [],
+            "D",
+            markersize=5,
+            color="white",
+            markeredgecolor="black",
+            markeredgewidth=0.8,
+            linestyle="none",
+            label=f"outliers ({int(far.sum()):,}): further from the centroid than 99% of the segment in training",
+        )
     ax.set_xlabel(x_feature)
     ax.set_ylabel(y_label)
-    ax.set_title(f"{len(X):,} customers in the two features that separate the segments best; X: centroids", fontsize=10)
+    marked = "; diamonds: outliers" if far.any() else ""
+    ax.set_title(
+        f"{len(X):,} customers in the two features that separate the segments best; X: centroids{marked}", fontsize=10
+    )
     # Names and descriptions make a tall legend: small and see-through, so the customers show.
     ax.legend(fontsize=6.5, markerscale=1.5, loc="best", framealpha=0.6)
 

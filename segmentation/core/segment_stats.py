@@ -1,6 +1,7 @@
 """Per-segment figures accumulated chunk by chunk, so a run summarises every customer
 without holding them all: counts, gender counts, and per feature the mean, standard
-deviation (merged with Chan et al.'s parallel formula), minimum and maximum."""
+deviation (merged with Chan et al.'s parallel formula), minimum and maximum; and the outliers,
+customers further from their centroid than the segment's outlier_distance, when counted."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ class SegmentStats:
         self.m2 = np.zeros((k, f))
         self.min = np.full((k, f), np.inf)
         self.max = np.full((k, f), -np.inf)
+        self.outliers: np.ndarray | None = None  # (k,) counts, once count_outliers is called
+
+    def count_outliers(self, labels: np.ndarray, outlier: np.ndarray) -> None:
+        """Add a chunk's outliers: labels (n,), outlier (n,) booleans."""
+        counts = np.bincount(labels[outlier], minlength=self.k).astype(np.int64)
+        self.outliers = counts if self.outliers is None else self.outliers + counts
 
     def update(self, labels: np.ndarray, X: np.ndarray, gender: np.ndarray | None = None) -> None:
         """Add a chunk: labels (n,), X (n, features) in original units, gender codes (n,)."""
@@ -69,6 +76,8 @@ class SegmentStats:
         self.max = np.maximum(self.max, other.max)
         self.gender += other.gender
         self.count += other.count
+        if other.outliers is not None:
+            self.outliers = other.outliers.copy() if self.outliers is None else self.outliers + other.outliers
 
     @property
     def n_customers(self) -> int:
@@ -101,6 +110,7 @@ class SegmentStats:
         ):
             unread = not has_gender or (code != GENDER_UNKNOWN and self.no_gender_recognised)
             frame[column] = None if unread else self.gender[:, code] / per
+        frame["n_outliers"] = None if self.outliers is None else self.outliers
         return frame
 
     def centroids(self, centers: np.ndarray, plan: FeaturePlan | None = None) -> pd.DataFrame:

@@ -19,7 +19,14 @@ from segmentation.core.binary_copy import HEADER, TRAILER, encode_rows
 from segmentation.core.comparison import Changes, Comparison, SortedComparison
 from segmentation.db import give_to_writer, scalar
 
-ASSIGNMENT_FIELDS = [("run_id", "int8"), ("customer_id", "int8"), ("segment_id", "int4"), ("distance", "float8")]
+ASSIGNMENT_FIELDS = [
+    ("run_id", "int8"),
+    ("customer_id", "int8"),
+    ("segment_id", "int4"),
+    ("distance", "float8"),
+    ("margin", "float8"),  # sql/020: NULL (sent for NaN) in a missing-value segment
+]
+NULLABLE = ("margin",)
 
 
 def partition_name(run_id: int) -> sql.Identifier:
@@ -51,7 +58,7 @@ def add_key(conn: psycopg.Connection, run_id: int) -> None:
 
 
 class AssignmentWriter:
-    """Binary COPY of (run_id, customer_id, segment_id, distance) into the run's own table,
+    """Binary COPY of (run_id, customer_id, segment_id, distance, margin) into the run's own table,
     used inside one transaction, as a context manager: the load is finished when the block
     ends, or the COPY ended with an error when it raises. The whole run (part None): the table is created, loaded and
     keyed in that transaction (COPY FREEZE needs that), and nothing remains if it rolls back.
@@ -95,14 +102,22 @@ class AssignmentWriter:
         self._copy = self._copy_cm.__enter__()
         self._copy.write(HEADER)
 
-    def write(self, customer_ids: np.ndarray, segment_ids: np.ndarray, distances: np.ndarray) -> None:
+    def write(
+        self,
+        customer_ids: np.ndarray,
+        segment_ids: np.ndarray,
+        distances: np.ndarray,
+        margins: np.ndarray | None = None,
+    ) -> None:
+        """margins: NaN, or None for every row, is written NULL."""
         columns = {
             "run_id": np.full(len(customer_ids), self.run_id, dtype=np.int64),
             "customer_id": customer_ids,
             "segment_id": segment_ids,
             "distance": distances,
+            "margin": np.full(len(customer_ids), np.nan) if margins is None else margins,
         }
-        self._copy.write(encode_rows(ASSIGNMENT_FIELDS, columns))
+        self._copy.write(encode_rows(ASSIGNMENT_FIELDS, columns, NULLABLE))
         self.rows += len(customer_ids)
         if self.comparison is not None:
             self.comparison.update(customer_ids, segment_ids)

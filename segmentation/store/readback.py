@@ -37,6 +37,9 @@ class RunReport:
     sample: np.ndarray  # sampled customers x sample_features, original units
     sample_labels: np.ndarray  # their segment ids
     sample_features: list[str]  # the features with numbers to plot (not categories)
+    # Per sampled customer, whether it is an outlier (distance above its segment's
+    # outlier_distance); None: not known (a run made before migration 020)
+    sample_outliers: np.ndarray | None = None
 
     @property
     def features(self) -> list[str]:
@@ -48,7 +51,10 @@ class RunReport:
     def text(self) -> str:
         """For the command line: the run line and the segment table."""
         table = run_text.segment_table(self.segments, self.centroids, self.features).plain()
-        described = "".join(f"\n{line}" for line in run_text.description_lines(self.segments))
+        outliers = run_text.outlier_line(self.segments)
+        described = "".join(
+            f"\n{line}" for line in [*([outliers] if outliers else []), *run_text.description_lines(self.segments)]
+        )
         return f"{run_text.run_line(self.run, self.segments)}\n{table}{described}"
 
     def k_selection_rows(self) -> list[dict]:
@@ -62,7 +68,14 @@ class RunReport:
             chosen=self.run.get("k"),
         )
         return plots.render(
-            self.sample, self.sample_labels, self.sample_features, self.centroids, curve, self._title(), self._legend()
+            self.sample,
+            self.sample_labels,
+            self.sample_features,
+            self.centroids,
+            curve,
+            self._title(),
+            self._legend(),
+            self.sample_outliers,
         )
 
     def _legend(self) -> dict[int, str]:
@@ -128,8 +141,24 @@ def load(conn: psycopg.Connection, run_id: int, sample_size: int = PLOT_SAMPLE_S
     features = [parse_column_name(f) for f in run["features"]]
     run["features"] = features
     plotted, values = _plotted(conn, run_id, features)
-    sample, labels = _sample(conn, run, values, sample_size, seed) if len(segments) and values else _empty(len(values))
-    return RunReport(run, segments, centroids, k_selection, sample, labels, plotted)
+    sample, labels, distances = (
+        _sample(conn, run, values, sample_size, seed) if len(segments) and values else _empty(len(values))
+    )
+    return RunReport(
+        run, segments, centroids, k_selection, sample, labels, plotted, _outliers(segments, labels, distances)
+    )
+
+
+def _outliers(segments: pd.DataFrame, labels: np.ndarray, distances: np.ndarray) -> np.ndarray | None:
+    """Which sampled customers are outliers: further from their centroid than their segment's
+    outlier_distance, as current_customer_segments.outlier says. None when the run has no
+    outlier distances (made before migration 020)."""
+    if "outlier_distance" not in segments or segments["outlier_distance"].isna().all():
+        return None
+    threshold = dict(zip(segments["segment_id"].astype(int), segments["outlier_distance"].astype(float)))
+    limits = np.array([threshold.get(int(s), np.nan) for s in labels], dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(distances > limits)  # NaN (unknown) on either side: not marked
 
 
 def _centroid_cells(long: pd.DataFrame) -> pd.DataFrame:
@@ -183,15 +212,16 @@ def _plotted(conn: psycopg.Connection, run_id: int, features: list[str]) -> tupl
     return plotted, values
 
 
-def _empty(n_features: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.empty((0, n_features)), np.empty(0, dtype=int)
+def _empty(n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.empty((0, n_features)), np.empty(0, dtype=int), np.empty(0)
 
 
 def _sample(
     conn: psycopg.Connection, run: dict, values: list[sql.Composable], size: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Up to `size` of the run's customers, uniformly at random, with their current values in
-    the source table (a customer deleted since the run is left out)."""
+    the source table (a customer deleted since the run is left out): the values, segment ids and
+    distances (NaN when the run has none: restored from the history)."""
     n = int(run["n_customers"] or 0)
     if n == 0 or size <= 0:
         return _empty(len(values))
@@ -201,7 +231,7 @@ def _sample(
     table = parse_table_name(run["source_table"])
     id_column = parse_column_name((run.get("params") or {}).get("id_column") or "customer_id")
     query = sql.SQL(
-        "SELECT cs.segment_id, {values} FROM segmentation.customer_segments AS cs "
+        "SELECT cs.segment_id, coalesce(cs.distance, 'NaN'), {values} FROM segmentation.customer_segments AS cs "
         "TABLESAMPLE BERNOULLI (%s) REPEATABLE (%s) "
         "{ids}JOIN {table} AS src ON src.{id} = {id_value} WHERE cs.run_id = %s LIMIT %s"
     ).format(
@@ -228,9 +258,9 @@ def _sample(
         return _empty(len(values))
     if len(rows) > size:
         rows = [rows[i] for i in np.sort(np.random.default_rng(seed).choice(len(rows), size, replace=False))]
-    data = np.array(rows, dtype=float).reshape(-1, len(values) + 1)
-    data = data[~np.isnan(data).any(axis=1)]  # a value made NULL in the source since the run
-    return data[:, 1:], data[:, 0].astype(int)
+    data = np.array(rows, dtype=float).reshape(-1, len(values) + 2)
+    data = data[~np.isnan(data[:, 2:]).any(axis=1)]  # a value made NULL in the source since the run
+    return data[:, 2:], data[:, 0].astype(int), data[:, 1]
 
 
 def recent_runs(conn: psycopg.Connection, limit: int, segmentation: str = DEFAULT) -> list[dict]:

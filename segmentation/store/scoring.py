@@ -6,7 +6,10 @@ as the flow reads it from the source (a number through numeric, gender coded 1/0
 training), standardised with the run's own scaler, the squared distance to each centre summed
 feature by feature, the nearest centre (a tie goes to the lowest KMeans label, as numpy's
 argmin does) and the square root. So it gives every valid customer of the run the run's own
-segment id, and the distance to within rounding of the last digit. A missing, NULL, non-numeric
+segment id and distance, to the bit. The margin is the square root of the second least squared
+distance (the least of the other centres') minus the distance, as the scoring pass computes it
+(segmentation.core.model.assign_with_margin); outlier compares the distance with the segment's
+outlier_distance, a constant of the run, as the views do. A missing, NULL, non-numeric
 or out-of-range feature gives a row with NULL segment, not an error. The run's constants are
 written into the function, and each step is fenced (OFFSET 0) so that PostgreSQL computes it
 once per customer instead of once per use.
@@ -47,6 +50,9 @@ class Model:
     names: Sequence[str]  # likewise
     plan: FeaturePlan | None = None  # None: bare column names (a run kept before feature specs)
     cap: np.ndarray | None = None  # (inputs,) clip caps, inf for none; None: nothing capped
+    # (k + missing-value segments,) like segment_ids: the distance above which a customer is an
+    # outlier (NaN: unknown); None: a model without one, whose outlier is NULL
+    outlier_distance: np.ndarray | None = None
 
     @property
     def simple(self) -> bool:
@@ -107,19 +113,19 @@ def load(conn: psycopg.Connection, run_id: int) -> Model | None:
     if row is None:
         return None
     centers = conn.execute(
-        """SELECT c.segment_id, c.center, coalesce(s.segment_name, '')
+        """SELECT c.segment_id, c.center, coalesce(s.segment_name, ''), s.outlier_distance
            FROM segmentation.model_centers c
            LEFT JOIN segmentation.segments s ON s.run_id = c.run_id AND s.segment_id = c.segment_id
            WHERE c.run_id = %s ORDER BY c.label""",
         (run_id,),
     ).fetchall()
     plan = None if row[3] is None else FeaturePlan.from_description(row[3], row[4])
-    ruled: list[tuple[int, str]] = []
+    ruled: list[tuple[int, str, float | None]] = []
     if plan is not None and plan.rule_features:
         by_feature = {
-            r[0]: (r[1], r[2])
+            r[0]: (r[1], r[2], r[3])
             for r in conn.execute(
-                """SELECT missing_feature, segment_id, segment_name FROM segmentation.segments
+                """SELECT missing_feature, segment_id, segment_name, outlier_distance FROM segmentation.segments
                    WHERE run_id = %s AND missing_feature IS NOT NULL""",
                 (run_id,),
             )
@@ -134,7 +140,15 @@ def load(conn: psycopg.Connection, run_id: int) -> Model | None:
         [c[2] for c in centers] + [r[1] for r in ruled],
         plan,
         None if row[5] is None else np.array(row[5], dtype=np.float64),
+        _thresholds([c[3] for c in centers] + [r[2] for r in ruled]),
     )
+
+
+def _thresholds(values: list[float | None]) -> np.ndarray | None:
+    """The outlier distances as stored: None when the run has none (made before sql/020)."""
+    if all(v is None for v in values):
+        return None
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def drop(conn: psycopg.Connection, run_id: int) -> None:
@@ -237,31 +251,43 @@ def _plan_body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
 
     def pick(values: Sequence[object], type_: str) -> sql.Composable:
         """The value of the customer's segment: by missing-value segment, else by label."""
-        clustered = sql.SQL("(ARRAY[{}]::{}[])[n.label]").format(
-            sql.SQL(", ").join(sql.Literal(v) for v in values[:k]), sql.SQL(type_)
-        )
+        items = [v if isinstance(v, sql.Composable) else sql.Literal(v) for v in values]
+        clustered = sql.SQL("(ARRAY[{}]::{}[])[n.label]").format(sql.SQL(", ").join(items[:k]), sql.SQL(type_))
         if len(values) == k:
             return sql.SQL("CASE WHEN r.ok THEN {} END").format(clustered)
-        ruled = sql.SQL("(ARRAY[{}]::{}[])[r.rule]").format(
-            sql.SQL(", ").join(sql.Literal(v) for v in values[k:]), sql.SQL(type_)
-        )
+        ruled = sql.SQL("(ARRAY[{}]::{}[])[r.rule]").format(sql.SQL(", ").join(items[k:]), sql.SQL(type_))
         return sql.SQL("CASE WHEN NOT r.ok THEN NULL WHEN r.rule > 0 THEN {} ELSE {} END").format(ruled, clustered)
 
     distance = sql.SQL("CASE WHEN NOT r.ok THEN NULL WHEN r.rule > 0 THEN 0::float8 ELSE sqrt(n.nearest) END")
+    # The second least squared distance: the least of the other centres' (the nearest's own
+    # label is known by then), as the scoring pass reads it; none in a missing-value segment.
+    second = sql.SQL("CASE n.label {} END").format(
+        sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(sql.Literal(n + 1), _least_but(k, n)) for n in range(k))
+    )
+    margin = sql.SQL("CASE WHEN NOT r.ok THEN NULL WHEN r.rule > 0 THEN NULL ELSE sqrt(m.second) - sqrt(n.nearest) END")
+    outlier = (
+        sql.SQL("NULL::boolean")
+        if model.outlier_distance is None
+        else sql.SQL("({}) > ({})").format(distance, pick(_floats(model.outlier_distance), "float8"))
+    )
     body = sql.SQL(
-        "SELECT * FROM (SELECT {run_id}::bigint, {segment_id}, {name}, {distance} "
+        "SELECT * FROM (SELECT {run_id}::bigint, {segment_id}, {name}, {distance}, {margin}, {outlier} "
         "FROM (SELECT customer OFFSET 0) AS a "
         "CROSS JOIN LATERAL (SELECT {extract} OFFSET 0) AS j "
         "CROSS JOIN LATERAL (SELECT {typed} OFFSET 0) AS v "
         "CROSS JOIN LATERAL (SELECT {ok} AS ok, {rule} AS rule OFFSET 0) AS r "
         "CROSS JOIN LATERAL (SELECT {standardised} OFFSET 0) AS z "
         "CROSS JOIN LATERAL (SELECT {squared} OFFSET 0) AS d "
-        "CROSS JOIN LATERAL (SELECT {nearest} AS nearest, {label} AS label OFFSET 0) AS n) AS p OFFSET 0"
+        "CROSS JOIN LATERAL (SELECT {nearest} AS nearest, {label} AS label OFFSET 0) AS n "
+        "CROSS JOIN LATERAL (SELECT {second} AS second OFFSET 0) AS m) AS p OFFSET 0"
     ).format(
         run_id=sql.Literal(int(run_id)),
         segment_id=pick([int(s) for s in model.segment_ids], "integer"),
         name=pick(list(model.names), "text"),
         distance=distance,
+        margin=margin,
+        outlier=outlier,
+        second=second,
         extract=sql.SQL(", ").join(extract),
         typed=sql.SQL(", ").join(typed),
         ok=sql.SQL(" AND ").join(checks) if checks else sql.SQL("true"),
@@ -278,6 +304,18 @@ def _float(value: float) -> sql.Composable:
     """A float8 constant, exactly: its shortest round-trip text, which float8 input reads back
     to the same double."""
     return sql.SQL("{}::float8").format(sql.Literal(repr(float(value))))
+
+
+def _least_but(k: int, label: int) -> sql.Composable:
+    """The least squared distance to the centres other than `label` (0-based) of k; infinity
+    when there is no other, as numpy's min over the rest of an infinity gives."""
+    others = [sql.SQL("d.{}").format(sql.Identifier(f"d{other}")) for other in range(k) if other != label]
+    return sql.SQL("least({})").format(sql.SQL(", ").join(others)) if others else sql.SQL("'Infinity'::float8")
+
+
+def _floats(values: np.ndarray) -> list[sql.Composable]:
+    """float8 constants, exactly; NaN (unknown) as NULL."""
+    return [sql.SQL("NULL::float8") if np.isnan(v) else _float(v) for v in values]
 
 
 def _body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
@@ -326,16 +364,29 @@ def _body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
         return sql.SQL("CASE {} {} END").format(
             nearest,
             sql.SQL(" ").join(
-                sql.SQL("WHEN d.{} THEN {}").format(j(f"d{label}"), sql.Literal(values[label])) for label in labels
+                sql.SQL("WHEN d.{} THEN {}").format(
+                    j(f"d{label}"),
+                    values[label] if isinstance(values[label], sql.Composable) else sql.Literal(values[label]),
+                )
+                for label in labels
             ),
         )
+
+    # The second least squared distance: the least of the other centres', as the scoring pass reads it.
+    second = by_label([_least_but(len(model.centers), label) for label in labels])
+    outlier = (
+        sql.SQL("NULL::boolean")
+        if model.outlier_distance is None
+        else sql.SQL("sqrt({}) > ({})").format(nearest, by_label(_floats(model.outlier_distance)))
+    )
 
     body = sql.SQL(
         # The outer OFFSET 0 keeps the body one subquery when PostgreSQL inlines it into the
         # caller's query, so it is evaluated per customer as written (flattened, the planner
         # wraps each step in a Memoize node, which costs more than it saves); `a` reads the
         # argument once (inlined, to_jsonb(c) would stand in each use of customer).
-        "SELECT * FROM (SELECT {run_id}::bigint, ({segment_id})::integer, ({name})::text, sqrt({nearest}) "
+        "SELECT * FROM (SELECT {run_id}::bigint, ({segment_id})::integer, ({name})::text, sqrt({nearest}), "
+        "sqrt({second}) - sqrt({nearest}), {outlier} "
         "FROM (SELECT customer OFFSET 0) AS a "
         "CROSS JOIN LATERAL (SELECT {extract} OFFSET 0) AS j "
         "CROSS JOIN LATERAL (SELECT {standardised} OFFSET 0) AS z "
@@ -345,6 +396,8 @@ def _body(conn: psycopg.Connection, run_id: int, model: Model) -> str:
         segment_id=by_label([int(s) for s in model.segment_ids]),
         name=by_label(list(model.names)),
         nearest=nearest,
+        second=second,
+        outlier=outlier,
         extract=sql.SQL(", ").join(extract),
         standardised=sql.SQL(", ").join(standardised),
         squared=sql.SQL(", ").join(squared),

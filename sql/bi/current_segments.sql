@@ -12,7 +12,8 @@ CREATE OR REPLACE VIEW segmentation_bi.current_segments AS
 SELECT s.run_id, (SELECT published_at FROM segmentation_bi.current_run) AS published_at,
        s.segment_id, s.segment_name, s.n_customers, s.share,
        s.share_female, s.share_male, s.share_unknown_gender,
-       s.previous_n_customers, s.size_change, s.centroid_shift, s.missing_feature, s.description
+       s.previous_n_customers, s.size_change, s.centroid_shift, s.missing_feature, s.description,
+       s.outlier_distance, s.n_outliers
 FROM segmentation.segments AS s
 WHERE s.run_id = (SELECT run_id FROM segmentation_bi.current_run);
 
@@ -31,3 +32,5 @@ COMMENT ON COLUMN segmentation_bi.current_segments.size_change IS 'n_customers -
 COMMENT ON COLUMN segmentation_bi.current_segments.centroid_shift IS 'How far the centroid moved since the previous run, standardised units; NULL for a new segment.';
 COMMENT ON COLUMN segmentation_bi.current_segments.missing_feature IS 'For a missing-value segment (a feature with missing=segment), the feature its customers lack; NULL for a segment KMeans found.';
 COMMENT ON COLUMN segmentation_bi.current_segments.description IS 'One sentence from the segment''s two or three most distinguishing traits, in plain words and original units (current_segment_profiles), e.g. "Spend about 3.1 times the average (4,906); mostly pro plan (62%)"; distinct within the run.';
+COMMENT ON COLUMN segmentation_bi.current_segments.outlier_distance IS 'The 99th percentile of the distances of the segment''s customers in the run''s training set, standardised units: a customer further than this from the centroid is an outlier (current_customer_segments.outlier). 0 for a missing-value segment; NULL for runs made before migration 020.';
+COMMENT ON COLUMN segmentation_bi.current_segments.n_outliers IS 'The segment''s customers that are outliers (further than outlier_distance), out of n_customers; about 1% of a segment whose customers look like its training set. NULL for runs made before migration 020.';

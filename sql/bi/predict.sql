@@ -5,10 +5,13 @@
 -- Scoring in SQL (segmentation/store/scoring.py): each kept model has its own function,
 -- segmentation.predict_run_<run_id>(customer jsonb). Both predict functions return SETOF
 -- segmentation.prediction (run_id bigint, segment_id integer, segment_name text, distance double
--- precision), a type of sql/006_scoring.sql: one row per customer, with NULL segment when the
--- customer cannot be scored. SQL-standard bodies (BEGIN ATOMIC) are resolved when created, so a
--- reader calls the per-run functions in segmentation through them without USAGE on that schema,
--- and PostgreSQL still inlines them.
+-- precision, margin double precision, outlier boolean), a type of sql/006_scoring.sql (margin and
+-- outlier: sql/020_confidence.sql): one row per customer, with NULL segment when the customer
+-- cannot be scored. margin and outlier are those the run's views show for a customer with the
+-- same values: NULL margin and false outlier in a missing-value segment, both NULL for runs made
+-- before 020. SQL-standard bodies (BEGIN ATOMIC) are resolved when created, so a reader calls the
+-- per-run functions in segmentation through them without USAGE on that schema, and PostgreSQL
+-- still inlines them.
 
 -- predict(customer, run_id), any run whose model is kept, is not written here: its body is one
 -- branch per kept model (a constant run_id leaves only its own branch after planning) and
@@ -49,7 +52,7 @@ LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT p.* FROM segmentation_bi.current_run AS c CROSS JOIN LATERAL segmentation_bi.predict(customer, c.run_id) AS p
     UNION ALL
-    SELECT NULL::bigint, NULL::integer, NULL::text, NULL::double precision
+    SELECT NULL::bigint, NULL::integer, NULL::text, NULL::double precision, NULL::double precision, NULL::boolean
     WHERE NOT EXISTS (SELECT FROM segmentation_bi.current_run);
 END;
 
@@ -67,7 +70,7 @@ BEGIN ATOMIC
     CROSS JOIN LATERAL segmentation_bi.predict(customer, c.run_id) AS p
     WHERE c.run_id IS NOT NULL
     UNION ALL
-    SELECT NULL::bigint, NULL::integer, NULL::text, NULL::double precision
+    SELECT NULL::bigint, NULL::integer, NULL::text, NULL::double precision, NULL::double precision, NULL::boolean
     WHERE EXISTS (SELECT FROM segmentation_bi.segmentations AS g
                   WHERE g.segmentation = predict.segmentation AND g.run_id IS NULL)
     UNION ALL
@@ -76,7 +79,7 @@ BEGIN ATOMIC
 END;
 
 COMMENT ON FUNCTION segmentation_bi.predict(jsonb) IS
-    'The current run''s segment for a customer given as jsonb, e.g. predict(to_jsonb(c)) or predict(''{"age": 31, "annual_income": 72, "spending_score": 80}'').';
+    'The current run''s segment for a customer given as jsonb, e.g. predict(to_jsonb(c)) or predict(''{"age": 31, "annual_income": 72, "spending_score": 80}''), with its distance, margin (to the second-nearest centroid, less distance) and outlier flag, as current_customer_segments shows them.';
 COMMENT ON FUNCTION segmentation_bi.predict(jsonb, bigint) IS
     'The segment a kept run gives a customer given as jsonb.';
 COMMENT ON FUNCTION segmentation_bi.predict(jsonb, text) IS

@@ -31,7 +31,7 @@ BEGIN ATOMIC
 END;
 
 COMMENT ON FUNCTION segmentation_bi.segment_of(jsonb) IS
-    'predict(customer) under a name SQL parsers (Superset''s sqlglot) leave alone: the current run''s segment for a customer given as jsonb, e.g. segment_of(to_jsonb(c)).';
+    'predict(customer) under a name SQL parsers (Superset''s sqlglot) leave alone: the current run''s segment for a customer given as jsonb, e.g. segment_of(to_jsonb(c)), with its distance, margin and outlier flag.';
 COMMENT ON FUNCTION segmentation_bi.segment_of(jsonb, bigint) IS
     'predict(customer, run_id) under a name SQL parsers leave alone: the segment a kept run gives a customer.';
 COMMENT ON FUNCTION segmentation_bi.segment_of(jsonb, text) IS

@@ -26,13 +26,17 @@ def insert_customers(conn, rows, table="public.customers") -> None:
 
 
 def keep_assignments(conn, run_id: int) -> str:
-    """Copy a run's full per-customer rows (with distances) while it is current: once another
-    run publishes, retention keeps them only as spells, without distances. Returns the copy's
-    name, a table in public of the test's own database."""
+    """Copy a run's full per-customer rows (with distances, margins and the outlier flag as the
+    views compute it) while it is current: once another run publishes, retention keeps them only
+    as spells, without distances. Returns the copy's name, a table in public of the test's own
+    database."""
     table = f"public.assignments_run_{int(run_id)}"
     conn.execute(
-        f"CREATE TABLE {table} AS SELECT customer_id, segment_id, distance "
-        "FROM segmentation.customer_segments WHERE run_id = %s",
+        f"CREATE TABLE {table} AS SELECT cs.customer_id, cs.segment_id, cs.distance, cs.margin, "
+        "cs.distance > s.outlier_distance AS outlier "
+        "FROM segmentation.customer_segments AS cs "
+        "JOIN segmentation.segments AS s ON s.run_id = cs.run_id AND s.segment_id = cs.segment_id "
+        "WHERE cs.run_id = %s",
         (run_id,),
     )
     return table
