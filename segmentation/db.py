@@ -24,9 +24,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from segmentation import embedded
+from segmentation import dburl, embedded
 from segmentation.errors import SegmentationError
-from segmentation.settings import DATABASE_URL_ENV, Settings, connect_attempts, libpq_url, redact
+from segmentation.settings import DATABASE_URL_ENV, Settings, connect_attempts, libpq_url
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def connect(url: str, *, application_name: str = "segmentation") -> psycopg.Conn
             reason = " ".join(str(exc).split())
             if attempt == attempts:
                 raise SegmentationError(
-                    f"cannot connect to PostgreSQL at {redact(url)} after {attempts} attempt(s): "
+                    f"cannot connect to PostgreSQL at {dburl.redact(url)} after {attempts} attempt(s): "
                     f"{reason}. Check {DATABASE_URL_ENV} and that the server is running."
                 ) from None
             log.warning("database unreachable (attempt %d of %d), retrying in %.0f s", attempt, attempts, delay)
