@@ -147,7 +147,7 @@ def render(params: Mapping[str, str], *, as_url: bool, mask: bool) -> str:
                 for name, port in zip(names, ports, strict=True)
             )
     authority = f"{userinfo}@{netloc}" if userinfo else netloc
-    query = urlencode(shown, safe="/,:") if shown else ""
+    query = urlencode(shown, safe="/,:", quote_via=quote) if shown else ""
     return f"postgresql://{authority}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
 
 

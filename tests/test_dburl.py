@@ -83,6 +83,8 @@ def test_rewriting_keeps_the_form_and_every_other_parameter(url, params, shown, 
     assert dburl.is_url(rewritten) == dburl.is_url(url)
     assert dburl.parse(rewritten) == params | {"dbname": "other db", "user": "someone"}
     assert dburl.parse(dburl.replace(url)) == params
+    spaced = dburl.replace(url, options="-c search_path=a,b", application_name="nightly run")
+    assert dburl.parse(spaced) == params | {"options": "-c search_path=a,b", "application_name": "nightly run"}
     assert dburl.parse(dburl.replace(url, password=None)) == {k: v for k, v in params.items() if k != "password"}
 
 
