@@ -38,9 +38,9 @@ from collections.abc import Iterator
 import numpy as np
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from benchmarks.scratch import customers_database
+from segmentation import dburl
 
 FEATURES = ["age", "annual_income", "spending_score"]
 BENCH_DB = "segmentation_bench"
@@ -110,7 +110,7 @@ def stage_notebook(url: str, k: int, n_init: int) -> dict:
     import pandas as pd
     from sqlalchemy import create_engine
 
-    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+    engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url))
     t0 = time.perf_counter()
     frame = pd.read_sql("SELECT * FROM customers", engine)
     t1 = time.perf_counter()
@@ -221,7 +221,7 @@ def _copy_of(server: str, bench: str) -> Iterator[str]:
             )
         )
     try:
-        yield make_url(bench).set(database=name).render_as_string(hide_password=False)
+        yield dburl.replace(bench, dbname=name)
     finally:
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -281,7 +281,7 @@ def main() -> None:
 
     print(
         f"\n{args.rows:,} customers, k={args.k}, n_init={args.n_init}; {os.cpu_count()} cores, "
-        f"{platform.python_implementation()} {platform.python_version()}, PostgreSQL at {make_url(server).render_as_string()}"
+        f"{platform.python_implementation()} {platform.python_version()}, PostgreSQL at {dburl.redact(server)}"
     )
     if args.repeat > 1:
         for stage, done in runs.items():

@@ -23,9 +23,9 @@ import time
 import numpy as np
 import pandas as pd
 import psycopg
-from sqlalchemy.engine import make_url
 
 from benchmarks.scratch import scratch_database
+from segmentation import dburl
 
 BENCH_DB = "segmentation_bench_history"
 K = 5
@@ -167,7 +167,7 @@ def main() -> None:
             make_current(conn, run_id=back, reason="benchmark")
             print(f"rollback to run {back}, rebuilt from the spells: {time.perf_counter() - t:.2f} s")
     print(
-        f"\n{os.cpu_count()} cores; PostgreSQL at {make_url(server).render_as_string()}; "
+        f"\n{os.cpu_count()} cores; PostgreSQL at {dburl.redact(server)}; "
         f"{args.keep} runs kept (SEGMENTATION_KEEP_PUBLISHED_RUNS)"
     )
 

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from benchmarks.e2e import _child
 from benchmarks.scratch import customers_database, drop
+from segmentation import dburl
 
 BIGINT_DB = "segmentation_bench_ids"
 TEXT_DB = "segmentation_bench_ids_text"
@@ -31,7 +31,7 @@ RUN_DB = "segmentation_bench_ids_run"
 
 
 def _url(server: str, name: str) -> str:
-    return make_url(server).set(database=name).render_as_string(hide_password=False)
+    return dburl.replace(server, dbname=name)
 
 
 def _create_from(server: str, name: str, template: str) -> None:

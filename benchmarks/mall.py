@@ -15,7 +15,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import make_url
+
+from segmentation import dburl
 
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "Mall_Customers.csv"
 DB = "segmentation_bench_mall"
@@ -28,7 +29,7 @@ def main() -> None:
 
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_CSV
     server = db.database_url()
-    url = make_url(server).set(database=DB).render_as_string(hide_password=False)
+    url = dburl.replace(server, dbname=DB)
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import make_url
+
+from segmentation import dburl
 
 
 def drop(server: str, name: str) -> None:
@@ -24,7 +25,7 @@ def scratch_database(server: str, name: str) -> Iterator[str]:
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+        yield dburl.replace(server, dbname=name)
     finally:
         drop(server, name)
 

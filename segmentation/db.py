@@ -24,9 +24,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from segmentation import embedded
+from segmentation import dburl, embedded
 from segmentation.errors import SegmentationError
-from segmentation.settings import DATABASE_URL_ENV, Settings, connect_attempts, libpq_url, redact
+from segmentation.settings import DATABASE_URL_ENV, Settings, connect_attempts, libpq_url
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,13 @@ def database_url(settings: Settings | None = None) -> str:
     return embedded.database_url(settings)
 
 
-def connect(url: str, *, application_name: str = "segmentation") -> psycopg.Connection:
-    """An autocommit connection, retrying with backoff while the server is unreachable."""
+def connect(url: str, *, application_name: str = "segmentation", server: str | None = None) -> psycopg.Connection:
+    """An autocommit connection, retrying with backoff while the server is unreachable. With a
+    multi-host URL libpq tries every host in turn on each attempt (the first that accepts, and
+    that target_session_attrs allows, wins). server: the identity (server_identity) the
+    connection must reach: a session that belongs to a run (its snapshot, a second reader,
+    a Dask worker's range) must be on the run's server; on another one, after a failover,
+    it is closed and the run fails (ServerChanged), never retried."""
     attempts = connect_attempts()
     delay = 1.0
     for attempt in range(1, attempts + 1):
@@ -52,16 +57,57 @@ def connect(url: str, *, application_name: str = "segmentation") -> psycopg.Conn
             reason = " ".join(str(exc).split())
             if attempt == attempts:
                 raise SegmentationError(
-                    f"cannot connect to PostgreSQL at {redact(url)} after {attempts} attempt(s): "
+                    f"cannot connect to PostgreSQL at {dburl.redact(url)} after {attempts} attempt(s): "
                     f"{reason}. Check {DATABASE_URL_ENV} and that the server is running."
                 ) from None
             log.warning("database unreachable (attempt %d of %d), retrying in %.0f s", attempt, attempts, delay)
             time.sleep(delay)
             delay *= 2
             continue
-        assume_writer_role(conn)
+        try:
+            if server is not None:
+                check_server(conn, server)
+            assume_writer_role(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
     raise AssertionError("unreachable")
+
+
+class ServerChanged(SegmentationError):
+    """A session of a run reached another server than the run's own (a failover, a restart):
+    the run's snapshot and its uncommitted work are not there."""
+
+
+def server_identity(conn: psycopg.Connection) -> str:
+    """Which server a connection reached, as one line: the cluster's system identifier and when
+    its postmaster started. A standby made with pg_basebackup shares its primary's system
+    identifier, and a promoted standby keeps it, but each server (and each restart of one) has
+    its own start time. Not its address: one server may be reached at several (localhost as
+    127.0.0.1 or ::1). Read in autocommit: on a snapshot connection it must not begin the
+    snapshot."""
+    row = conn.execute(
+        """SELECT (SELECT system_identifier FROM pg_control_system()),
+                  to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"""
+    ).fetchone()
+    assert row is not None
+    return f"system {row[0]}, up since {row[1]} UTC"
+
+
+def check_server(conn: psycopg.Connection, server: str) -> None:
+    """Raise ServerChanged, one line, when conn is not on the server `server` identifies."""
+    found = server_identity(conn)
+    if found != server:
+        address = scalar(
+            conn, "SELECT coalesce(host(inet_server_addr()) || ':' || inet_server_port(), 'a local socket')"
+        )
+        raise ServerChanged(
+            f"a session of the run reached another PostgreSQL server (at {address}: {found}) than the run's "
+            f"({server}): a failover or restart during the run lost its snapshot, so the run fails rather than "
+            "continue on another server; the previous published run stays current, and the next run starts "
+            "afresh on the server that answers now"
+        )
 
 
 def assume_writer_role(conn: psycopg.Connection) -> bool:
@@ -90,11 +136,12 @@ def give_to_writer(conn: psycopg.Connection, kind: str, name: sql.Composable) ->
         conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kind), name, sql.Identifier(WRITER_ROLE)))
 
 
-def connect_snapshot(url: str, *, application_name: str) -> psycopg.Connection:
+def connect_snapshot(url: str, *, application_name: str, server: str | None = None) -> psycopg.Connection:
     """A connection for reading one consistent snapshot of the source. Its transactions are
     REPEATABLE READ READ ONLY, set through psycopg's attributes: the transaction that begins
-    with its first statement is the snapshot, and whoever opened the connection ends it."""
-    conn = connect(url, application_name=application_name)
+    with its first statement is the snapshot, and whoever opened the connection ends it.
+    server: the server it must reach (see connect)."""
+    conn = connect(url, application_name=application_name, server=server)
     conn.autocommit = False
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True

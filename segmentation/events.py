@@ -77,14 +77,12 @@ ASSET_FIGURES = ("run_id", "segmentation", "k", "n_customers", "n_quarantined", 
 
 
 def database_location(url: str) -> str:
-    """host:port/database of a database URL, for asset keys: never the user or the password. A
-    Unix socket directory stands as `local`."""
-    from psycopg.conninfo import conninfo_to_dict
+    """host:port/database of a database URL, for asset keys: never the user or the password;
+    every host of a multi-host URL (segmentation.dburl.location). A Unix socket directory
+    stands as `local`."""
+    from segmentation.dburl import location
 
-    parts = conninfo_to_dict(url)
-    host = str(parts.get("host") or "local")
-    host = "local" if host.startswith("/") else host
-    return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
+    return location(url)
 
 
 def asset_key(location: str, relation: str) -> str:

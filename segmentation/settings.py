@@ -7,12 +7,10 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import platformdirs
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
+from segmentation import dburl
 from segmentation.errors import SegmentationError
 
 DATABASE_URL_ENV = "SEGMENTATION_DATABASE_URL"
@@ -144,50 +142,6 @@ def _secret_block(name: str) -> str:
 
 
 def libpq_url(url: str) -> str:
-    """Accept SQLAlchemy-style URLs (postgresql+psycopg://) and return one libpq understands."""
-    if hosts := _several_hosts(url):
-        raise SegmentationError(
-            f"{DATABASE_URL_ENV} names more than one host ({hosts}), libpq's multi-host form, which is not "
-            "supported yet; name one host: postgresql://user:password@host:5432/dbname"
-        )
-    try:
-        parsed = make_url(url)
-        parsed.port  # noqa: B018 - a non-numeric port raises here
-    except (ArgumentError, ValueError):
-        raise SegmentationError(
-            f"{DATABASE_URL_ENV} is not a database URL ({redact(url)}); "
-            "use the form postgresql://user:password@host:5432/dbname"
-        ) from None
-    if parsed.host and "@" in parsed.host:
-        raise SegmentationError(
-            f"{DATABASE_URL_ENV} has an '@' after the password separator; percent-encode special "
-            "characters in the password (@ as %40, : as %3A, / as %2F)"
-        )
-    if parsed.get_backend_name() != "postgresql":
-        raise SegmentationError(
-            f"{DATABASE_URL_ENV} points at {parsed.get_backend_name()}, but only PostgreSQL is "
-            "supported; use the form postgresql://user:password@host:5432/dbname"
-        )
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _several_hosts(url: str) -> str | None:
-    """The hosts of a multi-host URL (h1:5432,h2:5432 after the @, or host=h1,h2 in the
-    query), without the user or password; None for a URL of one host."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None  # make_url says what is wrong with it
-    hosts = parts.netloc.rpartition("@")[2]
-    if "," in hosts:
-        return hosts
-    listed = ",".join(parse_qs(parts.query).get("host", []))
-    return listed if "," in listed else None
-
-
-def redact(url: str) -> str:
-    """The URL with its password masked, safe for logs, errors and artifacts."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable URL>"
+    """SEGMENTATION_DATABASE_URL as libpq takes it, in any form libpq accepts (segmentation.dburl),
+    or one line saying what is wrong with it."""
+    return dburl.check(url, DATABASE_URL_ENV)

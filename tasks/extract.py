@@ -115,6 +115,7 @@ def _extract_on_dask(run: Run, source: Source, random_state: int, cluster: Clust
         parameters = [
             {
                 "snapshot": snapshot,
+                "server": run.server,
                 "source": source,
                 "ids": ids,
                 "chunk_rows": run.settings.chunk_rows,
@@ -136,11 +137,19 @@ def _extract_on_dask(run: Run, source: Source, random_state: int, cluster: Clust
 
 @task(name="extract-range", cache_policy=NO_CACHE)
 def extract_range(
-    snapshot: str, source: Source, ids: IdRange, chunk_rows: int, size: int, seed: int, below: int | None
+    snapshot: str,
+    server: str,
+    source: Source,
+    ids: IdRange,
+    chunk_rows: int,
+    size: int,
+    seed: int,
+    below: int | None,
 ) -> SampledRange:
-    """On a Dask worker: the range's valid rows read in the run's snapshot, and the sample of
-    those whose key is below `below`."""
-    sample = sample_part(range_pass.read_range(snapshot, source, ids, chunk_rows), HashSample(size, seed, below=below))
+    """On a Dask worker: the range's valid rows read in the run's snapshot, on the run's server,
+    and the sample of those whose key is below `below`."""
+    rows = range_pass.read_range(snapshot, source, ids, chunk_rows, server)
+    sample = sample_part(rows, HashSample(size, seed, below=below))
     sampled, columns = sample.result()
     X, gender, rule = _columns(source, columns)
     return SampledRange(sample.seen, sampled, X, gender, rule)

@@ -136,6 +136,7 @@ def _score_on_dask(
             {
                 "run_id": run.run_id,
                 "snapshot": ranges_pass.snapshot,
+                "server": ranges_pass.server,
                 "source": source,
                 "part": part,
                 "centroids": centroids,
@@ -156,6 +157,7 @@ def _score_on_dask(
 def score_range(
     run_id: int,
     snapshot: str,
+    server: str,
     source: Source,
     part: tuple[int, IdRange],
     centroids: Centroids,
@@ -165,4 +167,4 @@ def score_range(
     """On a Dask worker: the range's customers assigned and written (segmentation.store.
     range_pass), and their segment figures for the run to merge. part: the range's number
     and ids."""
-    return range_pass.score_range(run_id, snapshot, source, part, chunk_rows, centroids, compare_with)
+    return range_pass.score_range(run_id, snapshot, source, part, chunk_rows, centroids, compare_with, server)

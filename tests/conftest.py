@@ -17,9 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from sqlalchemy.engine import make_url
 
-from segmentation import migrations
+from segmentation import dburl, migrations
 from segmentation.loading import create_demo_table
 from segmentation.settings import DATABASE_URL_ENV, TEST_DATABASE_URL_ENV, libpq_url
 from support import tiers
@@ -147,10 +146,7 @@ def logins(conn, database_url):
                 sql.Identifier(name), sql.Identifier(f"segmentation_{role}")
             )
         )
-    yield {
-        role: make_url(database_url).set(username=name).render_as_string(hide_password=False)
-        for role, name in names.items()
-    }
+    yield {role: dburl.replace(database_url, user=name) for role, name in names.items()}
     for name in names.values():
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))

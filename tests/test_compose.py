@@ -13,8 +13,9 @@ from pathlib import Path
 import prefect.settings
 import pytest
 import yaml
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import make_url  # Prefect's own database URL is a SQLAlchemy URL
 
+from segmentation import dburl
 from segmentation.cli import build_parser
 
 pytestmark = pytest.mark.unit
@@ -132,20 +133,21 @@ def test_environment_variables_are_the_ones_the_code_and_prefect_read():
 def test_urls_point_at_the_services_that_serve_them():
     postgres = SERVICES["postgres"]["environment"]
     env = SERVICES["segmentation"]["environment"]
-    url = make_url(without_interpolation(env["SEGMENTATION_DATABASE_URL"]))
-    assert (url.drivername, url.host, url.port, url.database) == (
+    flow_url = without_interpolation(env["SEGMENTATION_DATABASE_URL"])
+    url = dburl.parse(flow_url)
+    assert (flow_url.split("://")[0], url["host"], url["port"], url["dbname"]) == (
         "postgresql",
         "postgres",
-        5432,
+        "5432",
         postgres["POSTGRES_DB"],
     )
     assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     # The flow logs in as the writer's member; only the setup and the demo loader are the owner.
-    assert url.username == "segmentation_flow"
+    assert url["user"] == "segmentation_flow"
     assert "${SEGMENTATION_DB_PASSWORD:?" in env["SEGMENTATION_DATABASE_URL"]
     assert SERVICES["db-setup"]["environment"] == SERVICES["demo-data"]["environment"]
-    owner = make_url(without_interpolation(SERVICES["db-setup"]["environment"]["SEGMENTATION_DATABASE_URL"]))
-    assert (owner.username, owner.host, owner.database) == (
+    owner = dburl.parse(without_interpolation(SERVICES["db-setup"]["environment"]["SEGMENTATION_DATABASE_URL"]))
+    assert (owner["user"], owner["host"], owner["dbname"]) == (
         postgres["POSTGRES_USER"],
         "postgres",
         postgres["POSTGRES_DB"],

@@ -447,7 +447,7 @@ def test_a_range_written_twice_leaves_its_customers_once(conn):
                     return np.zeros((len(X), 1))
 
             centroids = Centroids(np.zeros((1, 1)), Slow(np.zeros(1), np.ones(1)), np.array([label]), source.plan)
-            range_pass.score_range(run_.run_id, ranges.snapshot, source, part, 500, centroids)
+            range_pass.score_range(run_.run_id, ranges.snapshot, source, part, 500, centroids, server=ranges.server)
 
         with run_.assignments_by_range((smallest, largest + 1), None) as ranges:
             first = threading.Thread(target=write, args=(1, 0.2))  # 6 chunks: 1.2 s
@@ -481,7 +481,7 @@ def test_a_failed_range_fails_the_pass_while_an_earlier_range_is_still_running(
     cluster = run_cluster.Cluster(settings)
     with started_run(settings) as (run_, source), contextlib.closing(cluster):
         smallest, largest = run_.id_bounds(source)  # the run's snapshot now holds the source
-        common = {"source": source, "chunk_rows": 1_000, "size": 100, "seed": 0, "below": None}
+        common = {"source": source, "server": run_.server, "chunk_rows": 1_000, "size": 100, "seed": 0, "below": None}
         parameters = [
             {**common, "snapshot": run_.export_snapshot(), "ids": (smallest, smallest + 3_000)},
             {**common, "snapshot": "00000003-0000BAD0-1", "ids": (smallest + 3_000, largest + 1)},

@@ -12,9 +12,8 @@ import uuid
 import psycopg
 import pytest
 from psycopg import sql
-from sqlalchemy.engine import make_url
 
-from segmentation import bi_definitions, migrations, operations
+from segmentation import bi_definitions, dburl, migrations, operations
 from segmentation.cli import main
 from segmentation.errors import SegmentationError
 from segmentation.flows.segmentation import FLOW_NAME, customer_segmentation
@@ -27,10 +26,9 @@ from support.processes import BIN
 
 FAST = {"n_clusters": 3, "n_init": 1}
 UPGRADE = "segmentation db upgrade"
-MULTI_HOST = "postgresql://u@h1:5999,h2:5432/db?target_session_attrs=read-write"
-MULTI_HOST_LINE = (
-    "error: SEGMENTATION_DATABASE_URL names more than one host ({}), libpq's multi-host form, which is not "
-    "supported yet; name one host: postgresql://user:password@host:5432/dbname"
+PORTS_LINE = (
+    "error: SEGMENTATION_DATABASE_URL lists 3 hosts but 2 ports ({}); give one port for every host, or one "
+    "port for them all"
 )
 
 
@@ -155,28 +153,46 @@ def test_require_current_names_every_missing_migration_in_one_line(empty_databas
     )
 
 
-def test_a_multi_host_url_stops_run_before_any_flow_run(prefect_harness, database_url, conn):
-    """The second host is the tests' own server: had the URL gone through, libpq would have
-    reached it and the flow would have run there."""
-    test_db = make_url(database_url)
-    hosts = f"127.0.0.1:5999,{test_db.host}:{test_db.port or 5432}"
-    url = f"postgresql://{test_db.username}@{hosts}/{test_db.database}?target_session_attrs=read-write"
-    before = flow_run_ids()
-    done = segmentation("run", "--k", "3", SEGMENTATION_DATABASE_URL=url, PREFECT_API_URL=prefect_harness)
-    assert done.returncode == 1
-    assert "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.splitlines() == [MULTI_HOST_LINE.format(hosts)]
-    assert done.stdout == ""
-    assert flow_run_ids() == before
-    assert conn.execute("SELECT count(*) FROM segmentation.runs").fetchone() == (0,)
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("form", ["url", "keywords"])
+def test_a_multi_host_url_runs_on_the_host_that_answers(database_url, conn, monkeypatch, capsys, form):
+    """libpq's high-availability form: the first host is down (nothing listens on port 1), the
+    second is the tests' own server; with target_session_attrs=read-write libpq skips the first
+    and the run publishes on the second. The URL is shown with its password masked."""
+    host, port = dburl.hosts(dburl.parse(database_url))[0]
+    multi = dburl.replace(
+        database_url, host=f"127.0.0.1,{host}", port=f"1,{port}", target_session_attrs="read-write", password="pw-913"
+    )
+    if form == "keywords":
+        multi = dburl.render(dburl.parse(multi), as_url=False, mask=False)
+    assert dburl.parse(multi)["host"].startswith("127.0.0.1,")
+    monkeypatch.setenv(DATABASE_URL_ENV, multi)
+    assert main(["generate", "--rows", "900", "--seed", "3"]) == 0
+    assert main(["run", "--k", "3", "--n-init", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert any(line.startswith("run 1 published ") for line in out.splitlines()), out
+    assert "pw-913" not in out + err
+    assert conn.execute("SELECT status, n_customers FROM segmentation.runs").fetchall() == [("published", 900)]
+    assert conn.execute("SELECT run_id FROM segmentation_bi.current_run").fetchall() == [(1,)]
+    assert main(["runs"]) == 0
+    shown = dburl.redact(multi)
+    assert "pw-913" not in shown and "***" in shown and "127.0.0.1" in shown
 
 
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize(
     "variable, value, line",
     [
-        (DATABASE_URL_ENV, MULTI_HOST, MULTI_HOST_LINE.format("h1:5999,h2:5432")),
-        (DATABASE_URL_ENV, "postgresql:///db?host=h1,h2", MULTI_HOST_LINE.format("h1,h2")),
+        (
+            DATABASE_URL_ENV,
+            "postgresql://u:pw@/db?host=h1,h2,h3&port=5432,5433",
+            PORTS_LINE.format("postgresql://u:***@/db?host=h1,h2,h3&port=5432,5433"),
+        ),
+        (
+            DATABASE_URL_ENV,
+            "host=h1,h2,h3 port=5432,5433 dbname=db user=u password=pw",
+            PORTS_LINE.format("user=u password=*** dbname=db host=h1,h2,h3 port=5432,5433"),
+        ),
         (
             "SEGMENTATION_CONNECT_ATTEMPTS",
             "a few",

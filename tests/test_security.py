@@ -5,8 +5,8 @@ import uuid
 import psycopg
 import pytest
 from psycopg import sql
-from sqlalchemy.engine import make_url
 
+from segmentation import dburl
 from segmentation.cli import main
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
@@ -19,7 +19,7 @@ FAST = {"n_clusters": 3, "n_init": 1}
 
 def with_password(url: str) -> str:
     # The test servers trust local connections, so the password is carried but not needed.
-    return make_url(url).set(password=PASSWORD).render_as_string(hide_password=False)
+    return dburl.replace(url, password=PASSWORD)
 
 
 def test_the_database_password_never_leaks(conn, database_url, monkeypatch, capsys, caplog, prefect_harness):
@@ -223,7 +223,7 @@ def test_a_bi_tool_lists_only_what_the_reader_can_chart(conn, logins, monkeypatc
 
     # The CRM export joins the segments to the source's personal data: a login in the reader
     # role that is also granted SELECT on the source table, not a BI tool's reader login.
-    crm = make_url(logins["reader"]).username
+    crm = dburl.parse(logins["reader"])["user"]
     crm_export = documented_sql("bi.md", "The CRM export")
     expected = conn.execute(crm_export).fetchall()
     assert 0 < len(expected) < 1000

@@ -11,7 +11,10 @@ run's there as they are written (segmentation.core.comparison), and the changes 
 the flow for the drift.
 
 The database URL comes from the worker's own settings (its environment or the Prefect Secret
-block named there), never from the task's parameters."""
+block named there), never from the task's parameters. With a multi-host URL, a worker may
+reach another server than the run's after a failover: given the run's server
+(segmentation.db.server_identity), its sessions check they reached that one, and the range
+fails otherwise (db.ServerChanged) rather than read or write elsewhere."""
 
 from __future__ import annotations
 
@@ -35,10 +38,12 @@ def _session_name() -> str:
     return f"segmentation-range-{os.getpid()}"  # which worker process holds the session
 
 
-def read_range(snapshot: str, source: Source, ids: IdRange, chunk_rows: int) -> Iterator[Chunk]:
-    """The range's valid rows, chunk by chunk, in the run's snapshot."""
+def read_range(
+    snapshot: str, source: Source, ids: IdRange, chunk_rows: int, server: str | None = None
+) -> Iterator[Chunk]:
+    """The range's valid rows, chunk by chunk, in the run's snapshot, on the run's server."""
     url = db.database_url(Settings.from_env())
-    with db.connect_snapshot(url, application_name=_session_name()) as reader:
+    with db.connect_snapshot(url, application_name=_session_name(), server=server) as reader:
         reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
         yield from stream_valid(reader, source, chunk_rows, valid_copy_query(source, ids=ids))
         reader.rollback()
@@ -52,13 +57,14 @@ def score_range(
     chunk_rows: int,
     centroids: Centroids,
     compare_with: PreviousRun | None = None,
+    server: str | None = None,
 ) -> ScoredPart:
     """The scoring pass's work (segmentation.passes.score_part) on the range's valid rows,
     written in one transaction; with compare_with, compared with that run's rows there.
-    part: the range's number in the run's list of ranges, and its ids."""
+    part: the range's number in the run's list of ranges, and its ids; server: the run's."""
     url = db.database_url(Settings.from_env())
     stats = centroids.stats()
-    with db.connect(url, application_name=_session_name()) as conn, conn.transaction():
+    with db.connect(url, application_name=_session_name(), server=server) as conn, conn.transaction():
         comparison = None if compare_with is None else history.range_comparison(conn, compare_with, part[1])
         with AssignmentWriter(conn, run_id, part, comparison=comparison) as writer:
-            return score_part(read_range(snapshot, source, part[1], chunk_rows), writer, centroids, stats)
+            return score_part(read_range(snapshot, source, part[1], chunk_rows, server), writer, centroids, stats)

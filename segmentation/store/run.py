@@ -15,6 +15,12 @@ A Run belongs to one segmentation (segmentation.segmentations) and holds two con
   set through psycopg's attributes, and begins with the run's first read of the source: the
   catalog lookup, the extract, the quarantine and the scoring pass all read that one version
   of the table. `end_snapshot` ends it as soon as the source is no longer needed.
+
+Every session of a run is on the run connection's server (Run.server, db.server_identity):
+after a failover, a session opened anew (the snapshot, a second reader, a range on Dask) would
+reach the new primary, where the run's snapshot and uncommitted work are not; it fails the run
+instead (db.ServerChanged). Only recording the failure (`fail`) may use another server: the
+run's row is wherever the database now answers.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class RangePass:
     compare with (None: they do not), and the bounds of the ranges' ids."""
 
     snapshot: str
+    server: str  # the run's server (db.server_identity): the ranges' sessions must reach it
     compare_with: history.PreviousRun | None
     bounds: IdRange
 
@@ -59,8 +66,12 @@ class Run:
         conn: psycopg.Connection,
         snapshot: psycopg.Connection,
         segmentation: str = DEFAULT,
+        server: str | None = None,
     ):
         self.run_id = run_id
+        # The server the run connection reached (db.server_identity): every other session of
+        # the run (the snapshot, a second reader, the ranges on Dask) must reach the same one.
+        self.server = server if server is not None else db.server_identity(conn)
         self.segmentation = segmentation
         self.settings = settings
         self._url = url  # holds the password: never shown (see __repr__)
@@ -122,11 +133,12 @@ class Run:
                     params=params,
                     segmentation=segmentation,
                 )
-            snapshot = db.connect_snapshot(url, application_name="segmentation-snapshot")
+            server = db.server_identity(conn)
+            snapshot = db.connect_snapshot(url, application_name="segmentation-snapshot", server=server)
         except BaseException:
             conn.close()  # also releases the run lock
             raise
-        return cls(run_id, settings, url, conn, snapshot, segmentation), abandoned
+        return cls(run_id, settings, url, conn, snapshot, segmentation, server), abandoned
 
     # The source, read in the run's snapshot.
 
@@ -229,7 +241,7 @@ class Run:
         return str(db.scalar(self._source(), "SELECT pg_export_snapshot()"))
 
     def _second_session(self) -> psycopg.Connection:
-        return db.connect_snapshot(self._url, application_name="segmentation-snapshot")
+        return db.connect_snapshot(self._url, application_name="segmentation-snapshot", server=self.server)
 
     def quarantine(self, source: catalog.Source) -> int:
         """Copy the snapshot's invalid rows, with their reasons, into segmentation.quarantine."""
@@ -299,7 +311,7 @@ class Run:
             partitions.create_table(self._conn, self.run_id)
             if compare_with is not None and not history.compares_by_range(self._conn, compare_with, bounds):
                 compare_with = None
-        yield RangePass(self.export_snapshot(), compare_with, bounds)
+        yield RangePass(self.export_snapshot(), self.server, compare_with, bounds)
         with self._transaction():
             partitions.add_key(self._conn, self.run_id)
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import make_url
+
+from segmentation import dburl
 
 ROLES = ("segmentation_writer", "segmentation_reader")
 
 
 def with_database(url: str, name: str) -> str:
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
+    return dburl.replace(url, dbname=name)
 
 
 @contextmanager
