@@ -207,7 +207,7 @@ class Run:
         if source.id_type is None or self._recording is not None:
             return
         exported = self.export_snapshot()
-        self._recording = _Recording(self._url, exported, self.segmentation, source)
+        self._recording = _Recording(self._url, exported, self.segmentation, source, self.server)
 
     def count_rows(self, source: catalog.Source) -> int:
         return queries.count_rows(self._source(), source)
@@ -407,8 +407,8 @@ class _Recording:
     its own, in one REPEATABLE READ transaction that imports the run's snapshot; it commits
     there. result() waits and returns how many ids were new, or raises what it raised."""
 
-    def __init__(self, url: str, snapshot: str, segmentation: str, source: catalog.Source):
-        self._conn = db.connect(url, application_name="segmentation-ids")
+    def __init__(self, url: str, snapshot: str, segmentation: str, source: catalog.Source, server: str):
+        self._conn = db.connect(url, application_name="segmentation-ids", server=server)
         self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         self._snapshot, self._segmentation, self._source = snapshot, segmentation, source
         self._added = 0
