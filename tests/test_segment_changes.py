@@ -19,57 +19,18 @@ import pytest
 from psycopg import sql
 
 from segmentation import migrations
-from segmentation.core.model import KCandidate
 from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import generate_customers
 from segmentation.purge import purge
 from segmentation.rollback import make_current
 from segmentation.segmentations import view_name
 from segmentation.settings import Settings
-from segmentation.store import scoring
 from segmentation.store.run import Run
-from segmentation.store.runs import Publication
 from support.docs import documented_sql
 from support.processes import wait_for
+from support.publications import publication
 
 pytestmark = pytest.mark.usefixtures("database_url")
-
-
-def publication(rows: dict[int, int], drift: dict | None) -> Publication:
-    sizes = pd.Series(rows).value_counts().sort_index()
-    ids = sizes.index.to_numpy(dtype=np.int64)
-    return Publication(
-        k=len(ids),
-        n_customers=len(rows),
-        n_quarantined=0,
-        inertia=1.0,
-        silhouette=None,
-        segments=pd.DataFrame(
-            {
-                "segment_id": ids,
-                "n_customers": sizes.to_numpy(dtype=np.int64),
-                "share": sizes.to_numpy() / len(rows),
-                "segment_name": [f"segment {s}" for s in ids],
-            }
-        ),
-        centroids=pd.DataFrame(
-            {
-                "segment_id": ids,
-                "feature": "age",
-                "centroid": ids * 10.0,
-                "mean": 0.0,
-                "stddev": 1.0,
-                "min": 0.0,
-                "max": 1.0,
-            }
-        ),
-        candidates=[KCandidate(len(ids), 1.0, None)],
-        drift=drift,
-        quality_issues=[],
-        model=scoring.Model(
-            ("age",), np.array([40.0]), np.array([10.0]), ids.reshape(-1, 1) * 1.0, ids, [f"s{s}" for s in ids]
-        ),
-    )
 
 
 def write_run(

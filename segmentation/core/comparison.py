@@ -16,16 +16,45 @@ _SEEN = -2  # in the array of the previous run's segments: compared already (eac
 Changes = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-class Comparison:
-    def __init__(self, smallest: int, largest: int, max_changes: int, largest_segment_id: int = 32_767):
-        self.smallest = smallest
-        # Two bytes a slot while segment ids fit: 200 MB for 100 million ids.
-        dtype = np.int16 if largest_segment_id <= np.iinfo(np.int16).max else np.int32
-        self.before: np.ndarray = np.full(largest - smallest + 1, ABSENT, dtype=dtype)
+class _Tally:
+    """What both comparisons keep as chunks come: the changed customers, until max_changes."""
+
+    def __init__(self, max_changes: int):
         self.max_changes = max_changes
         self._changed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._n_changed = 0
         self.overflowed = False
+
+    def _tally(self, ids: np.ndarray, before: np.ndarray, segment_ids: np.ndarray) -> None:
+        """A chunk's customers with their segment before (ABSENT: new) and now."""
+        changed = before != segment_ids
+        self._n_changed += int(changed.sum())
+        if self._n_changed > self.max_changes:
+            self.overflowed = True
+            self._changed = []
+            return
+        self._changed.append((ids[changed], before[changed], segment_ids[changed].astype(np.int32)))
+
+    def _with_removed(self, ids: np.ndarray, before: np.ndarray) -> Changes | None:
+        """The changes, with the previous run's customers never seen in this one; None when
+        there are more than max_changes."""
+        if self.overflowed or self._n_changed + len(ids) > self.max_changes:
+            return None
+        parts = [*self._changed, (ids, before.astype(np.int32), np.full(len(ids), ABSENT, dtype=np.int32))]
+        return (
+            np.concatenate([np.empty(0, dtype=np.int64), *(p[0] for p in parts)]).astype(np.int64),
+            np.concatenate([np.empty(0, dtype=np.int32), *(p[1] for p in parts)]).astype(np.int32),
+            np.concatenate([np.empty(0, dtype=np.int32), *(p[2] for p in parts)]).astype(np.int32),
+        )
+
+
+class Comparison(_Tally):
+    def __init__(self, smallest: int, largest: int, max_changes: int, largest_segment_id: int = 32_767):
+        super().__init__(max_changes)
+        self.smallest = smallest
+        # Two bytes a slot while segment ids fit: 200 MB for 100 million ids.
+        dtype = np.int16 if largest_segment_id <= np.iinfo(np.int16).max else np.int32
+        self.before: np.ndarray = np.full(largest - smallest + 1, ABSENT, dtype=dtype)
 
     def add_previous(self, ids: np.ndarray, segment_ids: np.ndarray) -> None:
         """The previous run's rows, in any order and chunking."""
@@ -40,51 +69,28 @@ class Comparison:
         before = np.full(len(ids), ABSENT, dtype=np.int32)
         before[inside] = self.before[offset[inside]]
         self.before[offset[inside]] = _SEEN
-        changed = before != segment_ids
-        self._n_changed += int(changed.sum())
-        if self._n_changed > self.max_changes:
-            self.overflowed = True
-            self._changed = []
-            return
-        self._changed.append((ids[changed], before[changed], segment_ids[changed].astype(np.int32)))
+        self._tally(ids, before, segment_ids)
 
     def changes(self) -> Changes | None:
         """Every customer whose segment differs, moved or in one run only; None when it gave up."""
         if self.overflowed:
             return None
         removed = np.flatnonzero(self.before >= 0)  # in the previous run, never seen in this one
-        if self._n_changed + len(removed) > self.max_changes:
-            return None
-        parts = [
-            *self._changed,
-            (
-                removed + self.smallest,
-                self.before[removed].astype(np.int32),
-                np.full(len(removed), ABSENT, dtype=np.int32),
-            ),
-        ]
-        return (
-            np.concatenate([p[0] for p in parts]).astype(np.int64),
-            np.concatenate([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]),
-        )
+        return self._with_removed(removed + self.smallest, self.before[removed])
 
 
-class SortedComparison:
+class SortedComparison(_Tally):
     """A Comparison for sparse ids (keys by hash, segmentation.source.customer_keys): the
     previous run's ids sorted, with their segments, each new id looked up by binary search. About
     11 bytes a customer of the previous run, whatever the ids' span."""
 
     def __init__(self, max_changes: int):
-        self.max_changes = max_changes
+        super().__init__(max_changes)
         self._pieces: list[tuple[np.ndarray, np.ndarray]] = []
         self._ids = np.empty(0, dtype=np.int64)
         self._segments = np.empty(0, dtype=np.int32)
         self._seen = np.empty(0, dtype=bool)
         self._ready = False
-        self._changed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self._n_changed = 0
-        self.overflowed = False
 
     def add_previous(self, ids: np.ndarray, segment_ids: np.ndarray) -> None:
         """The previous run's rows, in any order and chunking, before the first update."""
@@ -118,13 +124,7 @@ class SortedComparison:
             found = self._ids[at] == ids
             before[found] = self._segments[at[found]]
             self._seen[at[found]] = True
-        changed = before != segment_ids
-        self._n_changed += int(changed.sum())
-        if self._n_changed > self.max_changes:
-            self.overflowed = True
-            self._changed = []
-            return
-        self._changed.append((ids[changed], before[changed], segment_ids[changed].astype(np.int32)))
+        self._tally(ids, before, segment_ids)
 
     def changes(self) -> Changes | None:
         """Every customer whose segment differs, moved or in one run only; None when it gave up."""
@@ -132,17 +132,7 @@ class SortedComparison:
         if self.overflowed:
             return None
         removed = ~self._seen
-        if self._n_changed + int(removed.sum()) > self.max_changes:
-            return None
-        parts = [
-            *self._changed,
-            (self._ids[removed], self._segments[removed], np.full(int(removed.sum()), ABSENT, dtype=np.int32)),
-        ]
-        return (
-            np.concatenate([np.empty(0, dtype=np.int64), *(p[0] for p in parts)]).astype(np.int64),
-            np.concatenate([np.empty(0, dtype=np.int32), *(p[1] for p in parts)]).astype(np.int32),
-            np.concatenate([np.empty(0, dtype=np.int32), *(p[2] for p in parts)]).astype(np.int32),
-        )
+        return self._with_removed(self._ids[removed], self._segments[removed])
 
 
 def join(parts: list[Changes | None], max_changes: int) -> Changes | None:
