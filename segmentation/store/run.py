@@ -161,19 +161,12 @@ class Run:
         segmentation.customer_ids (segmentation.source.customer_keys), for the BI views to speak
         them, then end the snapshot; returns how many were new. arrivals: the keys of this run not
         in run compared_with, when the run compared itself with it customer by customer: only
-        those are looked up, when compared_with read its ids as this run does. A write in the
-        snapshot's own view of the source: the run connection imports the snapshot, in one
-        REPEATABLE READ transaction of its own. Nothing to do for integer ids."""
+        those are looked up, when compared_with read its ids as this run does; else every id, in
+        the session begin_recording_ids started (or starts now). Either way a write in the
+        snapshot's own view of the source, in a REPEATABLE READ transaction that imports it.
+        Nothing to do for integer ids."""
         if source.id_type is None:
             return 0
-        if self._recording is not None:
-            try:
-                return self._recording.result()
-            finally:
-                self._recording = None
-                self._ids_pending = False
-                self.end_snapshot()
-        rows = sql.SQL("SELECT * FROM {}").format(source.table.identifier())
         if arrivals is not None and compared_with is not None:
             same = db.scalar(
                 self._conn,
@@ -182,22 +175,36 @@ class Run:
             )
             if not same:
                 arrivals = None
+        if arrivals is None:
+            self.begin_recording_ids(source)  # every id, in its own session (unless begun already)
+        try:
+            if self._recording is not None:
+                return self._recording.result()
+            assert arrivals is not None
+            return self._record_arrivals(source, arrivals)
+        finally:
+            self._recording = None
+            self._ids_pending = False
+            self.end_snapshot()
+
+    def _record_arrivals(self, source: catalog.Source, arrivals: np.ndarray) -> int:
+        """customer_keys.record_arrivals on the run connection, importing the snapshot."""
+        assert source.id_type is not None
         exported = self.export_snapshot()
         self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         try:
             with self._transaction():
                 self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
-                if arrivals is None:
-                    return customer_keys.record_ids(
-                        self._conn, self.segmentation, rows, source.id_column, source.id_type, unique=source.id_unique
-                    )
                 return customer_keys.record_arrivals(
-                    self._conn, self.segmentation, rows, source.id_column, source.id_type, arrivals.tolist()
+                    self._conn,
+                    self.segmentation,
+                    sql.SQL("SELECT * FROM {}").format(source.table.identifier()),
+                    source.id_column,
+                    source.id_type,
+                    arrivals.tolist(),
                 )
         finally:
             self._conn.isolation_level = None
-            self._ids_pending = False
-            self.end_snapshot()
 
     def begin_recording_ids(self, source: catalog.Source) -> None:
         """For ids keyed by hash, when this run will not know its arrivals (it compares itself
