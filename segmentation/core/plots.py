@@ -79,7 +79,7 @@ def render(
         _k_curve(ax_k, curve)
         fig.suptitle(title)
         # Fixed margins: tight_layout() draws the whole figure once more just to measure it.
-        fig.subplots_adjust(left=0.06, right=0.91, bottom=0.1, top=0.88, wspace=0.22)
+        fig.subplots_adjust(left=0.075, right=0.91, bottom=0.1, top=0.84, wspace=0.22)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
         return buffer.getvalue()
@@ -152,8 +152,9 @@ def _scatter(ax, X, labels, features, centroids, segment_labels, outliers=None) 
     ax.set_xlabel(x_feature)
     ax.set_ylabel(y_label)
     marked = "; diamonds: outliers" if far.any() else ""
+    # On two lines: on one, the title ran past the plot's left edge and lost its number.
     ax.set_title(
-        f"{len(X):,} customers in the two features that separate the segments best; X: centroids{marked}", fontsize=10
+        f"{len(X):,} customers in the two features that separate the segments best\nX: centroids{marked}", fontsize=10
     )
     # Names and descriptions make a tall legend: small and see-through, so the customers show.
     ax.legend(fontsize=6.5, markerscale=1.5, loc="best", framealpha=0.6)
