@@ -13,7 +13,7 @@ from segmentation import logs, process
 from segmentation.core.feature_spec import FeatureSpec, feature_columns, stored_features
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.segments import QualityGate
-from segmentation.errors import describe
+from segmentation.errors import describe, lost_connection
 from segmentation.segmentations import DEFAULT
 from segmentation.tasks.conclude import conclude
 from segmentation.tasks.dask import Cluster
@@ -117,7 +117,7 @@ def customer_segmentation(
         )
     except Exception as exc:  # noqa: BLE001 - every failure ends the run the same way: recorded, one line
         # The task that raised has logged the details; the reason alone is the outcome's.
-        outcome = fail_run(run, describe(exc), source_table, segmentation)
+        outcome = fail_run(run, describe(exc), source_table, segmentation, lost_connection(exc))
     except BaseException as exc:  # cancelled or interrupted: record it, let Prefect handle the rest
         if run is not None:
             run.fail(describe(exc))

@@ -126,6 +126,9 @@ def _run_flow(params: dict) -> int:
         if not state.is_completed():
             # The run was kept before the error that failed the flow run (a connection lost after the publish).
             print(f"note: run {outcome.run_id} is {outcome.status}, although its flow run ended with: {ended}")
+        elif state.message:
+            # Kept, with an error met at or after that (tasks.run.fail_run), which the message says.
+            print(f"note: {state.message}")
         return _show_after_run(outcome.run_id, outcome.status)
     said = None if state.is_completed() else state.message  # a completed flow run's message is not about the run
     known = (outcome.message or f"run {outcome.run_id} is {outcome.status}") if outcome is not None else None

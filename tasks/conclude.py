@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
-from prefect.states import Failed
+from prefect.states import Completed, Failed
 
 from segmentation import db
 from segmentation.events import asset_events, database_location, run_event
@@ -52,7 +52,8 @@ def end(outcome: Outcome) -> dict[str, Any] | State:
     """The flow run's end: the outcome's result when the run is published or staged; else a
     Failed state, named Rejected for a run the gate (or a person) rejected, with the reasons."""
     if outcome.status in ("published", "staged"):
-        return outcome.result()
+        # A reason here is an error met after the run was kept (tasks.run.fail_run): said in the message.
+        return Completed(data=outcome.result(), message=outcome.message) if outcome.reasons else outcome.result()
     return Failed(name=REJECTED if outcome.status == "rejected" else "Failed", message=outcome.message)
 
 

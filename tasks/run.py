@@ -3,6 +3,8 @@ connections and transactions (segmentation.store.run)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -53,9 +55,13 @@ def start_run(
 
 
 @task(name="fail-run", cache_policy=NO_CACHE)
-def fail_run(run: Run | None, error: str, source_table: str, segmentation: str = DEFAULT) -> Outcome:
+def fail_run(
+    run: Run | None, error: str, source_table: str, segmentation: str = DEFAULT, connection_lost: bool = False
+) -> Outcome:
     """Record the failure, and say what became of the run as the database has it: a run kept
-    before the error (a connection lost after the publish, say) stays what it is."""
+    before the error stays what it is, and so does one whose publish committed while the
+    connection was lost (after a failover, the new primary's answer). connection_lost: the
+    error was the connection going away, so that what the database answers is worth saying."""
     failed = Outcome(
         "failed", run.run_id if run is not None else None, source_table, reasons=(error,), segmentation=segmentation
     )
@@ -65,13 +71,10 @@ def fail_run(run: Run | None, error: str, source_table: str, segmentation: str =
     if status is None:
         get_run_logger().error("could not record the failure of run %d; the next run marks it abandoned", run.run_id)
     if status in KEPT:
-        get_run_logger().warning("run %d is %s; the error came after: %s", run.run_id, status, error)
+        said = f"run {run.run_id} is {status} as the database has it (read again after the error): {error}"
+        get_run_logger().warning(said)
         kept: Status = "published" if status == "published" else "staged" if status == "staged" else "rejected"
-        return Outcome(
-            kept,
-            run.run_id,
-            source_table,
-            reasons=(f"the error came after the run was {status}: {error}",),
-            segmentation=segmentation,
-        )
+        return Outcome(kept, run.run_id, source_table, reasons=(said,), segmentation=segmentation)
+    if status == "failed" and connection_lost:
+        return replace(failed, reasons=(f"{error}; the previous published run stays current",))
     return failed

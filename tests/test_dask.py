@@ -18,6 +18,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from segmentation import dburl
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.core.model import Scaler
 from segmentation.flows.segmentation import customer_segmentation
@@ -30,7 +31,7 @@ from segmentation.store.run import Run
 from segmentation.tasks import dask as run_cluster
 from segmentation.tasks.extract import extract_range
 from support.bi_reader import assert_current_run
-from support.processes import Process, wait_for
+from support.processes import Process, free_port, wait_for
 
 # With pytest-xdist, on one worker: the module's scheduler and workers start once.
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.xdist_group("dask")]
@@ -279,6 +280,30 @@ def test_dask_gives_the_same_run_as_one_process_with_feature_specs(conn, dask_cl
         close = {"abs": 0.01} if x[1] == "signup_date" else {"rel": 1e-9, "abs": 1e-9}
         assert x[:2] == y[:2] and x[2:] == pytest.approx(y[2:], **close)
     assert range_tasks(there) == {"extract-range": ["Completed"] * 8, "score-range": ["Completed"] * 8}
+
+
+def test_workers_and_the_flow_take_a_multi_host_url(conn, database_url, dask_cluster, monkeypatch):
+    """A high-availability URL (docs/operations.md#high-availability), its first host refusing
+    connections as a stopped primary does: the flow and every worker connect through the host
+    that answers, and each range's session is checked to be on the run's server."""
+    [(host, port)] = dburl.hosts(dburl.parse(database_url))
+    refusing = free_port()  # nothing listens there
+    multi_host = dburl.replace(
+        database_url,
+        host=f"127.0.0.1,{host}",
+        port=f"{refusing},{port}",
+        target_session_attrs="read-write",
+        connect_timeout="5",
+    )
+    from prefect.blocks.system import Secret
+
+    Secret(value=multi_host).save(SECRET, overwrite=True)
+    generate_customers(conn, ROWS, seed=83)
+    state = run(**SAMPLED, SEGMENTATION_DATABASE_URL=multi_host, SEGMENTATION_DASK_ADDRESS=dask_cluster.address)
+    assert state.is_completed(), state.message
+    assert range_tasks(state) == {"extract-range": ["Completed"] * 8, "score-range": ["Completed"] * 8}
+    run_id = state.result()["run_id"]
+    assert conn.execute(f"SELECT count(*) FROM segmentation.customer_segments_run_{run_id}").fetchone() == (ROWS,)
 
 
 def range_tasks(state) -> dict[str, list[str]]:
