@@ -139,3 +139,17 @@ def test_settings_take_every_form(monkeypatch, url):
 
 def test_an_unreadable_url_is_never_shown():
     assert dburl.redact("postgresql://u:secret@h/db?bogus=1") == "<unparseable URL>"
+
+
+@pytest.mark.parametrize("url", [MULTI, KEYWORDS])
+def test_the_embedded_commands_know_a_multi_host_url_is_not_theirs(monkeypatch, tmp_path, capsys, url):
+    """The embedded server is used only when no URL is set: a multi-host or keyword/value one is
+    a URL like any other (and `status` starts nothing)."""
+    from segmentation.cli import main
+
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
+    monkeypatch.setenv("SEGMENTATION_DATA_DIR", str(tmp_path / "home"))
+    assert main(["embedded", "status"]) == 0
+    note, status = capsys.readouterr().out.splitlines()
+    assert note == "note: SEGMENTATION_DATABASE_URL is set, so commands use that database, not the embedded one"
+    assert status.startswith("the embedded PostgreSQL is not running (no data yet at ")
