@@ -50,7 +50,11 @@ CREATE OR REPLACE FUNCTION segmentation_bi.predict(customer jsonb)
 RETURNS SETOF segmentation.prediction
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT p.* FROM segmentation_bi.current_run AS c CROSS JOIN LATERAL segmentation_bi.predict(customer, c.run_id) AS p
+    -- The run id as a scalar subquery, as in predict(customer, segmentation): read once per query
+    -- (an InitPlan), not once per customer.
+    SELECT p.* FROM (SELECT (SELECT r.run_id FROM segmentation_bi.current_run AS r) AS run_id) AS c
+    CROSS JOIN LATERAL segmentation_bi.predict(customer, c.run_id) AS p
+    WHERE c.run_id IS NOT NULL
     UNION ALL
     SELECT NULL::bigint, NULL::integer, NULL::text, NULL::double precision, NULL::double precision, NULL::boolean
     WHERE NOT EXISTS (SELECT FROM segmentation_bi.current_run);
