@@ -306,6 +306,41 @@ def test_workers_and_the_flow_take_a_multi_host_url(conn, database_url, dask_clu
     assert conn.execute(f"SELECT count(*) FROM segmentation.customer_segments_run_{run_id}").fetchone() == (ROWS,)
 
 
+def test_text_ids_on_dask(conn, dask_cluster):
+    """A source with text ids (keyed by hash; docs/design.md#customer-ids) on Dask: the ranges are
+    ranges of keys, the first run records every id in the map, the same run as in one process,
+    and a later run records only its arrivals; the views speak the text ids."""
+    generate_customers(conn, ROWS, seed=89)
+    conn.execute(
+        """CREATE TABLE public.text_customers AS
+           SELECT 'cus_' || substr(md5(customer_id::text), 1, 14) AS id, gender, age, annual_income, spending_score
+           FROM public.customers"""
+    )
+    conn.execute("ALTER TABLE public.text_customers ADD PRIMARY KEY (id)")
+    params = {**PARAMS, "source_table": "public.text_customers", "id_column": "id", "segmentation": "texts"}
+    on_dask = {**SAMPLED, "SEGMENTATION_DASK_ADDRESS": dask_cluster.address}
+    there = run({**params, "publish": True}, **on_dask)
+    assert there.is_completed(), there.message
+    assert range_tasks(there) == {"extract-range": ["Completed"] * 8, "score-range": ["Completed"] * 8}
+    here = run(params, **SAMPLED)
+    assert here.is_completed(), here.message
+    assert_same_run(conn, here.result()["run_id"], there.result()["run_id"])
+    recorded = "SELECT count(*) FROM segmentation.customer_ids WHERE segmentation = 'texts'"
+    assert conn.execute(recorded).fetchone() == (ROWS,)
+    conn.execute(
+        """INSERT INTO public.text_customers
+           SELECT 'new_' || i, 'Female', 30, 50 + i % 40, 40 + i % 50 FROM generate_series(1, 500) AS i"""
+    )
+    later = run({**params, "publish": True}, **on_dask)
+    assert later.is_completed(), later.message
+    assert conn.execute(recorded).fetchone() == (ROWS + 500,)
+    # Every customer in the view, by the id the source has, joined with no cast.
+    assert conn.execute(
+        """SELECT count(*), count(c.id), min(s.run_id), max(s.run_id)
+           FROM segmentation_bi.texts_customer_segments AS s LEFT JOIN public.text_customers AS c ON c.id = s.customer_id"""
+    ).fetchone() == (ROWS + 500, ROWS + 500, later.result()["run_id"], later.result()["run_id"])
+
+
 def range_tasks(state) -> dict[str, list[str]]:
     """The states of the flow run's range tasks, by task."""
     from prefect.client.orchestration import get_client
