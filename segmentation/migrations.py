@@ -181,6 +181,16 @@ def apply_roles(conn: psycopg.Connection, path: Traversable = ROLES_SQL) -> bool
     return True
 
 
+def upgrade_with_roles(conn: psycopg.Connection) -> tuple[list[Migration | Definition], bool]:
+    """What every command that creates or upgrades the schema on its way does (a run, demo,
+    load-csv, generate): pending migrations, then, when any were applied, the roles and their
+    grants (apply_roles) when this login may. Only after new migrations: re-owning objects takes
+    locks BI readers would queue behind. (`db upgrade` applies the roles every time.) Returns
+    the migrations applied and whether the roles were applied."""
+    applied = upgrade(conn)
+    return applied, bool(applied) and apply_roles(conn)
+
+
 UPGRADE_HINT = "segmentation db upgrade"
 
 

@@ -51,7 +51,8 @@ def _current_schema() -> Iterator[psycopg.Connection]:
 
 
 def _migrate(conn: psycopg.Connection) -> tuple[str, ...]:
-    return tuple(m.filename for m in migrations.upgrade(conn))
+    applied, _ = migrations.upgrade_with_roles(conn)
+    return tuple(m.filename for m in applied)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def upgrade_database() -> Upgrade:
 
 
 def migrate() -> tuple[str, ...]:
-    """Apply pending migrations (not the roles); returns those applied now."""
+    """Apply pending migrations (and the roles, when any were applied: migrations.upgrade_with_roles);
+    returns those applied now."""
     with _connect() as conn:
         return _migrate(conn)
 

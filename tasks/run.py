@@ -22,9 +22,8 @@ from segmentation.store.run import Run
 def prepare_database() -> Settings:
     settings = Settings.from_env()
     with db.connect(db.database_url(settings)) as conn:
-        applied = migrations.upgrade(conn)
-        # Only after new migrations: re-owning objects takes locks BI readers would queue behind.
-        if applied and migrations.apply_roles(conn):
+        applied, roles = migrations.upgrade_with_roles(conn)
+        if roles:
             get_run_logger().info("applied %s", migrations.ROLES_SQL.name)
     if applied:
         get_run_logger().info("applied migrations: %s", ", ".join(m.filename for m in applied))

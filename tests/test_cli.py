@@ -4,10 +4,14 @@ of its own, where Prefect's temporary API server is started)."""
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
+from segmentation import dburl
 from segmentation.cli import main
 
 
@@ -87,6 +91,27 @@ def test_demo_fills_an_empty_table_and_prints_segments(cli, database_url, conn):
     assert conn.execute("SELECT count(*) FROM segmentation_bi.current_customer_segments").fetchone()[0] == 1500
     code, out, _ = cli("demo")
     assert code == 0 and "already has customers" in out
+
+
+def test_demo_on_an_empty_database_applies_the_roles_grants(cli, server_url, monkeypatch):
+    """A database the demo makes from nothing is readable by segmentation_reader, as after
+    `db upgrade`: the command that applies the migrations applies the roles' grants too."""
+    name = f"seg_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        monkeypatch.setenv("SEGMENTATION_DATABASE_URL", dburl.replace(server_url, dbname=name))
+        code, out, _ = cli("demo", "--rows", "600")
+        assert code == 0, out
+        with psycopg.connect(dburl.replace(server_url, dbname=name), autocommit=True) as conn:
+            assert conn.execute(
+                """SELECT has_table_privilege('segmentation_reader', 'segmentation_bi.current_customer_segments', 'SELECT'),
+                          has_schema_privilege('segmentation_reader', 'segmentation', 'USAGE'),
+                          (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'segmentation')"""
+            ).fetchone() == (True, False, "segmentation_writer")
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_generate_and_db_upgrade(cli, database_url, conn):
