@@ -103,8 +103,8 @@ class SortedComparison(_Tally):
         segments = np.concatenate([np.empty(0, dtype=np.int32), *(p[1] for p in self._pieces)])
         self._pieces = []
         # A run's ids are unique (its key), so every sort gives the same order: numpy's default,
-        # not a stable one (1.2 times faster on 10M keys, 3 times on a chunk's). One sorted copy
-        # at a time, to keep the peak lower.
+        # faster than a stable one (docs/performance.md). One sorted copy at a time, to keep the
+        # peak lower.
         order = np.argsort(ids)
         self._ids = ids[order]
         del ids
