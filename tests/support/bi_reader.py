@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -56,10 +56,8 @@ def bi_reader(database_url: str) -> Iterator[list[tuple]]:
     loop until the block ends. Yields the list its observations (READ_CURRENT's rows) go into.
     Fails if any read failed."""
     observations: list[tuple] = []
-    errors: list[Exception] = []
-    stop = threading.Event()
 
-    def read_in_a_loop() -> None:
+    def read_in_a_loop(stop: threading.Event, errors: list[Exception]) -> None:
         with psycopg.connect(database_url, autocommit=True) as reader:
             while not stop.is_set():
                 try:
@@ -67,10 +65,19 @@ def bi_reader(database_url: str) -> Iterator[list[tuple]]:
                 except psycopg.Error as exc:
                     errors.append(exc)
 
-    thread = threading.Thread(target=read_in_a_loop)
+    with _in_a_thread(read_in_a_loop):
+        yield observations
+
+
+@contextmanager
+def _in_a_thread(loop: Callable[[threading.Event, list[Exception]], None]) -> Iterator[None]:
+    """Run loop(stop, errors) in a thread for the block; fail if it recorded any error."""
+    errors: list[Exception] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=loop, args=(stop, errors))
     thread.start()
     try:
-        yield observations
+        yield
     finally:
         stop.set()
         thread.join()
@@ -104,10 +111,8 @@ def reconnecting_reader(database_url: str, pause: float = 0.2) -> Iterator[Readi
     of a multi-host one), until the block ends. Only connection errors are allowed: any other
     error fails the block."""
     readings = Readings()
-    errors: list[Exception] = []
-    stop = threading.Event()
 
-    def read_in_a_loop() -> None:
+    def read_in_a_loop(stop: threading.Event, errors: list[Exception]) -> None:
         reader: psycopg.Connection | None = None
         while not stop.is_set():
             try:
@@ -125,14 +130,8 @@ def reconnecting_reader(database_url: str, pause: float = 0.2) -> Iterator[Readi
         if reader is not None:
             reader.close()
 
-    thread = threading.Thread(target=read_in_a_loop)
-    thread.start()
-    try:
+    with _in_a_thread(read_in_a_loop):
         yield readings
-    finally:
-        stop.set()
-        thread.join()
-    assert errors == []
 
 
 def assert_each_saw_one_complete_run(observations: list[tuple]) -> None:
