@@ -64,7 +64,8 @@ class Upgrade:
 def upgrade_database() -> Upgrade:
     """Apply pending migrations, then the roles and their grants when this login may."""
     with _connect() as conn:
-        applied = _migrate(conn)
+        # Not _migrate: that applies the roles too when it applied a migration, and here they are applied anyway.
+        applied = tuple(m.filename for m in migrations.upgrade(conn))
         return Upgrade(applied, migrations.apply_roles(conn))
 
 
