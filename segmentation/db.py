@@ -75,29 +75,47 @@ def connect(url: str, *, application_name: str = "segmentation", server: str | N
     raise AssertionError("unreachable")
 
 
+class WrongDatabase(SegmentationError):
+    """A session of a run (a Dask worker's, with its own settings) reached another database than
+    the run's on the same server: a misconfigured URL, not a failover."""
+
+
 class ServerChanged(SegmentationError):
     """A session of a run reached another server than the run's own (a failover, a restart):
     the run's snapshot and its uncommitted work are not there."""
 
 
 def server_identity(conn: psycopg.Connection) -> str:
-    """Which server a connection reached, as one line: the cluster's system identifier and when
-    its postmaster started. A standby made with pg_basebackup shares its primary's system
-    identifier, and a promoted standby keeps it, but each server (and each restart of one) has
-    its own start time. Not its address: one server may be reached at several (localhost as
-    127.0.0.1 or ::1). Read in autocommit: on a snapshot connection it must not begin the
-    snapshot."""
+    """Which server and database a connection reached, as one line: the cluster's system
+    identifier, when its postmaster started, and the database. A standby made with pg_basebackup
+    shares its primary's system identifier, and a promoted standby keeps it, but each server (and
+    each restart of one) has its own start time. Not its address: one server may be reached at
+    several (localhost as 127.0.0.1 or ::1). Read in autocommit: on a snapshot connection it must
+    not begin the snapshot."""
     row = conn.execute(
         """SELECT (SELECT system_identifier FROM pg_control_system()),
-                  to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"""
+                  to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
+                  current_database()"""
     ).fetchone()
     assert row is not None
-    return f"system {row[0]}, up since {row[1]} UTC"
+    return f"system {row[0]}, up since {row[1]} UTC{_DATABASE}{row[2]}"
+
+
+_DATABASE = ", database "  # the last part of a server_identity
 
 
 def check_server(conn: psycopg.Connection, server: str) -> None:
-    """Raise ServerChanged, one line, when conn is not on the server `server` identifies."""
+    """Raise ServerChanged, one line, when conn is not on the server `server` identifies, or
+    WrongDatabase when it is on that server but in another database."""
     found = server_identity(conn)
+    found_server, _, found_database = found.rpartition(_DATABASE)
+    run_server, _, run_database = server.rpartition(_DATABASE)
+    if found_server == run_server and found_database != run_database:
+        raise WrongDatabase(
+            f"a session of the run reached the database {found_database!r}, not the run's {run_database!r}, "
+            "on the same server: every process of a run (the flow and each Dask worker) must use the same "
+            f"database URL; fix the workers' {DATABASE_URL_ENV} (or the Secret block it is read from)"
+        )
     if found != server:
         address = scalar(
             conn, "SELECT coalesce(host(inet_server_addr()) || ':' || inet_server_port(), 'a local socket')"

@@ -132,7 +132,10 @@ def _secret_block(name: str) -> str:
     from prefect.blocks.system import Secret
 
     try:
-        block: Any = Secret.load(name)  # a Secret in a sync caller (Prefect's sync/async dispatch)
+        # _sync: Prefect's async_dispatch would hand back a coroutine to a caller that runs inside an
+        # event loop's thread (Dask runs a function sent to its workers in one), sync as this is.
+        load: Any = Secret.load  # _sync is the dispatcher's keyword, not in load's signature
+        block = load(name, _sync=True)
         return str(block.get())
     except ValueError:
         raise SegmentationError(

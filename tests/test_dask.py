@@ -83,6 +83,24 @@ class Cluster:
         with Client(self.address, timeout="10s") as client:
             client.wait_for_workers(2, timeout=60)
 
+    def use_database(self, url: str) -> None:
+        """Save url in the workers' Secret block, and wait until the scheduler has exactly this
+        cluster's two workers and each reads url from the block, as its range tasks will."""
+        from distributed import Client
+        from prefect.blocks.system import Secret
+
+        from segmentation import db
+
+        Secret(value=url).save(SECRET, overwrite=True)
+        deadline, seen = time.monotonic() + 30, {}
+        with Client(self.address, timeout="10s") as client:
+            while time.monotonic() < deadline:
+                seen = client.run(lambda: db.database_url(Settings.from_env()))
+                if len(seen) == 2 and set(seen.values()) == {url}:
+                    return
+                time.sleep(0.5)
+        raise AssertionError(f"the Dask workers did not read {dburl.redact(url)} from the Secret block: {seen}")
+
     def stop(self) -> None:
         for process in [*self.workers, self.scheduler]:
             process.stop()
@@ -108,10 +126,8 @@ def standing_cluster(prefect_harness, tmp_path_factory):
 
 @pytest.fixture
 def dask_cluster(standing_cluster, database_url):
-    from prefect.blocks.system import Secret
-
-    Secret(value=database_url).save(SECRET, overwrite=True)
     standing_cluster.heal()
+    standing_cluster.use_database(database_url)
     return standing_cluster
 
 
@@ -295,9 +311,7 @@ def test_workers_and_the_flow_take_a_multi_host_url(conn, database_url, dask_clu
         target_session_attrs="read-write",
         connect_timeout="5",
     )
-    from prefect.blocks.system import Secret
-
-    Secret(value=multi_host).save(SECRET, overwrite=True)
+    dask_cluster.use_database(multi_host)
     generate_customers(conn, ROWS, seed=83)
     state = run(**SAMPLED, SEGMENTATION_DATABASE_URL=multi_host, SEGMENTATION_DASK_ADDRESS=dask_cluster.address)
     assert state.is_completed(), state.message

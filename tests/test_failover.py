@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from segmentation import db, migrations
+from segmentation import db, dburl, migrations
 from segmentation.cli import main
 from segmentation.core.features import DEFAULT_FEATURES
 from segmentation.loading import create_demo_table, generate_customers
@@ -46,7 +46,7 @@ def _pg_bin() -> Path:
 
 
 PG_BIN = _pg_bin()
-ELSEWHERE = "system 1, up since 2000-01-01 00:00:00.000000 UTC"  # no server's identity
+ELSEWHERE = "system 1, up since 2000-01-01 00:00:00.000000 UTC, database x"  # no server's identity
 
 
 @contextlib.contextmanager
@@ -78,6 +78,7 @@ def test_every_session_of_a_run_is_on_the_run_server(conn, database_url):
         assert run.server == db.server_identity(conn)
         system = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
         assert run.server.startswith(f"system {system}, up since ")
+        assert run.server.endswith(f" UTC, database {dburl.parse(database_url)['dbname']}")
         with db.connect_snapshot(database_url, application_name="seg-same", server=run.server) as same:
             # Checked in autocommit: the snapshot has not begun yet.
             assert same.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -89,6 +90,16 @@ def test_every_session_of_a_run_is_on_the_run_server(conn, database_url):
         assert line.startswith("a session of the run reached another PostgreSQL server (at ")
         assert f": {run.server}) than the run's ({ELSEWHERE}): a failover or restart during the run" in line
         wait_for(lambda: sessions(conn, "seg-elsewhere") == 0, what="the session on the wrong server to be closed")
+        # The same server, another database: a worker's URL that names the wrong one.
+        other = dburl.replace(database_url, dbname="postgres")
+        with pytest.raises(db.WrongDatabase) as raised:
+            db.connect_snapshot(other, application_name="seg-other-db", server=run.server)
+        name = dburl.parse(database_url)["dbname"]
+        assert str(raised.value) == (
+            f"a session of the run reached the database 'postgres', not the run's {name!r}, on the same server: "
+            "every process of a run (the flow and each Dask worker) must use the same database URL; fix the "
+            "workers' SEGMENTATION_DATABASE_URL (or the Secret block it is read from)"
+        )
         source = run.resolve_source("public.customers", "customer_id", list(DEFAULT_FEATURES))
         smallest, largest = run.id_bounds(source)
         snapshot = run.export_snapshot()
