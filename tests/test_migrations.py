@@ -380,3 +380,51 @@ def test_a_database_that_applied_the_earlier_001_is_current(conn):
     conn.execute("UPDATE segmentation.schema_migrations SET checksum = 'edited' WHERE version = 1")
     with pytest.raises(SegmentationError, match="001_source_customers.sql changed after it was applied"):
         migrations.upgrade(conn)
+
+
+def _key(conn, table: str) -> str:
+    return conn.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+        (table,),
+    ).fetchone()[0]
+
+
+def test_runs_kept_before_021_are_keyed_by_customer_then_run(conn, tmp_path):
+    """021 rebuilds the key of every run's table, attached or not (a run scoring while it runs),
+    keeping the rows; the table not attached then attaches with its key, with no second index."""
+    conn.execute("DROP SCHEMA segmentation, segmentation_bi CASCADE")
+    conn.execute("DROP TABLE public.customers")
+    migrations.upgrade(conn, sql_copy(tmp_path, below=21))
+    conn.execute(
+        "INSERT INTO segmentation.runs (run_id, source_table, features) VALUES (5, 'x', '{age}'), (6, 'x', '{age}')"
+    )
+    for run_id, attach in ((5, True), (6, False)):
+        table = f"segmentation.customer_segments_run_{run_id}"
+        conn.execute(f"CREATE TABLE {table} (LIKE segmentation.customer_segments)")
+        conn.execute(f"INSERT INTO {table} SELECT {run_id}, g, g % 3, g / 10.0, 0.1 FROM generate_series(1, 1000) g")
+        conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (run_id, customer_id)")
+        if attach:
+            conn.execute(
+                f"ALTER TABLE segmentation.customer_segments ATTACH PARTITION {table} FOR VALUES IN ({run_id})"
+            )
+    assert _key(conn, "segmentation.customer_segments") == "PRIMARY KEY (run_id, customer_id)"
+
+    assert [m.version for m in migrations.upgrade(conn) if isinstance(m, migrations.Migration)] == [21]
+    for table in ("customer_segments", "customer_segments_run_5", "customer_segments_run_6"):
+        assert _key(conn, f"segmentation.{table}") == "PRIMARY KEY (customer_id, run_id)"
+    conn.execute(
+        "ALTER TABLE segmentation.customer_segments ATTACH PARTITION segmentation.customer_segments_run_6 FOR VALUES IN (6)"
+    )
+    indexes = conn.execute(
+        """SELECT c.relname, count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+           WHERE c.relname IN ('customer_segments_run_5', 'customer_segments_run_6') GROUP BY 1 ORDER BY 1"""
+    ).fetchall()
+    assert indexes == [("customer_segments_run_5", 1), ("customer_segments_run_6", 1)]
+    assert conn.execute(
+        "SELECT run_id, count(*), sum(customer_id)::bigint, sum(segment_id) FROM segmentation.customer_segments GROUP BY 1 ORDER BY 1"
+    ).fetchall() == [(5, 1000, 500500, 1000), (6, 1000, 500500, 1000)]
+    # The key finds a customer's rows in every run.
+    plan = "\n".join(
+        r[0] for r in conn.execute("EXPLAIN SELECT * FROM segmentation.customer_segments WHERE customer_id = 7")
+    )
+    assert plan.count("customer_segments_run_5_pkey") == 1 and plan.count("customer_segments_run_6_pkey") == 1, plan
