@@ -155,3 +155,50 @@ def test_a_tie_goes_to_the_lowest_label_as_in_the_flow(conn):
     margins = assign_with_margin(model.centers, np.array([[0.0]]))[2]
     row = conn.execute("SELECT margin, outlier FROM segmentation.predict_run_7('{\"age\": 40}'::jsonb)").fetchone()
     assert row == (margins[0], None) == (0.0, None)
+
+
+def _plan_nodes(conn, call: str) -> int:
+    plan = conn.execute(
+        "EXPLAIN (FORMAT JSON) SELECT count(p.segment_id) FROM customers c "
+        f"CROSS JOIN (SELECT max(run_id) AS run_id FROM segmentation.run_models) AS k CROSS JOIN LATERAL {call} AS p"
+    ).fetchone()[0]
+
+    def count(node: dict) -> int:
+        return 1 + sum(count(child) for child in node.get("Plans", []))
+
+    return count(plan[0]["Plan"])
+
+
+def test_a_scan_plans_the_current_run_only_and_an_older_snapshot_scores_as_its_views_show(conn, database_url):
+    """predict(customer) and predict(customer, segmentation) plan the current run's model alone,
+    however many are kept (every kept model's branch in the plan is what a JIT-compiled scan of a
+    table pays for, once per kept run), and still score with the run the query's own snapshot
+    shows current, also in a transaction that began before a switch."""
+    from segmentation.rollback import make_current
+
+    generate_customers(conn, 1000, seed=59)
+    first = published(n_clusters=3)
+    second = published(n_clusters=4)
+    calls = ["segmentation_bi.predict(to_jsonb(c))", "segmentation_bi.predict(to_jsonb(c), 'default')"]
+    nodes = [_plan_nodes(conn, call) for call in calls]
+    third = published(n_clusters=5)
+    assert [_plan_nodes(conn, call) for call in calls] == nodes
+    # predict(customer, run_id) with a run id known only as the query runs keeps every branch.
+    by_run = "segmentation_bi.predict(to_jsonb(c), k.run_id)"
+    assert _plan_nodes(conn, by_run) > nodes[0] + 10
+
+    customer = '{"age": 30, "annual_income": 60, "spending_score": 50}'
+    with psycopg.connect(database_url, autocommit=True) as older:
+        older.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        older.autocommit = False
+        assert older.execute("SELECT run_id FROM segmentation_bi.current_run").fetchone() == (third,)
+        make_current(conn, run_id=first, reason="test")
+        # The switch rewrote predict for the run now current, which this snapshot does not see.
+        for call in ("segmentation_bi.predict(%s::jsonb)", "segmentation_bi.predict(%s::jsonb, 'default')"):
+            assert older.execute(f"SELECT run_id FROM {call}", (customer,)).fetchone() == (third,)
+            assert conn.execute(f"SELECT run_id FROM {call}", (customer,)).fetchone() == (first,)
+        older.rollback()
+        assert older.execute("SELECT run_id FROM segmentation_bi.predict(%s::jsonb)", (customer,)).fetchone() == (
+            first,
+        )
+    assert second not in (first, third)

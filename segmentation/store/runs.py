@@ -268,6 +268,8 @@ def record_switch(conn: psycopg.Connection, run_id: int, *, action: str, reason:
     ).fetchone()
     if row is None:
         raise ValueError(f"there is no run {run_id}")
+    # predict(customer) and predict(customer, segmentation) take the new current run's branch.
+    scoring.route(conn)
     return Switched(int(row[0]), int(row[1]), None if row[2] is None else int(row[2]), str(row[3]))
 
 

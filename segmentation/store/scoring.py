@@ -15,11 +15,12 @@ written into the function, and each step is fenced (OFFSET 0) so that PostgreSQL
 once per customer instead of once per use.
 
 `segmentation.predict_run_<run_id>(customer jsonb)` is created when the run completes;
-`segmentation_bi.predict(customer jsonb, run_id bigint)` routes to the run's own function, and is
-rewritten whenever a model is kept or dropped; `segmentation_bi.predict(customer jsonb)` reads the
-current run from segmentation_bi.current_run in the query's own snapshot, like the views, so a
-query never scores with one run while its views show another. sql/bi/predict.sql defines both.
-These functions run in their caller's transaction (see segmentation.db)."""
+`segmentation_bi.predict(customer jsonb, run_id bigint)` routes to the run's own function;
+`segmentation_bi.predict(customer jsonb)` and `predict(customer jsonb, segmentation text)` take
+the current run's function while that run is current in the query's own snapshot, as the views
+read it, so a query never scores with one run while its views show another. All three are
+rewritten whenever a model is kept or dropped and whenever a run becomes current (route);
+sql/bi/predict.sql defines them. These functions run in their caller's transaction (see segmentation.db)."""
 
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def save(conn: psycopg.Connection, run_id: int, model: Model) -> None:
         conn.execute(
             sql.SQL("GRANT EXECUTE ON FUNCTION {} (jsonb) TO segmentation_reader").format(run_function(run_id))
         )
-    _route_by_run(conn)
+    route(conn)
 
 
 def load(conn: psycopg.Connection, run_id: int) -> Model | None:
@@ -155,14 +156,15 @@ def drop(conn: psycopg.Connection, run_id: int) -> None:
     """The run's model goes with its assignments (retention): it can no longer score."""
     conn.execute("DELETE FROM segmentation.model_centers WHERE run_id = %s", (run_id,))
     conn.execute("DELETE FROM segmentation.run_models WHERE run_id = %s", (run_id,))
-    _route_by_run(conn)
+    route(conn)
     conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {} (jsonb)").format(run_function(run_id)))
 
 
-def _route_by_run(conn: psycopg.Connection) -> None:
-    """Rewrite segmentation_bi.predict(customer, run_id) with one branch per kept model: the
-    SQL function segmentation.route_predict() (sql/bi/predict.sql) is the one place that
-    writes it."""
+def route(conn: psycopg.Connection) -> None:
+    """Rewrite segmentation_bi.predict, all three, with a branch per kept model and per
+    segmentation's current run: the SQL function segmentation.route_predict() (sql/bi/predict.sql)
+    is the one place that writes them. Called whenever a model is kept or dropped, and whenever a
+    run becomes current (segmentation.store.runs.record_switch)."""
     conn.execute("SELECT segmentation.route_predict()")
 
 

@@ -101,6 +101,8 @@ ALTER DEFAULT PRIVILEGES FOR ROLE segmentation_writer REVOKE EXECUTE ON FUNCTION
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA segmentation_bi TO segmentation_reader;
 GRANT EXECUTE ON FUNCTION segmentation.no_model(bigint) TO segmentation_reader;
 GRANT EXECUTE ON FUNCTION segmentation.no_segmentation(text) TO segmentation_reader;
+GRANT EXECUTE ON FUNCTION segmentation.current_run_id(text) TO segmentation_reader;
+GRANT EXECUTE ON FUNCTION segmentation.predict_current(jsonb, text) TO segmentation_reader;
 DO $per_run$
 DECLARE
     fn regprocedure;
