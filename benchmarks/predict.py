@@ -5,6 +5,10 @@ current run named by its name.
 
     python -m benchmarks.predict --rows 1000000
     python -m benchmarks.predict --rows 200000 --shape crm
+    python -m benchmarks.predict --rows 200000 --shape crm --runs 5
+
+--runs N: N runs kept (each published in turn, the last current), as retention keeps them by
+night; what a scan pays for the runs kept besides the current one.
 
 --shape crm: the CRM shape (`segmentation generate --shape crm`) and an RFM segmentation with
 feature specs (log1p, a clip, a category, days_since, a missing-value segment), scored from each
@@ -53,12 +57,14 @@ CRM_QUERIES = {
     "CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(r)) p",
     "predict(to_jsonb(r), run_id), RFM specs": "SELECT count(p.segment_id) FROM public.rfm r "
     "CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(r), %s) p",
+    "predict(to_jsonb(r), 'default'), RFM specs": "SELECT count(p.segment_id) FROM public.rfm r "
+    "CROSS JOIN LATERAL segmentation_bi.predict(to_jsonb(r), 'default'::text) p",
     "to_jsonb(r) only: the ceiling": "SELECT count(j ->> 'monetary') FROM (SELECT to_jsonb(r) AS j FROM public.rfm r OFFSET 0) s",
 }
 
 
 @contextmanager
-def _crm(server: str, rows: int) -> Iterator[tuple[str, int]]:
+def _crm(server: str, rows: int, runs: int) -> Iterator[tuple[str, int]]:
     """A scratch database with the CRM shape and a published RFM run: its URL and run id."""
     from segmentation import crm_shape, migrations
     from segmentation.flows.segmentation import customer_segmentation
@@ -75,16 +81,17 @@ def _crm(server: str, rows: int) -> Iterator[tuple[str, int]]:
             conn.execute("ALTER TABLE public.rfm ADD PRIMARY KEY (customer_id)")
             conn.execute("VACUUM ANALYZE public.rfm")
         os.environ["SEGMENTATION_DATABASE_URL"] = url
-        state = customer_segmentation(
-            n_clusters=5,
-            source_table="public.rfm",
-            features=RFM_FEATURES,
-            min_segment_share=0.0,
-            max_quarantined_share=1.0,
-            return_state=True,
-        )
-        run_id = state.result()["run_id"]
-        print(f"{rows:,} CRM customers, k=5, features {', '.join(RFM_FEATURES)}; run {run_id}")
+        for _ in range(runs):
+            state = customer_segmentation(
+                n_clusters=5,
+                source_table="public.rfm",
+                features=RFM_FEATURES,
+                min_segment_share=0.0,
+                max_quarantined_share=1.0,
+                return_state=True,
+            )
+            run_id = state.result()["run_id"]
+        print(f"{rows:,} CRM customers, k=5, features {', '.join(RFM_FEATURES)}; run {run_id} of {runs} kept")
         yield url, run_id
 
 
@@ -94,6 +101,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--database-url")
     parser.add_argument("--shape", choices=["mall", "crm"], default="mall")
+    parser.add_argument("--runs", type=int, default=1, help="runs kept, the last current (--shape crm)")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from segmentation import db
@@ -101,7 +109,7 @@ def main() -> None:
 
     server = args.database_url or db.database_url()
     if args.shape == "crm":
-        with _crm(server, args.rows) as (bench, run_id):
+        with _crm(server, args.rows, args.runs) as (bench, run_id):
             _time(bench, CRM_QUERIES, run_id, args.rows, args.repeat)
         return
     with customers_database(server, BENCH_DB, args.rows, seed=0) as bench:
