@@ -254,7 +254,17 @@ def test_a_served_run_the_gate_stops_waits_for_approval_without_holding_anything
         )
         assert_current_run(conn, first_id)
         keyset = approval.state.state_details.run_input_keyset
-        prompt = client.read_flow_run_input(approval.id, keyset["description"])
+
+        def described() -> str | None:
+            # Prefect sets the Paused state first and saves the form's description after it.
+            from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+            try:
+                return client.read_flow_run_input(approval.id, keyset["description"])
+            except (ObjectNotFound, PrefectHTTPStatusError):
+                return None
+
+        prompt = wait_for("the approval form's description", described, 30, serve.log)
         assert f"The quality gate stopped run {run_id}" in prompt and "below the minimum 0.99" in prompt
 
         resume_flow_run(approval.id, run_input={"decision": "approve", "note": "checked with marketing"})

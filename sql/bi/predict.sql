@@ -3,7 +3,7 @@
 -- `segmentation db upgrade` applies the change (segmentation/bi_definitions.py).
 --
 -- Scoring in SQL (segmentation/store/scoring.py): each kept model has its own function,
--- segmentation.predict_run_<run_id>(customer jsonb). Both predict functions return SETOF
+-- segmentation.predict_run_<run_id>(customer jsonb). All three predict functions return SETOF
 -- segmentation.prediction (run_id bigint, segment_id integer, segment_name text, distance double
 -- precision, margin double precision, outlier boolean), a type of sql/006_scoring.sql (margin and
 -- outlier: sql/020_confidence.sql): one row per customer, with NULL segment when the customer
