@@ -76,8 +76,8 @@ DECLARE
     branches text;
     kept bigint[];
     current_branches text;
-    current_default text;
     taken text;
+    default_run bigint;
 BEGIN
     -- Runs of different segmentations may keep or drop models at the same time: one rewrite at a
     -- time (two at once fail with "tuple concurrently updated"), each reading the models kept by
@@ -100,9 +100,8 @@ BEGIN
                              'predict_run_' || g.run_id, g.segmentation, g.segmentation, g.run_id), '' ORDER BY g.segmentation),
            string_agg(format('coalesce(predict.segmentation = %L AND (SELECT segmentation.current_run_id(%L)) = %s, false)',
                              g.segmentation, g.segmentation, g.run_id), ' OR ' ORDER BY g.segmentation),
-           max(format('SELECT * FROM segmentation.%I(customer) WHERE (SELECT segmentation.current_run_id(%L)) = %s UNION ALL ',
-                      'predict_run_' || g.run_id, g.segmentation, g.run_id)) FILTER (WHERE g.segmentation = 'default')
-    INTO current_branches, taken, current_default
+           max(g.run_id) FILTER (WHERE g.segmentation = 'default')
+    INTO current_branches, taken, default_run
     FROM segmentation_bi.segmentations AS g JOIN segmentation.run_models AS m ON m.run_id = g.run_id;
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION segmentation_bi.predict(customer jsonb, segmentation text) '
@@ -115,10 +114,12 @@ BEGIN
         'RETURNS SETOF segmentation.prediction LANGUAGE sql STABLE PARALLEL SAFE '
         'BEGIN ATOMIC %s SELECT * FROM segmentation.predict_current(customer, %L) '
         'WHERE %s; END',
-        coalesce(current_default, ''), 'default',
-        coalesce((SELECT format('(SELECT segmentation.current_run_id(%L)) IS DISTINCT FROM %s', g.segmentation, g.run_id)
-                  FROM segmentation_bi.segmentations AS g JOIN segmentation.run_models AS m ON m.run_id = g.run_id
-                  WHERE g.segmentation = 'default'), 'true'));
+        CASE WHEN default_run IS NOT NULL THEN
+            format('SELECT * FROM segmentation.%I(customer) WHERE (SELECT segmentation.current_run_id(%L)) = %s UNION ALL ',
+                   'predict_run_' || default_run, 'default', default_run) ELSE '' END,
+        'default',
+        CASE WHEN default_run IS NOT NULL THEN
+            format('(SELECT segmentation.current_run_id(%L)) IS DISTINCT FROM %s', 'default', default_run) ELSE 'true' END);
 END
 $route$;
 SELECT segmentation.route_predict();
