@@ -221,3 +221,28 @@ def test_the_prefect_yaml_in_the_docs_is_the_example_segmentations_file():
     assert approvals == {e.name for e in example}
     for d in document["deployments"]:
         assert (root / d["entrypoint"].split(":")[0]).is_file()
+
+
+def test_each_example_segmentation_publishes_on_the_data_it_names(conn, mall_csv, capsys):
+    """config/segmentations.example.yaml is where a team starts: each of its segmentations, with its
+    parameters as they are, publishes on the data it names (the Mall file; the CRM shape's RFM
+    view, whose never-ordered customers have no recency)."""
+    from segmentation.config import load
+    from segmentation.flows.segmentation import customer_segmentation
+
+    assert main(["load-csv", str(mall_csv)]) == 0
+    assert main(["generate", "--shape", "crm", "--rows", "5000"]) == 0
+    example = load(Path(__file__).resolve().parents[1] / "config" / "segmentations.example.yaml")
+    for entry in example:
+        # A rejected run would wait for approval (approval_timeout_minutes): here it is rejected at once.
+        parameters = {**entry.flow_parameters(), "approval_timeout_minutes": 0}
+        result = customer_segmentation(**parameters, return_state=True).result(raise_on_failure=False)
+        assert isinstance(result, dict) and result["status"] == "published", (entry.name, result)
+    never = conn.execute("SELECT count(*) FROM crm.customer_rfm WHERE recency_days IS NULL").fetchone()[0]
+    segments = dict(conn.execute("SELECT segment_name, n_customers FROM segmentation_bi.rfm_segments").fetchall())
+    assert segments.pop("Never ordered") == never > 0
+    assert sum(segments.values()) == 5000 - never
+    # Named in the spec's words, and in the units people read.
+    assert any(name.startswith("Recent · ") for name in segments), segments
+    assert not any("Low recency" in name or "High recency" in name for name in segments), segments
+    assert conn.execute("SELECT count(*) FROM segmentation_bi.current_customer_segments").fetchone()[0] == 200
