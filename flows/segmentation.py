@@ -61,9 +61,9 @@ def customer_segmentation(
         n_clusters: Number of segments. Leave empty to choose k automatically by silhouette over k_min..k_max.
         k_min: Smallest k tried when choosing k automatically.
         k_max: Largest k tried when choosing k automatically.
-        features: The features, each a column name (a numeric column, or gender as Female/Male or F/M) or a feature spec: an object with a column and its kind (number, category, days_since), transform (log1p), clip, missing (quarantine, segment or a number), weight, label and low/high words; or a string in the compact form column:option:name=value, e.g. monetary:log1p:clip=0.99.
+        features: The features, each a column name (a numeric column, or gender as Female/Male or F/M) or a feature spec: an object with a column and its kind (number, category, days_since), transform (log1p), clip, missing (quarantine, segment or a number), missing_segment, weight, label, low/high words and max_levels; or a string in the compact form column:option:name=value, e.g. monetary:log1p:clip=0.99. In this form each item is JSON: a name in quotes ("monetary"), or an object such as {"column": "plan", "kind": "category", "weight": 0.5}.
         source_table: Source table, optionally schema-qualified (schema.table).
-        id_column: Integer column that identifies a customer.
+        id_column: Column that identifies a customer: an integer, text, varchar, char or uuid column; the BI views give it back in its own type.
         random_state: Seed for sampling and KMeans; the same seed on the same data gives the same segments.
         n_init: KMeans starts compared per fit (on the k-selection sample when the training set is larger); the best is kept and refined on the whole training set. Unused when warm-starting from the previous run.
         match_threshold: A new centroid further than this from every previous one (in standard deviations of the features) gets a new segment id instead of inheriting one.

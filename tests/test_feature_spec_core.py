@@ -137,6 +137,16 @@ def test_names_use_the_features_own_words_and_levels():
     assert segment_names(mall, np.array([[1.0, -1.0]]), np.array([[90.0, 20.0]])) == ["High income · Low spending"]
 
 
+def test_days_since_reads_as_a_date_recent_or_old_unless_its_words_are_given():
+    # More days since signing up is an older signup: "High signup date" would read as a late one.
+    signup = FeaturePlan((PlannedFeature(FeatureSpec(column="signup_date", kind="days_since"), "date"),))
+    z, days = np.array([[-1.0], [2.0], [0.1]]), np.array([[30.0], [900.0], [400.0]])
+    assert segment_names(signup, z, days) == ["Recent signup date", "Very old signup date", "Average signup date"]
+    worded = FeatureSpec(column="last_order_at", kind="days_since", low="Active", high="Lapsed")
+    assert (worded.low_end, worded.high_end) == ("Active", "Lapsed")
+    assert (FeatureSpec(column="monetary").low_end, FeatureSpec(column="monetary").high_end) == (None, None)
+
+
 def test_a_segment_keeps_its_name_while_it_still_describes_it():
     mall = FeaturePlan.of_columns(["annual_income", "spending_score", "age"])
     before = {3: "Low income · Average spending · Age 30-44", 4: "High income · High spending · Age under 30 (2)"}

@@ -74,8 +74,14 @@ class FeatureSpec(BaseModel):
     )
     weight: float = Field(1.0, description="How much the feature counts, applied after standardising.", gt=0)
     label: str | None = Field(None, description="How people call the feature (default: the column name in words).")
-    low: str | None = Field(None, description='A word for the low end, e.g. "Recent" for recency.')
-    high: str | None = Field(None, description='A word for the high end, e.g. "Lapsed" for recency.')
+    low: str | None = Field(
+        None,
+        description='A word for the low end, e.g. "Recent" for recency. days_since: "Recent <label>" by default.',
+    )
+    high: str | None = Field(
+        None,
+        description='A word for the high end, e.g. "Lapsed" for recency. days_since: "Old <label>" by default.',
+    )
     max_levels: int = Field(
         DEFAULT_MAX_LEVELS, description="category: the most frequent levels kept; the rest are other.", ge=1, le=100
     )
@@ -118,6 +124,22 @@ class FeatureSpec(BaseModel):
         if self.label:
             return self.label
         return _WORDS.get(self.column, self.column.replace("_", " "))
+
+    @property
+    def low_end(self) -> str | None:
+        """The words for the feature's low end in names and descriptions: the spec's own, else, for
+        days since a date, "Recent <label>" (few days since: a recent date; "Low signup date"
+        would read as an early one)."""
+        if self.low is not None or self.kind != "days_since":
+            return self.low
+        return f"Recent {self.words}"
+
+    @property
+    def high_end(self) -> str | None:
+        """As low_end, for the high end: "Old <label>" for days since a date."""
+        if self.high is not None or self.kind != "days_since":
+            return self.high
+        return f"Old {self.words}"
 
     @property
     def segment_name(self) -> str:

@@ -129,7 +129,7 @@ def _trait(record: dict, feature: PlannedFeature) -> str:
     if feature.gender_rule:
         return f"{row.value:.0%} women (average {row.population:.0%})"
     unit = " days" if spec.kind == "days_since" else ""
-    end = spec.low if row.z < 0 else spec.high
+    end = spec.low_end if row.z < 0 else spec.high_end
     figure = f"{words} {_number(row.value)}{unit}, average {_number(row.population)}{unit}"
     if row.value > 0 and row.population > 0 and spec.kind == "number":
         ratio = row.value / row.population

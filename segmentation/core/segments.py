@@ -201,7 +201,7 @@ def _plan_parts(plan: FeaturePlan, z: np.ndarray, inputs: np.ndarray, *, slack: 
                     float(z[j]),
                     NAME_SLACK_SD,
                     slack,
-                    lambda v, s=spec: _level_words(v, s.words, s.low, s.high),
+                    lambda v, s=spec: _level_words(v, s.words, s.low_end, s.high_end),
                 )
             )
     return parts + ages
