@@ -14,7 +14,7 @@ from segmentation.flows.segmentation import customer_segmentation
 from segmentation.loading import load_csv
 from segmentation.store import readback
 from segmentation.tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
-from support.artifacts import artifacts_of, decode_png, png_size
+from support.artifacts import artifacts_of, decode_png, picture_size, png_size
 from support.data import insert_customers
 
 
@@ -73,7 +73,7 @@ def test_mall_run_reports_summary_k_table_and_picture(conn, mall_csv):
     assert [r["k"] for r in table if r["chosen"]] == [5]
 
     width, height = png_size(decode_png(found[PLOT_KEY].data))
-    assert (width, height) == (1200, 480)
+    assert (width, height) == picture_size(5)
 
 
 @pytest.mark.unit
@@ -101,7 +101,8 @@ def test_picture_with_one_feature_and_a_fixed_k_still_renders():
         plots.KCurve(np.array([2]), np.array([1.0]), np.array([np.nan]), 2),
         "one feature",
     )
-    assert png_size(png) == (1200, 480)
+    # The legend under the plots: two segments of one line, and room for the outliers' entry.
+    assert png_size(png) == (1200, int((4.8 + 3 * plots.LEGEND_LINE + 0.15) * plots.DPI))
 
 
 @pytest.mark.unit
@@ -133,7 +134,7 @@ def test_show_plot_writes_the_picture_of_the_current_run(conn, tmp_path, capsys)
     assert main(["show", "--plot", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"wrote {path}" in out and "120 customers in 2 segments" in out
-    assert png_size(path.read_bytes()) == (1200, 480)
+    assert png_size(path.read_bytes()) == picture_size(2)
     assert main(["show", "--plot", str(tmp_path / "missing-dir" / "x.png")]) == 1
     assert "error: cannot write" in capsys.readouterr().err
 
@@ -157,7 +158,7 @@ def test_report_shows_columns_the_segments_table_gains(conn):
         1: "1: Thrifty | low (50.0%)\nIncome about 2.5 times below the average (20.0)",
         2: "segment 2 (50.0%)\nIncome about 1.6 times the average (80.0)",
     }
-    assert png_size(found.png()) == (1200, 480)
+    assert png_size(found.png()) == picture_size(2)
 
 
 @pytest.mark.usefixtures("prefect_harness")

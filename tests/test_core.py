@@ -469,3 +469,16 @@ def test_dask_settings_are_checked_when_read(monkeypatch):
         SegmentationError, match=r"prefect-dask is not installed; pip install 'customer-segmentation\[dask\]'"
     ):
         settings.Settings.from_env()
+
+
+def test_the_report_says_why_a_log1p_centroid_is_below_the_segments_mean():
+    stats = SegmentStats(2, ["monetary"])
+    stats.update(np.array([0, 1]), np.array([[30.0], [4000.0]]), None)
+    run = {"run_id": 4, "status": "published", "source_table": "crm.customer_rfm", "features": ["monetary"], "k": 2}
+    logged = {**run, "params": {"features": [{"column": "monetary", "transform": "log1p"}, "frequency"]}}
+    text = run_text.summary_markdown(logged, stats.segments(has_gender=False), pd.DataFrame())
+    assert "Centroids in original units. For `monetary` (log1p) the centroid is the mean of ln(1 + x)" in text
+    for plain in (run, {**run, "params": {"features": ["monetary:clip=0.99"]}}):
+        assert "Centroids in original units.\n" in run_text.summary_markdown(
+            plain, stats.segments(has_gender=False), pd.DataFrame()
+        )

@@ -21,7 +21,7 @@ from segmentation import __version__
 from segmentation.loading import load_csv
 from segmentation.tasks.report import K_SELECTION_KEY, PLOT_KEY, SUMMARY_KEY
 from support import processes
-from support.artifacts import decode_png, png_size
+from support.artifacts import decode_png, picture_size, png_size
 from support.bi_reader import assert_current_run
 from support.prefect_server import base_env, prefect_client_settings
 from support.processes import Process, tail
@@ -147,7 +147,7 @@ def test_served_deployment_runs_ui_triggered_runs_one_at_a_time(prefect_server, 
                 "chosen": True,
             }
         ]
-        assert png_size(decode_png(artifacts[PLOT_KEY].data)) == (1200, 480)
+        assert png_size(decode_png(artifacts[PLOT_KEY].data)) == picture_size(5)
 
         # A run the user can fix ends with its reason: the state message and the last error in
         # its logs, with no engine traceback after it.

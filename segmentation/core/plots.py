@@ -18,6 +18,8 @@ import pandas as pd
 
 FIGSIZE = (12.0, 4.8)
 DPI = 100
+# The height of one line of the legend, in inches, at its font size (7 points, with spacing).
+LEGEND_LINE = 0.155
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,34 @@ def render(
     black-edged diamond; None: not known) and the k curve."""
     X = np.asarray(X, dtype=float).reshape(-1, len(features)) if features else np.empty((len(labels), 0))
     labels = np.asarray(labels)
-    fig, (ax_scatter, ax_k) = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI, gridspec_kw={"width_ratios": [1.4, 1]})
+    # The legend goes under the plots, the full width of the picture: inside the scatter, names
+    # and descriptions covered the customers and the axis. The picture grows by its lines.
+    named = segment_labels or {}
+    entries = {int(s) for s in centroids.index} | {int(s) for s in np.unique(labels)}
+    lines = sum((named.get(s) or "").count("\n") + 1 for s in entries) + 1 if features else 0
+    below = LEGEND_LINE * lines + (0.15 if lines else 0.0)
+    height = FIGSIZE[1] + below
+    fig, (ax_scatter, ax_k) = plt.subplots(
+        1, 2, figsize=(FIGSIZE[0], height), dpi=DPI, gridspec_kw={"width_ratios": [1.4, 1]}
+    )
     try:
-        _scatter(ax_scatter, X, labels, features, centroids, segment_labels or {}, outliers)
+        _scatter(ax_scatter, X, labels, features, centroids, named, outliers)
         _k_curve(ax_k, curve)
         fig.suptitle(title)
-        # Fixed margins: tight_layout() draws the whole figure once more just to measure it.
-        fig.subplots_adjust(left=0.075, right=0.91, bottom=0.1, top=0.84, wspace=0.22)
+        # Fixed margins (in inches, as before the legend moved): tight_layout() draws the whole
+        # figure once more just to measure it.
+        fig.subplots_adjust(left=0.075, right=0.91, bottom=(0.48 + below) / height, top=1 - 0.77 / height, wspace=0.22)
+        handles, texts = ax_scatter.get_legend_handles_labels()
+        if handles:
+            fig.legend(
+                handles,
+                texts,
+                loc="lower left",
+                bbox_to_anchor=(0.07, 0.01),
+                fontsize=7,
+                markerscale=1.5,
+                frameon=False,
+            )
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
         return buffer.getvalue()
@@ -156,8 +179,6 @@ def _scatter(ax, X, labels, features, centroids, segment_labels, outliers=None) 
     ax.set_title(
         f"{len(X):,} customers in the two features that separate the segments best\nX: centroids{marked}", fontsize=10
     )
-    # Names and descriptions make a tall legend: small and see-through, so the customers show.
-    ax.legend(fontsize=6.5, markerscale=1.5, loc="best", framealpha=0.6)
 
 
 def _k_curve(ax, curve: KCurve) -> None:

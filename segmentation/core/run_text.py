@@ -15,8 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from segmentation.core import feature_spec
 from segmentation.core.input_drift import FeatureDrift
 from segmentation.core.rules import GENDER, recognised_genders
+from segmentation.errors import SegmentationError
 
 # Columns of segmentation.segments shown with their own formatting (or on purpose not at
 # all); any other column with a value is shown as it is: text beside the segment id,
@@ -246,12 +248,29 @@ def summary_markdown(run: dict, segments: pd.DataFrame, centroids: pd.DataFrame)
         lines.append(f"- **input drift** {line}")
     if len(segments):
         table = segment_table(segments, centroids, features).markdown()
-        lines += ["", "## Segments", "", "Centroids in original units.", "", table]
+        lines += ["", "## Segments", "", f"Centroids in original units.{_back_transformed(run)}", "", table]
         if outliers := outlier_line(segments):
             lines += ["", outliers]
         if described := description_lines(segments):
             lines += ["", "What sets each apart:", "", *(f"- {line}" for line in described)]
     return "\n".join(lines) + "\n"
+
+
+def _back_transformed(run: dict) -> str:
+    """What a log1p feature's centroid is, where the run has one: it and the figures under "What
+    sets each apart" (the segment's mean of the raw values) differ, and the report says why."""
+    try:
+        specs = feature_spec.parse_all((run.get("params") or {}).get("features") or [])
+    except (SegmentationError, ValueError):
+        return ""
+    logged = [f"`{s.column}`" for s in specs if s.transform == "log1p"]
+    if not logged:
+        return ""
+    return (
+        f" For {', '.join(logged)} (log1p) the centroid is the mean of ln(1 + x) taken back to the feature's"
+        ' units, a typical customer of the segment; the figures under "What sets each apart" are the'
+        " segment's plain means, which its largest values pull up."
+    )
 
 
 def outlier_line(segments: pd.DataFrame) -> str:

@@ -33,3 +33,12 @@ def decode_png(url: str) -> bytes:
     prefix = "data:image/png;base64,"
     assert url.startswith(prefix)
     return base64.b64decode(url[len(prefix) :], validate=True)
+
+
+def picture_size(segments: int, lines_each: int = 2) -> tuple[int, int]:
+    """The run picture's size in pixels: its legend under the plots, a line or two per segment
+    (its name, and its description when it has one) and one for the outliers."""
+    from segmentation.core import plots
+
+    lines = segments * lines_each + 1
+    return int(plots.FIGSIZE[0] * plots.DPI), int((plots.FIGSIZE[1] + lines * plots.LEGEND_LINE + 0.15) * plots.DPI)
