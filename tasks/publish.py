@@ -62,7 +62,8 @@ def keep_run(
     """Keep the run: published (current), staged (kept, not current: publish_run=False), or
     rejected by the quality gate (kept, not current). Returns what became of it."""
     logger = get_run_logger()
-    profile = profiles.profiles(stats, source.plan, model.k)
+    space = profiles.ModelSpace(model.centers_original, model.scaler.unweighted(model.centers), model.scaler.mean)
+    profile = profiles.profiles(stats, source.plan, model.k, space)
     missing = dict(zip(map(int, identity.ids[model.k :]), identity.rules))
     descriptions = profiles.describe(profile, source.plan, dict(zip(map(int, identity.ids), identity.names)), missing)
     found = Publication(

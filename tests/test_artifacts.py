@@ -155,7 +155,7 @@ def test_report_shows_columns_the_segments_table_gains(conn):
     assert [r[:4] for r in rows] == [["1", "Thrifty \\| low", "20", "50.0%"], ["2", "", "20", "50.0%"]]
     # Each segment's description goes under its name in the picture's legend.
     assert found._legend() == {
-        1: "1: Thrifty | low (50.0%)\nIncome about 2.5 times below the average (20.0)",
+        1: "1: Thrifty | low (50.0%)\nIncome 20.0 (average 50.0)",
         2: "segment 2 (50.0%)\nIncome about 1.6 times the average (80.0)",
     }
     assert png_size(found.png()) == picture_size(2)

@@ -196,15 +196,47 @@ def test_profiles_and_descriptions_come_with_the_run(crm):
     )
     mean, spread = conn.execute("SELECT avg(monetary)::float8, stddev_pop(monetary)::float8 FROM public.rfm").fetchone()
     assert {p[0] for p in profile} == set(actual)  # every segment, the missing-value one too
+    never = conn.execute("SELECT segment_id FROM segmentation_bi.current_segments WHERE missing_feature IS NOT NULL")
+    (never,) = never.fetchone()
+    # Monetary is read through log1p: for a segment KMeans found, as the model reads it. Its value
+    # is the centroid of current_segment_centroids, its population the training mean of the capped
+    # ln(1 + x) undone, and z on ln(1 + x); its raw mean stays in current_segment_centroids.mean.
+    centroids = dict(
+        conn.execute(
+            "SELECT segment_id, centroid FROM segmentation_bi.current_segment_centroids WHERE feature = 'monetary'"
+        ).fetchall()
+    )
+    raw_means = dict(
+        conn.execute(
+            "SELECT segment_id, mean FROM segmentation_bi.current_segment_centroids WHERE feature = 'monetary'"
+        ).fetchall()
+    )
+    typical, log_spread = conn.execute(
+        """WITH clustered AS (SELECT ln(1 + r.monetary::float8) AS x FROM segmentation_bi.current_customer_segments s
+                              JOIN public.rfm r USING (customer_id) WHERE s.segment_id <> %s),
+                -- the cap: a training value (inverted CDF), as FeaturePlan.caps takes it
+                capped AS (SELECT least(x, (SELECT percentile_disc(0.99) WITHIN GROUP (ORDER BY x) FROM clustered)) AS x
+                           FROM clustered)
+           SELECT exp(avg(x)) - 1, stddev_pop(x) FROM capped""",
+        (never,),
+    ).fetchone()
     for segment_id, value, population, z, _ in profile:
-        assert math.isclose(value, actual[segment_id], rel_tol=1e-9)
-        assert math.isclose(population, mean, rel_tol=1e-9)
-        assert math.isclose(z, (value - mean) / spread, rel_tol=1e-6)
+        if segment_id == never:
+            assert math.isclose(value, actual[segment_id], rel_tol=1e-9)
+            assert math.isclose(population, mean, rel_tol=1e-9)
+            assert math.isclose(z, (value - mean) / spread, rel_tol=1e-6)
+            continue
+        assert math.isclose(value, centroids[segment_id], rel_tol=1e-9)
+        assert math.isclose(raw_means[segment_id], actual[segment_id], rel_tol=1e-9)
+        assert value < actual[segment_id]  # the typical customer, below the mean its largest values pull up
+        assert math.isclose(population, typical, rel_tol=1e-6)
+        assert math.isclose(z, (math.log1p(value) - math.log1p(population)) / log_spread, rel_tol=1e-6)
     # Recency over the customers who have it; the missing-value segment has none.
     recency = conn.execute(
         "SELECT DISTINCT population FROM segmentation_bi.current_segment_profiles WHERE feature = 'recency_days'"
     ).fetchall()
-    have = conn.execute("SELECT avg(recency_days)::float8 FROM public.rfm").fetchone()[0]
+    # Read through log1p too: the typical customer of those who have it.
+    have = conn.execute("SELECT exp(avg(ln(1 + recency_days::float8))) - 1 FROM public.rfm").fetchone()[0]
     assert len(recency) == 1 and math.isclose(recency[0][0], have, rel_tol=1e-9)
     descriptions = conn.execute(
         "SELECT segment_name, description FROM segmentation_bi.current_segments ORDER BY segment_id"

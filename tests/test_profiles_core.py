@@ -81,3 +81,32 @@ def test_descriptions_are_plain_words_in_original_units_and_distinct():
     twins = frame[frame["segment_id"] == 7].assign(segment_id=6)
     doubled = describe(pd.concat([frame, twins]), PLAN, {**names, 6: "High spend (2)"}, missing={9: "recency"})
     assert doubled[6] != doubled[7]
+
+
+def test_a_log1p_feature_is_profiled_as_the_model_reads_it():
+    """Spend heavy-tailed: on raw values one whale makes the middle segment look average; on
+    ln(1 + x), as the model and the name read it, it is well above the typical customer."""
+    from segmentation.core.model import Scaler
+    from segmentation.core.profiles import ModelSpace
+
+    plan = FeaturePlan((PlannedFeature(FeatureSpec(column="monetary", transform="log1p", label="spend"), "numeric"),))
+    spend = np.array([1.0, 2, 1, 2] * 5 + [60, 70, 80, 90, 100, 100_000])
+    labels = np.array([0] * 20 + [1] * 5 + [2])
+    stats = SegmentStats(3, plan.input_names, [1, 2, 3])
+    stats.update(labels, spend[:, None])
+    inputs = np.log1p(spend)[:, None]
+    scaler = Scaler.fit(inputs)
+    centers = np.array([inputs[labels == s].mean(axis=0) for s in range(3)])
+    space = ModelSpace(centers, scaler.transform(centers.copy()), scaler.mean)
+
+    raw = profiles(stats, plan, 3).set_index("segment_id")
+    assert abs(raw.loc[2, "z"]) < 0.5  # 80 against a raw mean of 3,866: "close to the average"
+    seen = profiles(stats, plan, 3, space).set_index("segment_id")
+    assert math.isclose(seen.loc[2, "value"], float(np.expm1(np.log1p([60.0, 70, 80, 90, 100]).mean())))
+    assert math.isclose(seen.loc[2, "population"], float(np.expm1(np.log1p(spend).mean())))
+    assert math.isclose(seen.loc[2, "z"], float(space.z[1, 0])) and seen.loc[2, "z"] > 0.5
+    said = describe(seen.reset_index(), plan, {1: "Low spend", 2: "High spend", 3: "Very high spend"})
+    assert said[2] == "Spend about 12.7 times the average (78.7)", said
+    # Below the population: the two figures, not "n times below the average".
+    below = seen.reset_index().iloc[[0]].assign(value=6.4, population=30.0, z=-1.0)
+    assert describe(below, plan, {1: "Low spend"}) == {1: "Spend 6.4 (average 30.0)"}

@@ -11,11 +11,20 @@ sqrt(p (1 - p)). z puts numbers and levels on one scale, so the rows of a segmen
 Everything comes from the scoring pass's segment figures (segmentation.core.segment_stats): no
 second scan of the source. The population is every customer the run scored, except that a
 feature with missing=segment is profiled over the customers who have it (those in its
-missing-value segment lack it, and carry no value for it)."""
+missing-value segment lack it, and carry no value for it).
+
+A feature read through log1p is profiled as the model reads it (ModelSpace): for a segment KMeans
+found, its value is the centroid taken back to the feature's units (a typical customer of the
+segment: the mean of ln(1 + x), undone), the population's is the training mean taken back the
+same way, and z is the centroid's distance from it in standard deviations of ln(1 + x), which is
+what the segment's name reads. On the raw values, a heavy tail's spread made every segment but the
+extremes look average ("close to the average on every feature" for a segment named "Lapsed"), and
+its few largest values pulled each mean far above the typical customer."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -30,13 +39,27 @@ TRAITS_IN_A_DESCRIPTION = 3
 COLUMNS = ["segment_id", "feature", "level", "value", "population", "z", "share", "lift", "rank"]
 
 
-def profiles(stats: SegmentStats, plan: FeaturePlan, k: int) -> pd.DataFrame:
+@dataclass(frozen=True)
+class ModelSpace:
+    """The trained model's view of its k centres, for the inputs it reads through log1p."""
+
+    centers: np.ndarray  # k x inputs, in the model's input units (ln(1 + x) for log1p)
+    z: np.ndarray  # k x inputs, in standard deviations from the training mean, weights undone
+    mean: np.ndarray  # per input, the training mean, in input units
+
+
+def profiles(stats: SegmentStats, plan: FeaturePlan, k: int, space: ModelSpace | None = None) -> pd.DataFrame:
     """One row per segment and input (COLUMNS). stats: the scoring pass's figures in the
-    features' own units, the k clustered segments first, then the missing-value segments."""
+    features' own units, the k clustered segments first, then the missing-value segments;
+    space: the model's centres, for the log1p features' rows of the clustered segments (the
+    module's docstring), None: every row from stats."""
     rows = []
     n_segments = len(stats.count)
+    typical = None if space is None else plan.to_units(space.centers)
+    typical_population = None if space is None else plan.to_units(space.mean)
     for j, inp in enumerate(plan.inputs):
         feature = plan.features[inp.feature]
+        logged = space is not None and inp.level is None and feature.spec.transform == "log1p"
         # The segments whose customers have this feature: for one with missing=segment, only the
         # clustered ones (a missing-value segment's customers may lack it, its own's all do).
         has_it = np.array([s < k or not feature.segments_missing for s in range(n_segments)])
@@ -49,15 +72,18 @@ def profiles(stats: SegmentStats, plan: FeaturePlan, k: int) -> pd.DataFrame:
         level = inp.level is not None
         spread = math.sqrt(mean * (1 - mean)) if level else math.sqrt(m2 / total)
         for s in np.flatnonzero(has_it & (stats.count > 0)):
-            value = float(stats.mean[s, j])
+            value, population = float(stats.mean[s, j]), mean
             z = (value - mean) / spread if spread > 0 else 0.0
+            if logged and s < k:
+                assert space is not None and typical is not None and typical_population is not None
+                value, population, z = float(typical[s, j]), float(typical_population[j]), float(space.z[s, j])
             rows.append(
                 {
                     "segment_id": int(stats.segment_ids[s]),
                     "feature": feature.column,
                     "level": inp.level,
                     "value": value,
-                    "population": mean,
+                    "population": population,
                     "z": z,
                     "share": value if level else None,
                     "lift": value / mean if level and mean > 0 else None,
@@ -135,8 +161,6 @@ def _trait(record: dict, feature: PlannedFeature) -> str:
         ratio = row.value / row.population
         if ratio >= 1.5:
             figure = f"{words} about {ratio:.1f} times the average, {_number(row.value)}{unit}"
-        elif ratio <= 1 / 1.5:
-            figure = f"{words} about {1 / ratio:.1f} times below the average, {_number(row.value)}{unit}"
     if end:
         return f"{end[:1].lower()}{end[1:]} ({figure})"
     head, _, tail = figure.partition(", ")

@@ -257,8 +257,8 @@ def summary_markdown(run: dict, segments: pd.DataFrame, centroids: pd.DataFrame)
 
 
 def _back_transformed(run: dict) -> str:
-    """What a log1p feature's centroid is, where the run has one: it and the figures under "What
-    sets each apart" (the segment's mean of the raw values) differ, and the report says why."""
+    """What a log1p feature's centroid is, where the run has one: a reader who knows the segment's
+    plain mean sees a lower figure in the table and in "What sets each apart", and is told why."""
     try:
         specs = feature_spec.parse_all((run.get("params") or {}).get("features") or [])
     except (SegmentationError, ValueError):
@@ -268,8 +268,8 @@ def _back_transformed(run: dict) -> str:
         return ""
     return (
         f" For {', '.join(logged)} (log1p) the centroid is the mean of ln(1 + x) taken back to the feature's"
-        ' units, a typical customer of the segment; the figures under "What sets each apart" are the'
-        " segment's plain means, which its largest values pull up."
+        " units: a typical customer of the segment, below the segment's plain mean, which its largest"
+        ' values pull up. "What sets each apart" compares it with the same figure for all customers.'
     )
 
 

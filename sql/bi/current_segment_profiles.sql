@@ -25,9 +25,9 @@ COMMENT ON COLUMN segmentation_bi.current_segment_profiles.segment_id IS 'Stable
 COMMENT ON COLUMN segmentation_bi.current_segment_profiles.segment_name IS 'Readable name from the segment''s centroid against the population.';
 COMMENT ON COLUMN segmentation_bi.current_segment_profiles.feature IS 'The source column.';
 COMMENT ON COLUMN segmentation_bi.current_segment_profiles.level IS 'For a category feature, the level ("(other)": the levels not kept); NULL for a number.';
-COMMENT ON COLUMN segmentation_bi.current_segment_profiles.value IS 'The segment''s mean in the feature''s own units (log1p undone, days_since in days); for a level, its share of the segment''s customers.';
-COMMENT ON COLUMN segmentation_bi.current_segment_profiles.population IS 'The same over every customer of the run (for a feature with missing=segment, those who have it).';
-COMMENT ON COLUMN segmentation_bi.current_segment_profiles.z IS 'Standardised difference: (value - population) / the population''s standard deviation (for a level, of its 0/1 indicator).';
+COMMENT ON COLUMN segmentation_bi.current_segment_profiles.value IS 'The segment''s mean in the feature''s own units (days_since in days); for a level, its share of the segment''s customers. For a log1p feature of a segment KMeans found: its centroid, the mean of ln(1 + x) taken back to the feature''s units (a typical customer of the segment).';
+COMMENT ON COLUMN segmentation_bi.current_segment_profiles.population IS 'The same over every customer of the run (for a feature with missing=segment, those who have it); for a log1p feature of a segment KMeans found, the training mean of ln(1 + x) taken back to the feature''s units.';
+COMMENT ON COLUMN segmentation_bi.current_segment_profiles.z IS 'Standardised difference: (value - population) / the population''s standard deviation (for a level, of its 0/1 indicator; for a log1p feature of a segment KMeans found, measured on ln(1 + x), as the model and the segment''s name read it).';
 COMMENT ON COLUMN segmentation_bi.current_segment_profiles.share IS 'For a level, its share of the segment''s customers; NULL for a number.';
 COMMENT ON COLUMN segmentation_bi.current_segment_profiles.lift IS 'For a level, share / the population''s share (2: twice as common in the segment); NULL for a number.';
 COMMENT ON COLUMN segmentation_bi.current_segment_profiles.rank IS 'The row''s rank among the segment''s most distinguishing traits, by |z| (1: the most).';
