@@ -120,7 +120,7 @@ class Rendered:
         view, body = found.group(1), found.group(2)
         columns = [c.name for c in conn.execute(f"SELECT * FROM ({body}) AS keyed LIMIT 0").description or []]
         selected = sql.SQL(", ").join(
-            sql.SQL("ids.customer_id::{} AS customer_id").format(customer_keys.type_name(self.id_type))
+            sql.SQL("{} AS customer_id").format(customer_keys.as_source(sql.SQL("ids.customer_id"), self.id_type))
             if c == "customer_id"
             else sql.SQL("keyed.{}").format(sql.Identifier(c))
             for c in columns

@@ -57,6 +57,19 @@ def _types(conn, segmentation):
     }
 
 
+def _found_by_index(conn, view: str, customer_id) -> tuple[int, str]:
+    """A lookup of one customer by id through a BI view, as a BI tool filters: how many rows it
+    finds, and the plan, with sequential scans off so that a plan that can use the segmentation's
+    lookup index (customer_keys.ensure_lookup_index) must (the tests' tables are small enough for
+    the planner to scan them whole, which at 10M customers read the whole run)."""
+    query = f"SELECT * FROM segmentation_bi.{view} WHERE customer_id = %s"
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {query}", (customer_id,)))
+        found = len(conn.execute(query, (customer_id,)).fetchall())
+    return found, plan
+
+
 def test_text_ids_publish_views_that_speak_them_beside_an_integer_default(crm):
     generate_customers(crm, 800, seed=3)
     default, _ = run(features=["annual_income", "spending_score"], n_clusters=4, n_init=1)
@@ -110,7 +123,15 @@ def test_text_ids_publish_views_that_speak_them_beside_an_integer_default(crm):
         "SELECT count(*), min(customer_id) FROM segmentation_bi.current_customer_segments"
     ).fetchone() == (800, 1)
 
+    # One customer by id: through the index on the id as the view gives it.
+    some = crm.execute("SELECT id FROM crm.customers ORDER BY id LIMIT 1 OFFSET 700").fetchone()[0]
+    found, plan = _found_by_index(crm, "rfm_customer_segments", some)
+    assert found == 1 and "Bitmap Index Scan on customer_ids_rfm_by_" in plan, plan
+
     # A rerun on the same rows: compared in memory by key, nobody moved, nothing new recorded.
+    # Its lookup index dropped first, as a partition made before it existed lacks it: the run makes it.
+    index = crm.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'customer_ids_rfm_by_%'").fetchone()[0]
+    crm.execute(f"DROP INDEX segmentation.{index}")
     again, _ = run(**RFM)
     assert again.is_completed()
     churn, changed = crm.execute(
@@ -118,6 +139,8 @@ def test_text_ids_publish_views_that_speak_them_beside_an_integer_default(crm):
     ).fetchone()
     assert churn == 0.0 and changed == 0
     assert crm.execute("SELECT count(*) FROM segmentation.customer_ids").fetchone()[0] == 1500
+    found, plan = _found_by_index(crm, "rfm_customer_segments", some)
+    assert found == 1 and "Bitmap Index Scan on customer_ids_rfm_by_" in plan, plan
 
     # New customers and a departure: the next run records only the arrivals, and the history says who left.
     crm.execute(
@@ -197,15 +220,11 @@ def test_uuid_ids_are_uuid_in_the_views_and_erased_however_they_are_written(crm)
         ).fetchone()[0]
         == 1500
     )
-    # A lookup by one customer's id, as a BI tool filters.
+    # A lookup by one customer's id, as a BI tool filters: through the index on the id as a uuid.
     one = crm.execute("SELECT member_id FROM public.members LIMIT 1").fetchone()[0]
     assert isinstance(one, uuid.UUID)
-    assert (
-        crm.execute(
-            "SELECT count(*) FROM segmentation_bi.members_customer_segments WHERE customer_id = %s", (one,)
-        ).fetchone()[0]
-        == 1
-    )
+    found, plan = _found_by_index(crm, "members_customer_segments", one)
+    assert found == 1 and "Bitmap Index Scan on customer_ids_members_by_" in plan, plan
     # Erased by its id in upper case: a uuid is the same uuid however it is written.
     assert main(["purge", "--customer-id", str(one).upper()]) == 0
     assert (
