@@ -7,6 +7,7 @@ through a rollback."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import psycopg
@@ -70,6 +71,13 @@ def _found_by_index(conn, view: str, customer_id) -> tuple[int, str]:
     return found, plan
 
 
+def _by_lookup_index(plan: str, segmentation: str) -> bool:
+    """Whether the plan reads the map through the segmentation's lookup index: an index scan or
+    a bitmap index scan, whichever the server's planner picks (PostgreSQL 15 here, the embedded
+    server's version on a laptop)."""
+    return re.search(rf"Index Scan (using|on) customer_ids_{segmentation}_by_\w+", plan) is not None
+
+
 def test_text_ids_publish_views_that_speak_them_beside_an_integer_default(crm):
     generate_customers(crm, 800, seed=3)
     default, _ = run(features=["annual_income", "spending_score"], n_clusters=4, n_init=1)
@@ -126,7 +134,7 @@ def test_text_ids_publish_views_that_speak_them_beside_an_integer_default(crm):
     # One customer by id: through the index on the id as the view gives it.
     some = crm.execute("SELECT id FROM crm.customers ORDER BY id LIMIT 1 OFFSET 700").fetchone()[0]
     found, plan = _found_by_index(crm, "rfm_customer_segments", some)
-    assert found == 1 and "Bitmap Index Scan on customer_ids_rfm_by_" in plan, plan
+    assert found == 1 and _by_lookup_index(plan, "rfm"), plan
 
     # A rerun on the same rows: compared in memory by key, nobody moved, nothing new recorded.
     # Its lookup index dropped first, as a partition made before it existed lacks it: the run makes it.
@@ -140,7 +148,7 @@ def test_text_ids_publish_views_that_speak_them_beside_an_integer_default(crm):
     assert churn == 0.0 and changed == 0
     assert crm.execute("SELECT count(*) FROM segmentation.customer_ids").fetchone()[0] == 1500
     found, plan = _found_by_index(crm, "rfm_customer_segments", some)
-    assert found == 1 and "Bitmap Index Scan on customer_ids_rfm_by_" in plan, plan
+    assert found == 1 and _by_lookup_index(plan, "rfm"), plan
 
     # New customers and a departure: the next run records only the arrivals, and the history says who left.
     crm.execute(
@@ -224,7 +232,7 @@ def test_uuid_ids_are_uuid_in_the_views_and_erased_however_they_are_written(crm)
     one = crm.execute("SELECT member_id FROM public.members LIMIT 1").fetchone()[0]
     assert isinstance(one, uuid.UUID)
     found, plan = _found_by_index(crm, "members_customer_segments", one)
-    assert found == 1 and "Bitmap Index Scan on customer_ids_members_by_" in plan, plan
+    assert found == 1 and _by_lookup_index(plan, "members"), plan
     # Erased by its id in upper case: a uuid is the same uuid however it is written.
     assert main(["purge", "--customer-id", str(one).upper()]) == 0
     assert (
